@@ -1,0 +1,14 @@
+//! Every backend Capstan persists to: SQLite and PostgreSQL for metadata (through one SQL dialect
+//! and versioned migrations), the local filesystem and S3-compatible storage for blobs. It implements
+//! the store traits the domain crates declare; no other crate writes SQL or talks to S3.
+
+mod artifacts;
+mod blobs;
+mod db;
+mod migrations;
+mod sql;
+mod tokens;
+mod tracking_store;
+
+pub use blobs::{BlobConfig, Blobs, S3Config};
+pub use db::{Backend, Db, DbError};

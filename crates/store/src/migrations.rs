@@ -1,0 +1,168 @@
+//! Versioned, append-only schema migrations, embedded and applied at start-up in one transaction each.
+//! One text per migration; `{ID}` and `{REAL}` are the only dialect differences.
+
+use crate::db::{Backend, Db, DbError};
+use sqlx::Row;
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Never edit an applied migration; append a new one.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tracking",
+        sql: r#"
+CREATE TABLE experiments (
+    experiment_id {ID},
+    name TEXT NOT NULL UNIQUE,
+    artifact_location TEXT NOT NULL,
+    lifecycle_stage TEXT NOT NULL,
+    creation_time BIGINT NOT NULL,
+    last_update_time BIGINT NOT NULL
+);
+CREATE TABLE experiment_tags (
+    experiment_id BIGINT NOT NULL REFERENCES experiments(experiment_id),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, key)
+);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    experiment_id BIGINT NOT NULL REFERENCES experiments(experiment_id),
+    name TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    start_time BIGINT NOT NULL,
+    end_time BIGINT,
+    artifact_uri TEXT NOT NULL,
+    lifecycle_stage TEXT NOT NULL
+);
+-- The default search: one experiment, active runs, newest first.
+CREATE INDEX runs_by_experiment ON runs (experiment_id, lifecycle_stage, start_time DESC, run_id);
+CREATE TABLE params (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE INDEX params_by_key ON params (key, value);
+CREATE TABLE tags (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE INDEX tags_by_key ON tags (key, value);
+-- Full metric history; identical points collapse so client retries are idempotent.
+CREATE TABLE metrics (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    step BIGINT NOT NULL,
+    timestamp BIGINT NOT NULL,
+    value {REAL} NOT NULL,
+    is_nan BIGINT NOT NULL,
+    PRIMARY KEY (run_id, key, step, timestamp, value, is_nan)
+);
+-- The latest point per (run, key), maintained on every write: search and getRun read only this.
+CREATE TABLE latest_metrics (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    step BIGINT NOT NULL,
+    timestamp BIGINT NOT NULL,
+    value {REAL} NOT NULL,
+    is_nan BIGINT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE INDEX latest_metrics_by_key ON latest_metrics (key, is_nan, value, run_id);
+CREATE TABLE run_inputs (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    source_type TEXT NOT NULL,
+    source TEXT NOT NULL,
+    schema_json TEXT,
+    profile_json TEXT,
+    context TEXT,
+    tags_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, name, digest)
+);
+CREATE TABLE artifacts (
+    path TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE INDEX artifacts_by_hash ON artifacts (hash);
+CREATE TABLE api_tokens (
+    id {ID},
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    scope TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    revoked BIGINT NOT NULL
+);
+"#,
+    },
+];
+
+pub(crate) async fn run(db: &Db) -> Result<(), DbError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&db.pool)
+    .await?;
+    let _guard = db.write_guard().await;
+    for m in MIGRATIONS {
+        let mut tx = db.pool.begin().await?;
+        if db.backend == Backend::Postgres {
+            // Two servers starting at once must not both migrate.
+            sqlx::query("SELECT pg_advisory_xact_lock(727274)").execute(&mut *tx).await?;
+        }
+        let done = sqlx::query("SELECT COUNT(*) FROM schema_migrations WHERE version = $1")
+            .bind(m.version)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<i64, _>(0)?;
+        if done > 0 {
+            tx.rollback().await?;
+            continue;
+        }
+        let sql = dialect(m.sql, db.backend);
+        let fail = |source| DbError::Migration { version: m.version, name: m.name, source };
+        let code: String = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+        for stmt in code.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&mut *tx).await.map_err(fail)?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(base::now_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await?;
+    }
+    // Experiment 0, where runs go when the client names none.
+    let now = base::now_millis();
+    sqlx::query(
+        "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
+         VALUES (0, 'Default', 'mlflow-artifacts:/0', 'active', $1, $1) ON CONFLICT DO NOTHING",
+    )
+    .bind(now)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+fn dialect(sql: &str, backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => sql.replace("{ID}", "INTEGER PRIMARY KEY").replace("{REAL}", "REAL"),
+        Backend::Postgres => sql
+            .replace("{ID}", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+            .replace("{REAL}", "DOUBLE PRECISION"),
+    }
+}

@@ -1,0 +1,6 @@
+//! The store conformance suite: every test runs against SQLite and PostgreSQL (each PostgreSQL
+//! test in a database of its own), and the blob tests against the local filesystem and S3 (moto).
+
+mod blobs;
+mod support;
+mod tracking;

@@ -1,0 +1,15 @@
+//! Experiment tracking: experiments, runs, params, metrics, tags, dataset inputs and artifacts,
+//! the MLflow search grammar, and the store traits the `store` crate implements.
+//! No I/O here beyond calls through those traits; no wire format.
+
+mod error;
+pub mod filter;
+mod model;
+mod service;
+mod store;
+pub mod validate;
+
+pub use error::{Error, Result};
+pub use model::*;
+pub use service::{Tracking, LIMITS};
+pub use store::{ArtifactEntry, ArtifactIndex, SearchRuns, TokenStore, TrackingStore};
