@@ -9,7 +9,9 @@ pub struct ContentHash(String);
 
 impl ContentHash {
     pub fn parse(s: &str) -> Option<ContentHash> {
-        let ok = s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| ContentHash(s.to_owned()))
     }
 

@@ -1,1 +1,205 @@
-fn main() {}
+//! The `capstan` binary: parse arguments, layer configuration, start tracing, wire the backends,
+//! and run one subcommand.
+
+mod bench;
+mod client;
+mod config;
+mod demo;
+mod platform;
+mod progress;
+mod report;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "capstan",
+    version,
+    about = "MLOps + LLMOps platform: tracking, registry, serving, monitoring"
+)]
+struct Cli {
+    /// State directory (metadata database, artifacts, config).
+    #[arg(long, global = true, env = "CAPSTAN_HOME", default_value = ".capstan")]
+    home: PathBuf,
+    /// Configuration file (default: $CAPSTAN_HOME/capstan.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Metadata database URL: sqlite://PATH or postgres://USER@HOST/DB.
+    #[arg(long, global = true)]
+    db: Option<String>,
+    /// Artifact store: a directory or s3://bucket/prefix.
+    #[arg(long, global = true)]
+    artifacts: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (MLflow-compatible tracking API, artifacts).
+    Server {
+        #[arg(long)]
+        host: Option<String>,
+        /// Port to listen on; 0 picks a free one (the bound address is printed).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Require API tokens on every route but /health.
+        #[arg(long)]
+        auth: bool,
+    },
+    /// Inspect experiments.
+    #[command(subcommand)]
+    Experiments(ExperimentsCmd),
+    /// Inspect and compare runs.
+    #[command(subcommand)]
+    Runs(RunsCmd),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCmd),
+    /// Run the end-to-end demo on embedded defaults.
+    Demo {
+        /// Exit when the demo is done instead of serving its results.
+        #[arg(long)]
+        no_serve: bool,
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Benchmarks against peers, printed as tables.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum ExperimentsCmd {
+    /// List experiments.
+    List {
+        /// Include deleted experiments.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCmd {
+    /// List runs of an experiment, with MLflow's filter grammar.
+    List {
+        /// Experiment name or id.
+        #[arg(long, short, default_value = "0")]
+        experiment: String,
+        #[arg(long, short, default_value = "")]
+        filter: String,
+        #[arg(long = "order-by")]
+        order_by: Vec<String>,
+        #[arg(long, default_value_t = 50)]
+        max: u32,
+    },
+    /// Show one run: params, latest metrics, tags, inputs, artifacts.
+    Show { run_id: String },
+    /// Compare runs side by side; --html writes a report with metric charts.
+    Compare {
+        run_ids: Vec<String>,
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCmd {
+    /// Create a token; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["read", "write", "admin"])]
+        scope: String,
+    },
+    List,
+    Revoke {
+        id: i64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG")
+                .unwrap_or_else(|_| "warn,capstan=info,server=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), platform::Error> {
+    let config_file = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| cli.home.join("capstan.toml"));
+    let mut config = config::Config::load(&config_file, std::env::vars())?;
+    if let Some(db) = cli.db {
+        config.store.db = db;
+    }
+    if let Some(a) = cli.artifacts {
+        config.store.artifacts = a;
+    }
+    let home = cli.home;
+    match cli.command {
+        Command::Server { host, port, auth } => {
+            if let Some(h) = host {
+                config.server.host = h;
+            }
+            if let Some(p) = port {
+                config.server.port = p;
+            }
+            config.server.auth |= auth;
+            let p = platform::Platform::open(&home, &config).await?;
+            p.serve(&config, None).await
+        }
+        Command::Experiments(ExperimentsCmd::List { all }) => {
+            report::experiments(&platform::Platform::open(&home, &config).await?, all).await
+        }
+        Command::Runs(cmd) => {
+            let p = platform::Platform::open(&home, &config).await?;
+            match cmd {
+                RunsCmd::List {
+                    experiment,
+                    filter,
+                    order_by,
+                    max,
+                } => report::list_runs(&p, &experiment, &filter, &order_by, max).await,
+                RunsCmd::Show { run_id } => report::show_run(&p, &run_id).await,
+                RunsCmd::Compare { run_ids, html } => {
+                    report::compare_runs(&p, &run_ids, html.as_deref()).await
+                }
+            }
+        }
+        Command::Tokens(cmd) => {
+            let p = platform::Platform::open(&home, &config).await?;
+            match cmd {
+                TokensCmd::Create { name, scope } => report::create_token(&p, &name, &scope).await,
+                TokensCmd::List => report::list_tokens(&p).await,
+                TokensCmd::Revoke { id } => report::revoke_token(&p, id).await,
+            }
+        }
+        Command::Demo { no_serve, port } => demo::run(&home, config, no_serve, port).await,
+        Command::Bench(cmd) => bench::run(cmd, &home).await,
+    }
+}

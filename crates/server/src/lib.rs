@@ -1,1 +1,77 @@
-//! placeholder
+//! The one HTTP server: every wire format Capstan speaks (today the MLflow tracking REST API and
+//! its proxied artifacts), authentication, body limits and error mapping. Only this crate knows
+//! wire formats; handlers extract, make one domain call and map the result.
+
+mod artifacts;
+mod auth;
+mod error;
+mod mlflow;
+mod wire;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use std::sync::Arc;
+use store::Blobs;
+use tracking::{ArtifactIndex, TokenStore, Tracking};
+
+pub use auth::{hash_token, new_token};
+
+/// Limits and switches of the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// When true, every route but `/health` needs a bearer token with a sufficient scope.
+    pub auth: bool,
+    /// Largest JSON request body (MLflow's log-batch limit is 1 MB).
+    pub max_json_bytes: usize,
+    /// Largest artifact upload.
+    pub max_artifact_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            auth: false,
+            max_json_bytes: 1024 * 1024,
+            max_artifact_bytes: 16 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything a handler may touch.
+#[derive(Clone)]
+pub struct AppState {
+    pub tracking: Tracking,
+    pub artifacts: Arc<dyn ArtifactIndex>,
+    pub tokens: Arc<dyn TokenStore>,
+    pub blobs: Blobs,
+    pub config: Arc<ServerConfig>,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let json_limit = state.config.max_json_bytes;
+    let api = mlflow::routes().layer(DefaultBodyLimit::max(json_limit));
+    Router::new()
+        .route("/health", get(|| async { "OK" }))
+        .route("/version", get(|| async { mlflow::COMPATIBLE_VERSION }))
+        .merge(api)
+        .merge(artifacts::routes().layer(DefaultBodyLimit::disable()))
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -8,7 +8,8 @@ use tracking::{ArtifactEntry, ArtifactIndex, Error, Result};
 fn entry(path: String, hash: String, size: i64) -> Result<ArtifactEntry> {
     Ok(ArtifactEntry {
         path: ArtifactPath::parse(&path).map_err(|e| Error::Store(e.to_string()))?,
-        hash: ContentHash::parse(&hash).ok_or_else(|| Error::Store(format!("bad hash '{hash}' in the artifact index")))?,
+        hash: ContentHash::parse(&hash)
+            .ok_or_else(|| Error::Store(format!("bad hash '{hash}' in the artifact index")))?,
         size: size as u64,
     })
 }
@@ -16,7 +17,11 @@ fn entry(path: String, hash: String, size: i64) -> Result<ArtifactEntry> {
 /// Paths below `dir/` sort between `dir/` and `dir0` ('0' follows '/'), so a range scan on the
 /// primary key lists a directory without LIKE and without escaping.
 fn range(dir: &ArtifactPath) -> (String, String) {
-    if dir.is_root() { (String::new(), "\u{10FFFF}".to_owned()) } else { (format!("{dir}/"), format!("{dir}0")) }
+    if dir.is_root() {
+        (String::new(), "\u{10FFFF}".to_owned())
+    } else {
+        (format!("{dir}/"), format!("{dir}0"))
+    }
 }
 
 #[async_trait::async_trait]
@@ -47,34 +52,47 @@ impl ArtifactIndex for Db {
             .await
             .map_err(map_err)?;
         match row {
-            Some(r) => Ok(Some(entry(r.try_get(0).map_err(map_err)?, r.try_get(1).map_err(map_err)?, r.try_get(2).map_err(map_err)?)?)),
+            Some(r) => Ok(Some(entry(
+                r.try_get(0).map_err(map_err)?,
+                r.try_get(1).map_err(map_err)?,
+                r.try_get(2).map_err(map_err)?,
+            )?)),
             None => Ok(None),
         }
     }
 
     async fn list_artifacts(&self, dir: &ArtifactPath) -> Result<Vec<ArtifactEntry>> {
         let (lo, hi) = range(dir);
-        let rows = sqlx::query("SELECT path, hash, size FROM artifacts WHERE path > $1 AND path < $2 ORDER BY path")
-            .bind(lo)
-            .bind(hi)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let rows = sqlx::query(
+            "SELECT path, hash, size FROM artifacts WHERE path > $1 AND path < $2 ORDER BY path",
+        )
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
         rows.iter()
-            .map(|r| entry(r.try_get(0).map_err(map_err)?, r.try_get(1).map_err(map_err)?, r.try_get(2).map_err(map_err)?))
+            .map(|r| {
+                entry(
+                    r.try_get(0).map_err(map_err)?,
+                    r.try_get(1).map_err(map_err)?,
+                    r.try_get(2).map_err(map_err)?,
+                )
+            })
             .collect()
     }
 
     async fn delete_artifacts(&self, path: &ArtifactPath) -> Result<u64> {
         let _g = self.write_guard().await;
         let (lo, hi) = range(path);
-        let done = sqlx::query("DELETE FROM artifacts WHERE path = $1 OR (path > $2 AND path < $3)")
-            .bind(path.as_str().to_owned())
-            .bind(lo)
-            .bind(hi)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let done =
+            sqlx::query("DELETE FROM artifacts WHERE path = $1 OR (path > $2 AND path < $3)")
+                .bind(path.as_str().to_owned())
+                .bind(lo)
+                .bind(hi)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
         Ok(done.rows_affected())
     }
 }

@@ -39,7 +39,10 @@ impl fmt::Debug for S3Config {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("allow_http", &self.allow_http)
             .finish()
     }
@@ -75,7 +78,10 @@ impl Blobs {
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match config {
             BlobConfig::Local(dir) => {
                 std::fs::create_dir_all(dir)?;
-                (Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir)?), String::new())
+                (
+                    Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir)?),
+                    String::new(),
+                )
             }
             BlobConfig::S3(s3) => {
                 let mut b = object_store::aws::AmazonS3Builder::new()
@@ -94,12 +100,20 @@ impl Blobs {
                 (Arc::new(b.build()?), s3.prefix.trim_matches('/').to_owned())
             }
         };
-        Ok(Blobs { store, prefix, staging })
+        Ok(Blobs {
+            store,
+            prefix,
+            staging,
+        })
     }
 
     fn key(&self, hash: &ContentHash) -> StorePath {
         let rel = format!("sha256/{}", hash.fanout_path());
-        if self.prefix.is_empty() { StorePath::from(rel) } else { StorePath::from(format!("{}/{rel}", self.prefix)) }
+        if self.prefix.is_empty() {
+            StorePath::from(rel)
+        } else {
+            StorePath::from(format!("{}/{rel}", self.prefix))
+        }
     }
 
     pub async fn contains(&self, hash: &ContentHash) -> Result<bool, BlobError> {
@@ -112,22 +126,37 @@ impl Blobs {
 
     pub async fn put_bytes(&self, bytes: Bytes) -> Result<(ContentHash, u64), BlobError> {
         let size = bytes.len() as u64;
-        self.put_stream(futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) }), size).await
+        self.put_stream(
+            futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) }),
+            size,
+        )
+        .await
     }
 
     /// Streams `body` into the store; refuses more than `max_bytes`. Returns the hash and size.
-    pub async fn put_stream<S, E>(&self, body: S, max_bytes: u64) -> Result<(ContentHash, u64), BlobError>
+    pub async fn put_stream<S, E>(
+        &self,
+        body: S,
+        max_bytes: u64,
+    ) -> Result<(ContentHash, u64), BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: fmt::Display,
     {
-        let tmp = self.staging.join(format!("upload-{}", uuid::Uuid::new_v4().simple()));
+        let tmp = self
+            .staging
+            .join(format!("upload-{}", uuid::Uuid::new_v4().simple()));
         let result = self.stage_and_store(body, max_bytes, &tmp).await;
         let _ = tokio::fs::remove_file(&tmp).await;
         result
     }
 
-    async fn stage_and_store<S, E>(&self, body: S, max_bytes: u64, tmp: &std::path::Path) -> Result<(ContentHash, u64), BlobError>
+    async fn stage_and_store<S, E>(
+        &self,
+        body: S,
+        max_bytes: u64,
+        tmp: &std::path::Path,
+    ) -> Result<(ContentHash, u64), BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: fmt::Display,
@@ -159,7 +188,8 @@ impl Blobs {
             self.store.put(&key, PutPayload::from(buf)).await?;
         } else {
             let upload = self.store.put_multipart(&key).await?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_THRESHOLD as usize);
+            let mut writer =
+                WriteMultipart::new_with_chunk_size(upload, MULTIPART_THRESHOLD as usize);
             let mut buf = vec![0u8; 1024 * 1024];
             loop {
                 let n = file.read(&mut buf).await?;
@@ -175,7 +205,10 @@ impl Blobs {
     }
 
     /// The blob's bytes as a stream of chunks.
-    pub async fn get(&self, hash: &ContentHash) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+    pub async fn get(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
         match self.store.get(&self.key(hash)).await {
             Ok(r) => Ok(r.into_stream().map_err(BlobError::from).boxed()),
             Err(object_store::Error::NotFound { .. }) => Err(BlobError::NotFound(hash.clone())),

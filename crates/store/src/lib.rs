@@ -10,5 +10,5 @@ mod sql;
 mod tokens;
 mod tracking_store;
 
-pub use blobs::{BlobConfig, Blobs, S3Config};
+pub use blobs::{BlobConfig, BlobError, Blobs, S3Config};
 pub use db::{Backend, Db, DbError};

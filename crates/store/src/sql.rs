@@ -1,7 +1,7 @@
 //! A small builder for SQL with bound arguments: text from our code, values always as `$n` binds.
 
-use sqlx::any::AnyArguments;
 use sqlx::Arguments;
+use sqlx::any::AnyArguments;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Arg {
@@ -18,7 +18,10 @@ pub(crate) struct Sql {
 
 impl Sql {
     pub fn new(text: &str) -> Sql {
-        Sql { text: text.to_owned(), args: Vec::new() }
+        Sql {
+            text: text.to_owned(),
+            args: Vec::new(),
+        }
     }
 
     /// Appends trusted SQL text (never user input).

@@ -18,7 +18,12 @@ fn info(r: &AnyRow) -> Result<TokenInfo> {
 
 #[async_trait::async_trait]
 impl TokenStore for Db {
-    async fn create_token(&self, name: &str, token_hash: &ContentHash, scope: Scope) -> Result<TokenInfo> {
+    async fn create_token(
+        &self,
+        name: &str,
+        token_hash: &ContentHash,
+        scope: Scope,
+    ) -> Result<TokenInfo> {
         let _g = self.write_guard().await;
         let row = sqlx::query(
             "INSERT INTO api_tokens (name, token_hash, scope, created, revoked) VALUES ($1, $2, $3, $4, 0) \
@@ -35,19 +40,23 @@ impl TokenStore for Db {
     }
 
     async fn find_token(&self, token_hash: &ContentHash) -> Result<Option<TokenInfo>> {
-        let row = sqlx::query("SELECT id, name, scope, created FROM api_tokens WHERE token_hash = $1 AND revoked = 0")
-            .bind(token_hash.as_str().to_owned())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let row = sqlx::query(
+            "SELECT id, name, scope, created FROM api_tokens WHERE token_hash = $1 AND revoked = 0",
+        )
+        .bind(token_hash.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
         row.as_ref().map(info).transpose()
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
-        let rows = sqlx::query("SELECT id, name, scope, created FROM api_tokens WHERE revoked = 0 ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let rows = sqlx::query(
+            "SELECT id, name, scope, created FROM api_tokens WHERE revoked = 0 ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
         rows.iter().map(info).collect()
     }
 

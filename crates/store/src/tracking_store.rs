@@ -4,13 +4,13 @@
 use crate::db::{Backend, Db, is_unique_violation, map_err};
 use crate::sql::{Arg, Sql};
 use base::{ExperimentId, RunId};
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use std::collections::HashMap;
 use tracking::filter::{Attr, Comparison, DatasetField, StrOp, Subject};
 use tracking::{
-    Dataset, DatasetInput, Error, Experiment, Lifecycle, Metric, NewRun, Page, Param, Result, Run, RunInfo,
-    RunStatus, RunUpdate, SearchRuns, Tag, TrackingStore, ViewType,
+    Dataset, DatasetInput, Error, Experiment, Lifecycle, Metric, NewRun, Page, Param, Result, Run,
+    RunInfo, RunStatus, RunUpdate, SearchRuns, Tag, TrackingStore, ViewType,
 };
 
 const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -23,7 +23,10 @@ fn run_not_found(id: &RunId) -> Error {
     Error::NotFound(format!("Run with id={id} not found"))
 }
 
-fn get<'r, T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>>(row: &'r AnyRow, i: usize) -> Result<T> {
+fn get<'r, T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>>(
+    row: &'r AnyRow,
+    i: usize,
+) -> Result<T> {
     row.try_get::<T, _>(i).map_err(map_err)
 }
 
@@ -41,11 +44,15 @@ impl Db {
         if ids.is_empty() {
             return Ok(out);
         }
-        let mut q = Sql::new("SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ");
+        let mut q = Sql::new(
+            "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ",
+        );
         q.bind_row(ids.iter().map(|i| Arg::I64(*i)).collect());
         q.push(" ORDER BY key");
         for row in q.build().fetch_all(&self.pool).await.map_err(map_err)? {
-            out.entry(get(&row, 0)?).or_default().push(Tag::new(get::<String>(&row, 1)?, get::<String>(&row, 2)?));
+            out.entry(get(&row, 0)?)
+                .or_default()
+                .push(Tag::new(get::<String>(&row, 1)?, get::<String>(&row, 2)?));
         }
         Ok(out)
     }
@@ -67,7 +74,9 @@ impl Db {
                 tags: Vec::new(),
             });
         }
-        let mut tags = self.experiment_tags(&exps.iter().map(|e| e.id.get()).collect::<Vec<_>>()).await?;
+        let mut tags = self
+            .experiment_tags(&exps.iter().map(|e| e.id.get()).collect::<Vec<_>>())
+            .await?;
         for e in &mut exps {
             e.tags = tags.remove(&e.id.get()).unwrap_or_default();
         }
@@ -99,9 +108,20 @@ impl Db {
                 artifact_uri: get(&row, 7)?,
                 lifecycle: Lifecycle::parse(&lifecycle).unwrap_or(Lifecycle::Active),
             };
-            runs.insert(id, Run { info, metrics: Vec::new(), params: Vec::new(), tags: Vec::new(), inputs: Vec::new() });
+            runs.insert(
+                id,
+                Run {
+                    info,
+                    metrics: Vec::new(),
+                    params: Vec::new(),
+                    tags: Vec::new(),
+                    inputs: Vec::new(),
+                },
+            );
         }
-        let mut q = Sql::new("SELECT run_id, key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_id IN ");
+        let mut q = Sql::new(
+            "SELECT run_id, key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_id IN ",
+        );
         q.bind_list(ids).push(" ORDER BY key");
         for row in q.build().fetch_all(&self.pool).await.map_err(map_err)? {
             if let Some(run) = runs.get_mut(&get::<String>(&row, 0)?) {
@@ -109,12 +129,18 @@ impl Db {
             }
         }
         for (table, is_param) in [("params", true), ("tags", false)] {
-            let mut q = Sql::new(&format!("SELECT run_id, key, value FROM {table} WHERE run_id IN "));
+            let mut q = Sql::new(&format!(
+                "SELECT run_id, key, value FROM {table} WHERE run_id IN "
+            ));
             q.bind_list(ids).push(" ORDER BY key");
             for row in q.build().fetch_all(&self.pool).await.map_err(map_err)? {
                 if let Some(run) = runs.get_mut(&get::<String>(&row, 0)?) {
                     let t = Tag::new(get::<String>(&row, 1)?, get::<String>(&row, 2)?);
-                    if is_param { run.params.push(t) } else { run.tags.push(t) }
+                    if is_param {
+                        run.params.push(t)
+                    } else {
+                        run.tags.push(t)
+                    }
                 }
             }
         }
@@ -125,7 +151,8 @@ impl Db {
         for row in q.build().fetch_all(&self.pool).await.map_err(map_err)? {
             if let Some(run) = runs.get_mut(&get::<String>(&row, 0)?) {
                 let tags_json: String = get(&row, 7)?;
-                let tags: Vec<(String, String)> = serde_json::from_str(&tags_json).unwrap_or_default();
+                let tags: Vec<(String, String)> =
+                    serde_json::from_str(&tags_json).unwrap_or_default();
                 run.inputs.push(DatasetInput {
                     dataset: Dataset {
                         name: get(&row, 1)?,
@@ -143,7 +170,11 @@ impl Db {
     }
 
     /// The run's lifecycle stage, or not-found.
-    async fn run_lifecycle<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(&self, ex: E, id: &RunId) -> Result<Lifecycle> {
+    async fn run_lifecycle<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+        &self,
+        ex: E,
+        id: &RunId,
+    ) -> Result<Lifecycle> {
         let row = sqlx::query("SELECT lifecycle_stage FROM runs WHERE run_id = $1")
             .bind(id.as_str().to_owned())
             .fetch_optional(ex)
@@ -169,10 +200,16 @@ impl Db {
             }
             // SQLite's LIKE ignores ASCII case; MLflow's LIKE is case-sensitive, so use GLOB.
             (StrOp::Like, Backend::Sqlite) => {
-                q.push(column).push(" GLOB ").bind_text(&like_to_glob(pattern));
+                q.push(column)
+                    .push(" GLOB ")
+                    .bind_text(&like_to_glob(pattern));
             }
             (StrOp::ILike, Backend::Sqlite) => {
-                q.push("LOWER(").push(column).push(") LIKE LOWER(").bind_text(pattern).push(")");
+                q.push("LOWER(")
+                    .push(column)
+                    .push(") LIKE LOWER(")
+                    .bind_text(pattern)
+                    .push(")");
             }
         }
     }
@@ -198,7 +235,11 @@ fn metric_from_row(row: &AnyRow, first: usize) -> Result<Metric> {
     let is_nan: i64 = get(row, first + 2)?;
     Ok(Metric {
         key: get(row, first)?,
-        value: if is_nan != 0 { f64::NAN } else { get(row, first + 1)? },
+        value: if is_nan != 0 {
+            f64::NAN
+        } else {
+            get(row, first + 1)?
+        },
         timestamp: get(row, first + 3)?,
         step: get(row, first + 4)?,
     })
@@ -206,12 +247,21 @@ fn metric_from_row(row: &AnyRow, first: usize) -> Result<Metric> {
 
 /// NaN cannot be stored as a number in SQLite; it is kept as 0 with a flag.
 fn metric_value(m: &Metric) -> (f64, i64) {
-    if m.value.is_nan() { (0.0, 1) } else { (m.value, 0) }
+    if m.value.is_nan() {
+        (0.0, 1)
+    } else {
+        (m.value, 0)
+    }
 }
 
 #[async_trait::async_trait]
 impl TrackingStore for Db {
-    async fn create_experiment(&self, name: &str, artifact_location: &str, tags: &[Tag]) -> Result<ExperimentId> {
+    async fn create_experiment(
+        &self,
+        name: &str,
+        artifact_location: &str,
+        tags: &[Tag],
+    ) -> Result<ExperimentId> {
         let _g = self.write_guard().await;
         let now = base::now_millis();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
@@ -258,7 +308,10 @@ impl TrackingStore for Db {
             "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time FROM experiments WHERE experiment_id = ",
         );
         q.bind(Arg::I64(id.get()));
-        self.experiments_where(q).await?.pop().ok_or_else(|| experiment_not_found(id))
+        self.experiments_where(q)
+            .await?
+            .pop()
+            .ok_or_else(|| experiment_not_found(id))
     }
 
     async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
@@ -272,7 +325,12 @@ impl TrackingStore for Db {
             .ok_or_else(|| Error::NotFound(format!("Could not find experiment with name '{name}'")))
     }
 
-    async fn list_experiments(&self, view: ViewType, max_results: u32, offset: u64) -> Result<Page<Experiment>> {
+    async fn list_experiments(
+        &self,
+        view: ViewType,
+        max_results: u32,
+        offset: u64,
+    ) -> Result<Page<Experiment>> {
         let mut q = Sql::new(
             "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time FROM experiments r WHERE 1 = 1",
         );
@@ -289,19 +347,21 @@ impl TrackingStore for Db {
 
     async fn rename_experiment(&self, id: ExperimentId, new_name: &str) -> Result<()> {
         let _g = self.write_guard().await;
-        let done = sqlx::query("UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3")
-            .bind(new_name.to_owned())
-            .bind(base::now_millis())
-            .bind(id.get())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    Error::AlreadyExists(format!("Experiment '{new_name}' already exists."))
-                } else {
-                    map_err(e)
-                }
-            })?;
+        let done = sqlx::query(
+            "UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3",
+        )
+        .bind(new_name.to_owned())
+        .bind(base::now_millis())
+        .bind(id.get())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::AlreadyExists(format!("Experiment '{new_name}' already exists."))
+            } else {
+                map_err(e)
+            }
+        })?;
         if done.rows_affected() == 0 {
             return Err(experiment_not_found(id));
         }
@@ -347,7 +407,13 @@ impl TrackingStore for Db {
         Ok(())
     }
 
-    async fn create_run(&self, run_id: &RunId, new: &NewRun, run_name: &str, artifact_root: &str) -> Result<Run> {
+    async fn create_run(
+        &self,
+        run_id: &RunId,
+        new: &NewRun,
+        run_name: &str,
+        artifact_root: &str,
+    ) -> Result<Run> {
         {
             let _g = self.write_guard().await;
             let mut tx = self.pool.begin().await.map_err(map_err)?;
@@ -379,7 +445,10 @@ impl TrackingStore for Db {
     }
 
     async fn get_run(&self, id: &RunId) -> Result<Run> {
-        self.load_runs(&[id.as_str().to_owned()]).await?.pop().ok_or_else(|| run_not_found(id))
+        self.load_runs(&[id.as_str().to_owned()])
+            .await?
+            .pop()
+            .ok_or_else(|| run_not_found(id))
     }
 
     async fn update_run(&self, id: &RunId, update: &RunUpdate) -> Result<RunInfo> {
@@ -427,7 +496,13 @@ impl TrackingStore for Db {
         Ok(())
     }
 
-    async fn log_batch(&self, id: &RunId, metrics: &[Metric], params: &[Param], tags: &[Tag]) -> Result<()> {
+    async fn log_batch(
+        &self,
+        id: &RunId,
+        metrics: &[Metric],
+        params: &[Param],
+        tags: &[Tag],
+    ) -> Result<()> {
         let _g = self.write_guard().await;
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         if self.run_lifecycle(&mut *tx, id).await? != Lifecycle::Active {
@@ -467,7 +542,11 @@ impl TrackingStore for Db {
                     if i > 0 {
                         q.push(", ");
                     }
-                    q.bind_row(vec![Arg::Text(rid.clone()), Arg::Text(p.key.clone()), Arg::Text(p.value.clone())]);
+                    q.bind_row(vec![
+                        Arg::Text(rid.clone()),
+                        Arg::Text(p.key.clone()),
+                        Arg::Text(p.value.clone()),
+                    ]);
                 }
                 q.build().execute(&mut *tx).await.map_err(map_err)?;
             }
@@ -491,7 +570,9 @@ impl TrackingStore for Db {
         }
         if !metrics.is_empty() {
             for chunk in metrics.chunks(500) {
-                let mut q = Sql::new("INSERT INTO metrics (run_id, key, step, timestamp, value, is_nan) VALUES ");
+                let mut q = Sql::new(
+                    "INSERT INTO metrics (run_id, key, step, timestamp, value, is_nan) VALUES ",
+                );
                 for (i, m) in chunk.iter().enumerate() {
                     if i > 0 {
                         q.push(", ");
@@ -519,7 +600,9 @@ impl TrackingStore for Db {
                 }
             }
             for chunk in latest.chunks(500) {
-                let mut q = Sql::new("INSERT INTO latest_metrics (run_id, key, step, timestamp, value, is_nan) VALUES ");
+                let mut q = Sql::new(
+                    "INSERT INTO latest_metrics (run_id, key, step, timestamp, value, is_nan) VALUES ",
+                );
                 for (i, m) in chunk.iter().enumerate() {
                     if i > 0 {
                         q.push(", ");
@@ -558,7 +641,9 @@ impl TrackingStore for Db {
             .await
             .map_err(map_err)?;
         if done.rows_affected() == 0 {
-            return Err(Error::NotFound(format!("No tag with name: {key} in run with id {id}")));
+            return Err(Error::NotFound(format!(
+                "No tag with name: {key} in run with id {id}"
+            )));
         }
         tx.commit().await.map_err(map_err)
     }
@@ -568,8 +653,16 @@ impl TrackingStore for Db {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         self.run_lifecycle(&mut *tx, id).await?;
         for i in inputs {
-            let tags: Vec<(&str, &str)> = i.tags.iter().map(|t| (t.key.as_str(), t.value.as_str())).collect();
-            let context = i.tags.iter().find(|t| t.key == "mlflow.data.context").map(|t| t.value.clone());
+            let tags: Vec<(&str, &str)> = i
+                .tags
+                .iter()
+                .map(|t| (t.key.as_str(), t.value.as_str()))
+                .collect();
+            let context = i
+                .tags
+                .iter()
+                .find(|t| t.key == "mlflow.data.context")
+                .map(|t| t.value.clone());
             let d = &i.dataset;
             sqlx::query(
                 "INSERT INTO run_inputs (run_id, name, digest, source_type, source, schema_json, profile_json, context, tags_json) \
@@ -591,7 +684,13 @@ impl TrackingStore for Db {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn metric_history(&self, id: &RunId, key: &str, max_results: u32, offset: u64) -> Result<Page<Metric>> {
+    async fn metric_history(
+        &self,
+        id: &RunId,
+        key: &str,
+        max_results: u32,
+        offset: u64,
+    ) -> Result<Page<Metric>> {
         let rows = sqlx::query(
             "SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_id = $1 AND key = $2 \
              ORDER BY step, timestamp, is_nan, value LIMIT $3 OFFSET $4",
@@ -603,7 +702,10 @@ impl TrackingStore for Db {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        let mut items = rows.iter().map(|r| metric_from_row(r, 0)).collect::<Result<Vec<_>>>()?;
+        let mut items = rows
+            .iter()
+            .map(|r| metric_from_row(r, 0))
+            .collect::<Result<Vec<_>>>()?;
         let next_offset = (items.len() > max_results as usize).then(|| offset + max_results as u64);
         items.truncate(max_results as usize);
         Ok(Page { items, next_offset })
@@ -611,7 +713,10 @@ impl TrackingStore for Db {
 
     async fn search_runs(&self, s: &SearchRuns) -> Result<Page<Run>> {
         if s.experiment_ids.is_empty() {
-            return Ok(Page { items: Vec::new(), next_offset: None });
+            return Ok(Page {
+                items: Vec::new(),
+                next_offset: None,
+            });
         }
         let mut q = Sql::new("SELECT r.run_id FROM runs r");
         // One LEFT JOIN per order_by key on a metric, param or tag.
@@ -627,10 +732,14 @@ impl TrackingStore for Db {
                     order_sql.push(format!("{} {dir}", attr_column(*a)));
                     continue;
                 }
-                Subject::Dataset(_) => return Err(Error::invalid("Ordering by datasets is not supported")),
+                Subject::Dataset(_) => {
+                    return Err(Error::invalid("Ordering by datasets is not supported"));
+                }
             };
-            q.push(&format!(" LEFT JOIN {table} {alias} ON {alias}.run_id = r.run_id AND {alias}.key = "))
-                .bind_text(key);
+            q.push(&format!(
+                " LEFT JOIN {table} {alias} ON {alias}.run_id = r.run_id AND {alias}.key = "
+            ))
+            .bind_text(key);
             // Rows without the key come last in both directions; NaN after numbers.
             order_sql.push(format!("({alias}.run_id IS NULL)"));
             if table == "latest_metrics" {
@@ -658,9 +767,13 @@ impl TrackingStore for Db {
             .iter()
             .map(|r| get(r, 0))
             .collect::<Result<_>>()?;
-        let next_offset = (ids.len() > s.max_results as usize).then(|| s.offset + s.max_results as u64);
+        let next_offset =
+            (ids.len() > s.max_results as usize).then(|| s.offset + s.max_results as u64);
         let ids = &ids[..ids.len().min(s.max_results as usize)];
-        Ok(Page { items: self.load_runs(ids).await?, next_offset })
+        Ok(Page {
+            items: self.load_runs(ids).await?,
+            next_offset,
+        })
     }
 }
 
@@ -681,26 +794,40 @@ impl Db {
     fn clause(&self, q: &mut Sql, subject: &Subject, cmp: &Comparison) -> Result<()> {
         match (subject, cmp) {
             (Subject::Metric(k), Comparison::Num(op, v)) => {
-                q.push("EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_id = r.run_id AND m.key = ")
-                    .bind_text(k)
-                    .push(" AND m.is_nan = 0 AND m.value ")
-                    .push(op.sql())
-                    .push(" ")
-                    .bind(Arg::F64(*v))
-                    .push(")");
+                q.push(
+                    "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_id = r.run_id AND m.key = ",
+                )
+                .bind_text(k)
+                .push(" AND m.is_nan = 0 AND m.value ")
+                .push(op.sql())
+                .push(" ")
+                .bind(Arg::F64(*v))
+                .push(")");
             }
             (Subject::Param(k) | Subject::Tag(k), Comparison::Null { negated }) => {
-                let table = if matches!(subject, Subject::Param(_)) { "params" } else { "tags" };
+                let table = if matches!(subject, Subject::Param(_)) {
+                    "params"
+                } else {
+                    "tags"
+                };
                 q.push(if *negated { "EXISTS" } else { "NOT EXISTS" })
-                    .push(&format!(" (SELECT 1 FROM {table} p WHERE p.run_id = r.run_id AND p.key = "))
+                    .push(&format!(
+                        " (SELECT 1 FROM {table} p WHERE p.run_id = r.run_id AND p.key = "
+                    ))
                     .bind_text(k)
                     .push(")");
             }
             (Subject::Param(k) | Subject::Tag(k), Comparison::Str(op, v)) => {
-                let table = if matches!(subject, Subject::Param(_)) { "params" } else { "tags" };
-                q.push(&format!("EXISTS (SELECT 1 FROM {table} p WHERE p.run_id = r.run_id AND p.key = "))
-                    .bind_text(k)
-                    .push(" AND ");
+                let table = if matches!(subject, Subject::Param(_)) {
+                    "params"
+                } else {
+                    "tags"
+                };
+                q.push(&format!(
+                    "EXISTS (SELECT 1 FROM {table} p WHERE p.run_id = r.run_id AND p.key = "
+                ))
+                .bind_text(k)
+                .push(" AND ");
                 self.like(q, "p.value", *op, v);
                 q.push(")");
             }
@@ -716,7 +843,9 @@ impl Db {
                 self.like(q, attr_column(*a), *op, v);
             }
             (Subject::Attr(Attr::RunId), Comparison::In { negated, values }) => {
-                q.push("r.run_id").push(if *negated { " NOT IN " } else { " IN " }).bind_list(values);
+                q.push("r.run_id")
+                    .push(if *negated { " NOT IN " } else { " IN " })
+                    .bind_list(values);
             }
             (Subject::Dataset(f), cmp) => {
                 let col = match f {
@@ -728,13 +857,19 @@ impl Db {
                 match cmp {
                     Comparison::Str(op, v) => self.like(q, col, *op, v),
                     Comparison::In { negated, values } => {
-                        q.push(col).push(if *negated { " NOT IN " } else { " IN " }).bind_list(values);
+                        q.push(col)
+                            .push(if *negated { " NOT IN " } else { " IN " })
+                            .bind_list(values);
                     }
                     _ => return Err(Error::invalid("Invalid comparison on a dataset field")),
                 }
                 q.push(")");
             }
-            (s, c) => return Err(Error::invalid(format!("Invalid comparison {c:?} for {s:?}"))),
+            (s, c) => {
+                return Err(Error::invalid(format!(
+                    "Invalid comparison {c:?} for {s:?}"
+                )));
+            }
         }
         Ok(())
     }

@@ -145,7 +145,11 @@ fn tokenize(s: &str) -> Result<Vec<Tok>> {
                 let mut text = String::new();
                 loop {
                     match cs.get(j) {
-                        None => return Err(Error::invalid(format!("Invalid filter '{s}': unterminated quote"))),
+                        None => {
+                            return Err(Error::invalid(format!(
+                                "Invalid filter '{s}': unterminated quote"
+                            )));
+                        }
                         // A doubled quote inside a quoted string is an escaped quote.
                         Some(&q) if q == c && cs.get(j + 1) == Some(&c) && c == '\'' => {
                             text.push(c);
@@ -158,7 +162,11 @@ fn tokenize(s: &str) -> Result<Vec<Tok>> {
                         }
                     }
                 }
-                out.push(if c == '`' { Tok::Ident(text) } else { Tok::Quoted(text) });
+                out.push(if c == '`' {
+                    Tok::Ident(text)
+                } else {
+                    Tok::Quoted(text)
+                });
                 i = j + 1;
             }
             '<' | '>' | '=' | '!' => {
@@ -179,15 +187,28 @@ fn tokenize(s: &str) -> Result<Vec<Tok>> {
                         '<' => "<",
                         '>' => ">",
                         '=' => "=",
-                        _ => return Err(Error::invalid(format!("Invalid filter '{s}': unexpected '!'"))),
+                        _ => {
+                            return Err(Error::invalid(format!(
+                                "Invalid filter '{s}': unexpected '!'"
+                            )));
+                        }
                     };
                     out.push(Tok::Op(op));
                     i += 1;
                 }
             }
-            c if c.is_ascii_digit() || ((c == '-' || c == '+' || c == '.') && cs.get(i + 1).is_some_and(|n| n.is_ascii_digit() || *n == '.')) => {
+            c if c.is_ascii_digit()
+                || ((c == '-' || c == '+' || c == '.')
+                    && cs
+                        .get(i + 1)
+                        .is_some_and(|n| n.is_ascii_digit() || *n == '.')) =>
+            {
                 let mut j = i + 1;
-                while j < cs.len() && (cs[j].is_ascii_alphanumeric() || cs[j] == '.' || ((cs[j] == '-' || cs[j] == '+') && matches!(cs[j - 1], 'e' | 'E'))) {
+                while j < cs.len()
+                    && (cs[j].is_ascii_alphanumeric()
+                        || cs[j] == '.'
+                        || ((cs[j] == '-' || cs[j] == '+') && matches!(cs[j - 1], 'e' | 'E')))
+                {
                     j += 1;
                 }
                 out.push(Tok::Num(cs[i..j].iter().collect()));
@@ -195,13 +216,19 @@ fn tokenize(s: &str) -> Result<Vec<Tok>> {
             }
             c if c.is_alphanumeric() || c == '_' => {
                 let mut j = i + 1;
-                while j < cs.len() && (cs[j].is_alphanumeric() || matches!(cs[j], '_' | '.' | '-' | ':' | '/')) {
+                while j < cs.len()
+                    && (cs[j].is_alphanumeric() || matches!(cs[j], '_' | '.' | '-' | ':' | '/'))
+                {
                     j += 1;
                 }
                 out.push(Tok::Word(cs[i..j].iter().collect()));
                 i = j;
             }
-            other => return Err(Error::invalid(format!("Invalid filter '{s}': unexpected character '{other}'"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "Invalid filter '{s}': unexpected character '{other}'"
+                )));
+            }
         }
     }
     Ok(out)
@@ -245,7 +272,9 @@ impl Parser<'_> {
                 if let Some(entity) = w.strip_suffix('.') {
                     // `metrics.` followed by a quoted key.
                     match self.next() {
-                        Some(Tok::Ident(k) | Tok::Quoted(k)) => make_subject(entity, &k).map_err(|e| self.err(&e)),
+                        Some(Tok::Ident(k) | Tok::Quoted(k)) => {
+                            make_subject(entity, &k).map_err(|e| self.err(&e))
+                        }
                         _ => Err(self.err(&format!("expected a quoted key after '{w}'"))),
                     }
                 } else if let Some((entity, key)) = w.split_once('.') {
@@ -274,8 +303,12 @@ impl Parser<'_> {
             match &subject {
                 Subject::Metric(_) | Subject::Attr(Attr::StartTime | Attr::EndTime) => {
                     let v = match self.next() {
-                        Some(Tok::Num(n)) => n.parse::<f64>().map_err(|_| self.err(&format!("'{n}' is not a number")))?,
-                        other => return Err(self.err(&format!("expected a number, found {other:?}"))),
+                        Some(Tok::Num(n)) => n
+                            .parse::<f64>()
+                            .map_err(|_| self.err(&format!("'{n}' is not a number")))?,
+                        other => {
+                            return Err(self.err(&format!("expected a number, found {other:?}")));
+                        }
                     };
                     let op = match op {
                         "=" => NumOp::Eq,
@@ -336,7 +369,10 @@ impl Parser<'_> {
     }
 
     fn string_cmp(&mut self, subject: &Subject, op: StrOp) -> Result<Comparison> {
-        if matches!(subject, Subject::Metric(_) | Subject::Attr(Attr::StartTime | Attr::EndTime)) {
+        if matches!(
+            subject,
+            Subject::Metric(_) | Subject::Attr(Attr::StartTime | Attr::EndTime)
+        ) {
             return Err(self.err("LIKE/ILIKE is not allowed on numeric values"));
         }
         Ok(Comparison::Str(op, self.string_value()?))
@@ -392,7 +428,11 @@ pub fn parse_order_by(items: &[String]) -> Result<Vec<OrderBy>> {
     let mut out: Vec<OrderBy> = Vec::new();
     for item in items {
         let toks = tokenize(item)?;
-        let mut p = Parser { toks, pos: 0, src: item };
+        let mut p = Parser {
+            toks,
+            pos: 0,
+            src: item,
+        };
         let subject = p.subject()?;
         let ascending = if p.keyword("desc") {
             false
@@ -404,7 +444,9 @@ pub fn parse_order_by(items: &[String]) -> Result<Vec<OrderBy>> {
             return Err(Error::invalid(format!("Invalid order_by clause '{item}'")));
         }
         if out.iter().any(|o| o.subject == subject) {
-            return Err(Error::invalid(format!("`order_by` contains duplicate fields: {item}")));
+            return Err(Error::invalid(format!(
+                "`order_by` contains duplicate fields: {item}"
+            )));
         }
         out.push(OrderBy { subject, ascending });
     }
@@ -437,28 +479,103 @@ mod tests {
         check(
             "metrics.rmse < 0.8 and params.solver = 'lbfgs'",
             &[
-                c(Subject::Metric("rmse".into()), Comparison::Num(NumOp::Lt, 0.8)),
-                c(Subject::Param("solver".into()), Comparison::Str(StrOp::Eq, "lbfgs".into())),
+                c(
+                    Subject::Metric("rmse".into()),
+                    Comparison::Num(NumOp::Lt, 0.8),
+                ),
+                c(
+                    Subject::Param("solver".into()),
+                    Comparison::Str(StrOp::Eq, "lbfgs".into()),
+                ),
             ],
         );
-        check("metric.`my key` >= -1e-3", &[c(Subject::Metric("my key".into()), Comparison::Num(NumOp::Ge, -1e-3))]);
-        check("metrics.\"a.b\" != 2", &[c(Subject::Metric("a.b".into()), Comparison::Num(NumOp::Ne, 2.0))]);
-        check("tags.env LIKE 'pro%' AND tag.x ILIKE '%A'", &[
-            c(Subject::Tag("env".into()), Comparison::Str(StrOp::Like, "pro%".into())),
-            c(Subject::Tag("x".into()), Comparison::Str(StrOp::ILike, "%A".into())),
-        ]);
-        check("attributes.status = 'FINISHED'", &[c(Subject::Attr(Attr::Status), Comparison::Str(StrOp::Eq, "FINISHED".into()))]);
-        check("run_name = 'x'", &[c(Subject::Attr(Attr::RunName), Comparison::Str(StrOp::Eq, "x".into()))]);
-        check("attributes.start_time > 1700000000000", &[c(Subject::Attr(Attr::StartTime), Comparison::Num(NumOp::Gt, 1.7e12))]);
-        check("attributes.run_id IN ('a', 'b')", &[c(Subject::Attr(Attr::RunId), Comparison::In { negated: false, values: vec!["a".into(), "b".into()] })]);
-        check("params.p IS NOT NULL", &[c(Subject::Param("p".into()), Comparison::Null { negated: true })]);
-        check("params.p = 'it''s'", &[c(Subject::Param("p".into()), Comparison::Str(StrOp::Eq, "it's".into()))]);
-        check("datasets.digest = 'abc'", &[c(Subject::Dataset(DatasetField::Digest), Comparison::Str(StrOp::Eq, "abc".into()))]);
+        check(
+            "metric.`my key` >= -1e-3",
+            &[c(
+                Subject::Metric("my key".into()),
+                Comparison::Num(NumOp::Ge, -1e-3),
+            )],
+        );
+        check(
+            "metrics.\"a.b\" != 2",
+            &[c(
+                Subject::Metric("a.b".into()),
+                Comparison::Num(NumOp::Ne, 2.0),
+            )],
+        );
+        check(
+            "tags.env LIKE 'pro%' AND tag.x ILIKE '%A'",
+            &[
+                c(
+                    Subject::Tag("env".into()),
+                    Comparison::Str(StrOp::Like, "pro%".into()),
+                ),
+                c(
+                    Subject::Tag("x".into()),
+                    Comparison::Str(StrOp::ILike, "%A".into()),
+                ),
+            ],
+        );
+        check(
+            "attributes.status = 'FINISHED'",
+            &[c(
+                Subject::Attr(Attr::Status),
+                Comparison::Str(StrOp::Eq, "FINISHED".into()),
+            )],
+        );
+        check(
+            "run_name = 'x'",
+            &[c(
+                Subject::Attr(Attr::RunName),
+                Comparison::Str(StrOp::Eq, "x".into()),
+            )],
+        );
+        check(
+            "attributes.start_time > 1700000000000",
+            &[c(
+                Subject::Attr(Attr::StartTime),
+                Comparison::Num(NumOp::Gt, 1.7e12),
+            )],
+        );
+        check(
+            "attributes.run_id IN ('a', 'b')",
+            &[c(
+                Subject::Attr(Attr::RunId),
+                Comparison::In {
+                    negated: false,
+                    values: vec!["a".into(), "b".into()],
+                },
+            )],
+        );
+        check(
+            "params.p IS NOT NULL",
+            &[c(
+                Subject::Param("p".into()),
+                Comparison::Null { negated: true },
+            )],
+        );
+        check(
+            "params.p = 'it''s'",
+            &[c(
+                Subject::Param("p".into()),
+                Comparison::Str(StrOp::Eq, "it's".into()),
+            )],
+        );
+        check(
+            "datasets.digest = 'abc'",
+            &[c(
+                Subject::Dataset(DatasetField::Digest),
+                Comparison::Str(StrOp::Eq, "abc".into()),
+            )],
+        );
     }
 
     #[test]
     fn refuses_malformed_filters() {
-        refused("metrics.rmse < 0.8 or params.a = 'b'", "OR is not supported");
+        refused(
+            "metrics.rmse < 0.8 or params.a = 'b'",
+            "OR is not supported",
+        );
         refused("metrics.rmse <", "expected a number");
         refused("metrics.rmse LIKE 'x'", "LIKE/ILIKE");
         refused("params.a < 'b'", "not allowed on strings");
@@ -472,12 +589,167 @@ mod tests {
 
     #[test]
     fn parses_order_by() {
-        let o = parse_order_by(&["metrics.rmse DESC".into(), "params.alpha".into(), "attributes.start_time ASC".into()]);
+        let o = parse_order_by(&[
+            "metrics.rmse DESC".into(),
+            "params.alpha".into(),
+            "attributes.start_time ASC".into(),
+        ]);
         let o = o.unwrap_or_default();
         assert_eq!(o.len(), 3);
-        assert_eq!(o[0], OrderBy { subject: Subject::Metric("rmse".into()), ascending: false });
+        assert_eq!(
+            o[0],
+            OrderBy {
+                subject: Subject::Metric("rmse".into()),
+                ascending: false
+            }
+        );
         assert!(o[1].ascending && o[2].ascending);
         assert!(parse_order_by(&["metrics.a".into(), "metrics.a DESC".into()]).is_err());
         assert!(parse_order_by(&["metrics.a sideways".into()]).is_err());
+    }
+}
+
+/// A clause of an experiment search: `name LIKE 'x%'`, `tags.team = 'ml'`, `creation_time > 0`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExperimentClause {
+    Name(StrOp, String),
+    Tag(String, StrOp, String),
+    CreationTime(NumOp, f64),
+    LastUpdateTime(NumOp, f64),
+}
+
+/// Parses MLflow's experiment filter (`search_experiments(filter_string=…)`).
+pub fn parse_experiment_filter(src: &str) -> Result<Vec<ExperimentClause>> {
+    let toks = tokenize(src)?;
+    let mut p = Parser { toks, pos: 0, src };
+    let mut out = Vec::new();
+    if p.peek().is_none() {
+        return Ok(out);
+    }
+    loop {
+        let (entity, key) = match p.next() {
+            Some(Tok::Word(w)) => match w.split_once('.') {
+                Some((e, "")) => match p.next() {
+                    Some(Tok::Ident(k) | Tok::Quoted(k)) => (e.to_ascii_lowercase(), k),
+                    _ => return Err(p.err("expected a quoted key")),
+                },
+                Some((e, k)) => (e.to_ascii_lowercase(), k.to_owned()),
+                None => ("attributes".to_owned(), w),
+            },
+            _ => return Err(p.err("expected an identifier")),
+        };
+        let op = match p.next() {
+            Some(Tok::Op(op)) => op.to_owned(),
+            Some(Tok::Word(w))
+                if w.eq_ignore_ascii_case("like") || w.eq_ignore_ascii_case("ilike") =>
+            {
+                w.to_ascii_lowercase()
+            }
+            _ => return Err(p.err("expected a comparator")),
+        };
+        let str_op = || match op.as_str() {
+            "=" => Ok(StrOp::Eq),
+            "!=" => Ok(StrOp::Ne),
+            "like" => Ok(StrOp::Like),
+            "ilike" => Ok(StrOp::ILike),
+            other => Err(p.err(&format!("comparator '{other}' is not allowed on strings"))),
+        };
+        let num_op = || match op.as_str() {
+            "=" => Ok(NumOp::Eq),
+            "!=" => Ok(NumOp::Ne),
+            "<" => Ok(NumOp::Lt),
+            "<=" => Ok(NumOp::Le),
+            ">" => Ok(NumOp::Gt),
+            ">=" => Ok(NumOp::Ge),
+            other => Err(p.err(&format!("comparator '{other}' is not allowed on numbers"))),
+        };
+        let clause = match (entity.as_str(), key.as_str()) {
+            ("tags" | "tag", k) => {
+                let op = str_op()?;
+                ExperimentClause::Tag(k.to_owned(), op, p.string_value()?)
+            }
+            ("attributes" | "attribute" | "attr", "name") => {
+                let op = str_op()?;
+                ExperimentClause::Name(op, p.string_value()?)
+            }
+            ("attributes" | "attribute" | "attr", k @ ("creation_time" | "last_update_time")) => {
+                let op = num_op()?;
+                let v = match p.next() {
+                    Some(Tok::Num(n)) => {
+                        n.parse::<f64>().map_err(|_| p.err("expected a number"))?
+                    }
+                    _ => return Err(p.err("expected a number")),
+                };
+                if k == "creation_time" {
+                    ExperimentClause::CreationTime(op, v)
+                } else {
+                    ExperimentClause::LastUpdateTime(op, v)
+                }
+            }
+            (e, k) => return Err(p.err(&format!("invalid experiment search key '{e}.{k}'"))),
+        };
+        out.push(clause);
+        if p.peek().is_none() {
+            return Ok(out);
+        }
+        if !p.keyword("and") {
+            return Err(p.err("expected AND between clauses"));
+        }
+    }
+}
+
+/// SQL LIKE semantics (`%`, `_`), optionally ignoring case; used where filtering happens in memory.
+pub fn like_matches(pattern: &str, text: &str, ignore_case: bool) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = if ignore_case {
+        (
+            pattern.to_lowercase().chars().collect(),
+            text.to_lowercase().chars().collect(),
+        )
+    } else {
+        (pattern.chars().collect(), text.chars().collect())
+    };
+    // Iterative wildcard match with backtracking to the last '%'.
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '_' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '%' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '%')
+}
+
+#[cfg(test)]
+mod experiment_filter_tests {
+    use super::*;
+
+    #[test]
+    fn parses_experiment_filters() {
+        let f =
+            parse_experiment_filter("name LIKE 'exp%' and tags.team = 'ml' and creation_time > 5");
+        assert_eq!(
+            f.ok(),
+            Some(vec![
+                ExperimentClause::Name(StrOp::Like, "exp%".into()),
+                ExperimentClause::Tag("team".into(), StrOp::Eq, "ml".into()),
+                ExperimentClause::CreationTime(NumOp::Gt, 5.0),
+            ])
+        );
+        assert!(parse_experiment_filter("metrics.x > 1").is_err());
+        assert!(like_matches("exp%", "experiment", false));
+        assert!(!like_matches("EXP%", "experiment", false));
+        assert!(like_matches("EXP%", "experiment", true));
+        assert!(like_matches("a_c%", "abcdef", false));
+        assert!(!like_matches("a_c", "abcd", false));
     }
 }

@@ -11,5 +11,5 @@ pub mod validate;
 
 pub use error::{Error, Result};
 pub use model::*;
-pub use service::{Tracking, LIMITS};
+pub use service::{LIMITS, Tracking};
 pub use store::{ArtifactEntry, ArtifactIndex, SearchRuns, TokenStore, TrackingStore};

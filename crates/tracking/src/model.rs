@@ -61,7 +61,10 @@ pub struct Tag {
 
 impl Tag {
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Tag {
-        Tag { key: key.into(), value: value.into() }
+        Tag {
+            key: key.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -112,7 +115,10 @@ impl RunStatus {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Finished | RunStatus::Failed | RunStatus::Killed)
+        matches!(
+            self,
+            RunStatus::Finished | RunStatus::Failed | RunStatus::Killed
+        )
     }
 }
 
@@ -150,7 +156,8 @@ impl Metric {
     pub fn is_later_than(&self, other: &Metric) -> bool {
         let v = |x: f64| if x.is_nan() { f64::NEG_INFINITY } else { x };
         (self.step, self.timestamp) > (other.step, other.timestamp)
-            || ((self.step, self.timestamp) == (other.step, other.timestamp) && v(self.value) > v(other.value))
+            || ((self.step, self.timestamp) == (other.step, other.timestamp)
+                && v(self.value) > v(other.value))
     }
 }
 

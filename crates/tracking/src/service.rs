@@ -4,8 +4,8 @@
 use crate::filter::{parse_filter, parse_order_by};
 use crate::store::{SearchRuns, TrackingStore};
 use crate::{
-    validate, DatasetInput, Error, Experiment, Lifecycle, Metric, NewRun, Page, Param, Result, Run, RunInfo, RunUpdate,
-    Tag, ViewType,
+    DatasetInput, Error, Experiment, Lifecycle, Metric, NewRun, Page, Param, Result, Run, RunInfo,
+    RunUpdate, Tag, ViewType, validate,
 };
 use base::{ExperimentId, RunId};
 use std::sync::Arc;
@@ -43,7 +43,12 @@ impl Tracking {
         Tracking { store }
     }
 
-    pub async fn create_experiment(&self, name: &str, artifact_location: Option<&str>, tags: &[Tag]) -> Result<ExperimentId> {
+    pub async fn create_experiment(
+        &self,
+        name: &str,
+        artifact_location: Option<&str>,
+        tags: &[Tag],
+    ) -> Result<ExperimentId> {
         validate::experiment_name(name)?;
         tags.iter().try_for_each(validate::tag)?;
         let location = match artifact_location {
@@ -61,11 +66,122 @@ impl Tracking {
         self.store.get_experiment_by_name(name).await
     }
 
-    pub async fn list_experiments(&self, view: ViewType, max_results: u32, offset: u64) -> Result<Page<Experiment>> {
+    pub async fn list_experiments(
+        &self,
+        view: ViewType,
+        max_results: u32,
+        offset: u64,
+    ) -> Result<Page<Experiment>> {
         if max_results == 0 || max_results > LIMITS.max_search_results {
-            return Err(Error::invalid(format!("max_results must be between 1 and {}", LIMITS.max_search_results)));
+            return Err(Error::invalid(format!(
+                "max_results must be between 1 and {}",
+                LIMITS.max_search_results
+            )));
         }
         self.store.list_experiments(view, max_results, offset).await
+    }
+
+    /// MLflow's `search_experiments`: filter and order in memory over the experiments of `view`
+    /// (experiments number in the thousands, runs in the millions).
+    pub async fn search_experiments(
+        &self,
+        view: ViewType,
+        filter: &str,
+        order_by: &[String],
+        max_results: u32,
+        offset: u64,
+    ) -> Result<Page<Experiment>> {
+        use crate::filter::{
+            ExperimentClause, NumOp, StrOp, like_matches, parse_experiment_filter,
+        };
+        if max_results == 0 || max_results > LIMITS.max_search_results {
+            return Err(Error::invalid(format!(
+                "max_results must be between 1 and {}",
+                LIMITS.max_search_results
+            )));
+        }
+        let clauses = parse_experiment_filter(filter)?;
+        let str_ok = |op: StrOp, pat: &str, v: &str| match op {
+            StrOp::Eq => v == pat,
+            StrOp::Ne => v != pat,
+            StrOp::Like => like_matches(pat, v, false),
+            StrOp::ILike => like_matches(pat, v, true),
+        };
+        let num_ok = |op: NumOp, x: f64, v: f64| match op {
+            NumOp::Eq => v == x,
+            NumOp::Ne => v != x,
+            NumOp::Lt => v < x,
+            NumOp::Le => v <= x,
+            NumOp::Gt => v > x,
+            NumOp::Ge => v >= x,
+        };
+        let mut all = self
+            .store
+            .list_experiments(view, LIMITS.max_search_results, 0)
+            .await?
+            .items;
+        all.retain(|e| {
+            clauses.iter().all(|c| match c {
+                ExperimentClause::Name(op, pat) => str_ok(*op, pat, &e.name),
+                ExperimentClause::Tag(k, op, pat) => e
+                    .tags
+                    .iter()
+                    .any(|t| &t.key == k && str_ok(*op, pat, &t.value)),
+                ExperimentClause::CreationTime(op, x) => num_ok(*op, *x, e.creation_time as f64),
+                ExperimentClause::LastUpdateTime(op, x) => {
+                    num_ok(*op, *x, e.last_update_time as f64)
+                }
+            })
+        });
+        let mut keys: Vec<(String, bool)> = Vec::new();
+        for item in order_by {
+            let mut parts = item.split_whitespace();
+            let field = parts
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("attributes.")
+                .trim_start_matches("attribute.");
+            let asc = match parts.next().map(|s| s.to_ascii_uppercase()) {
+                None => true,
+                Some(d) if d == "ASC" => true,
+                Some(d) if d == "DESC" => false,
+                Some(d) => return Err(Error::invalid(format!("Invalid order_by direction '{d}'"))),
+            };
+            if !matches!(
+                field,
+                "name" | "experiment_id" | "creation_time" | "last_update_time"
+            ) {
+                return Err(Error::invalid(format!(
+                    "Invalid order_by key '{field}' for experiments"
+                )));
+            }
+            keys.push((field.to_owned(), asc));
+        }
+        if keys.is_empty() {
+            keys.push(("creation_time".into(), false));
+        }
+        all.sort_by(|a, b| {
+            for (field, asc) in &keys {
+                let ord = match field.as_str() {
+                    "name" => a.name.cmp(&b.name),
+                    "experiment_id" => a.id.cmp(&b.id),
+                    "creation_time" => a.creation_time.cmp(&b.creation_time),
+                    _ => a.last_update_time.cmp(&b.last_update_time),
+                };
+                let ord = if *asc { ord } else { ord.reverse() };
+                if ord.is_ne() {
+                    return ord;
+                }
+            }
+            b.id.cmp(&a.id)
+        });
+        let start = (offset as usize).min(all.len());
+        let end = (start + max_results as usize).min(all.len());
+        let next_offset = (end < all.len()).then_some(end as u64);
+        Ok(Page {
+            items: all[start..end].to_vec(),
+            next_offset,
+        })
     }
 
     pub async fn rename_experiment(&self, id: ExperimentId, new_name: &str) -> Result<()> {
@@ -77,11 +193,15 @@ impl Tracking {
         if id == ExperimentId::DEFAULT {
             return Err(Error::invalid("Cannot delete the default experiment '0'."));
         }
-        self.store.set_experiment_lifecycle(id, Lifecycle::Deleted).await
+        self.store
+            .set_experiment_lifecycle(id, Lifecycle::Deleted)
+            .await
     }
 
     pub async fn restore_experiment(&self, id: ExperimentId) -> Result<()> {
-        self.store.set_experiment_lifecycle(id, Lifecycle::Active).await
+        self.store
+            .set_experiment_lifecycle(id, Lifecycle::Active)
+            .await
     }
 
     pub async fn set_experiment_tag(&self, id: ExperimentId, tag: &Tag) -> Result<()> {
@@ -98,7 +218,11 @@ impl Tracking {
                 experiment.id
             )));
         }
-        let tag_name = new.tags.iter().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
+        let tag_name = new
+            .tags
+            .iter()
+            .find(|t| t.key == RUN_NAME_TAG)
+            .map(|t| t.value.clone());
         let run_name = match (new.run_name.take().filter(|n| !n.is_empty()), tag_name) {
             (Some(a), Some(b)) if a != b => {
                 return Err(Error::invalid(format!(
@@ -117,7 +241,11 @@ impl Tracking {
             new.user_id = u.value.clone();
         }
         let run_id = RunId::random();
-        let root = format!("{}/{}/artifacts", experiment.artifact_location.trim_end_matches('/'), run_id);
+        let root = format!(
+            "{}/{}/artifacts",
+            experiment.artifact_location.trim_end_matches('/'),
+            run_id
+        );
         self.store.create_run(&run_id, &new, &run_name, &root).await
     }
 
@@ -141,9 +269,17 @@ impl Tracking {
     }
 
     /// Logs metrics, params and tags atomically, within MLflow's batch limits.
-    pub async fn log_batch(&self, id: &RunId, metrics: &[Metric], params: &[Param], tags: &[Tag]) -> Result<()> {
+    pub async fn log_batch(
+        &self,
+        id: &RunId,
+        metrics: &[Metric],
+        params: &[Param],
+        tags: &[Tag],
+    ) -> Result<()> {
         let over = |what: &str, n: usize, max: usize| {
-            Error::invalid(format!("A batch logging request can contain at most {max} {what}. Got {n} {what}."))
+            Error::invalid(format!(
+                "A batch logging request can contain at most {max} {what}. Got {n} {what}."
+            ))
         };
         if metrics.len() > LIMITS.batch_metrics {
             return Err(over("metrics", metrics.len(), LIMITS.batch_metrics));
@@ -156,7 +292,11 @@ impl Tracking {
         }
         let total = metrics.len() + params.len() + tags.len();
         if total > LIMITS.batch_total {
-            return Err(over("metrics, params and tags in total", total, LIMITS.batch_total));
+            return Err(over(
+                "metrics, params and tags in total",
+                total,
+                LIMITS.batch_total,
+            ));
         }
         metrics.iter().try_for_each(validate::metric)?;
         params.iter().try_for_each(validate::param)?;
@@ -192,10 +332,19 @@ impl Tracking {
         self.store.log_inputs(id, inputs).await
     }
 
-    pub async fn metric_history(&self, id: &RunId, key: &str, max_results: Option<u32>, offset: u64) -> Result<Page<Metric>> {
+    pub async fn metric_history(
+        &self,
+        id: &RunId,
+        key: &str,
+        max_results: Option<u32>,
+        offset: u64,
+    ) -> Result<Page<Metric>> {
         let max = max_results.unwrap_or(LIMITS.max_history_results);
         if max == 0 || max > LIMITS.max_history_results {
-            return Err(Error::invalid(format!("max_results must be between 1 and {}", LIMITS.max_history_results)));
+            return Err(Error::invalid(format!(
+                "max_results must be between 1 and {}",
+                LIMITS.max_history_results
+            )));
         }
         // Unknown runs are a 404 (MLflow answers an empty 200, which hides typos).
         self.store.get_run(id).await?;
@@ -231,13 +380,19 @@ impl Tracking {
 
 fn generate_run_name() -> String {
     const ADJ: &[&str] = &[
-        "amber", "bold", "brave", "calm", "clever", "crisp", "eager", "gentle", "keen", "lucid", "merry", "nimble",
-        "quiet", "rapid", "silent", "steady", "sunny", "swift", "tidy", "vivid",
+        "amber", "bold", "brave", "calm", "clever", "crisp", "eager", "gentle", "keen", "lucid",
+        "merry", "nimble", "quiet", "rapid", "silent", "steady", "sunny", "swift", "tidy", "vivid",
     ];
     const NOUN: &[&str] = &[
-        "anchor", "beacon", "capstan", "comet", "delta", "falcon", "harbor", "heron", "lantern", "maple", "otter",
-        "pine", "quartz", "raven", "river", "sail", "summit", "tide", "willow", "wren",
+        "anchor", "beacon", "capstan", "comet", "delta", "falcon", "harbor", "heron", "lantern",
+        "maple", "otter", "pine", "quartz", "raven", "river", "sail", "summit", "tide", "willow",
+        "wren",
     ];
     let r = uuid::Uuid::new_v4().as_u128();
-    format!("{}-{}-{}", ADJ[(r % 20) as usize], NOUN[((r >> 8) % 20) as usize], (r >> 16) % 1000)
+    format!(
+        "{}-{}-{}",
+        ADJ[(r % 20) as usize],
+        NOUN[((r >> 8) % 20) as usize],
+        (r >> 16) % 1000
+    )
 }

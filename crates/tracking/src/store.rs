@@ -3,8 +3,8 @@
 
 use crate::filter::{Filter, OrderBy};
 use crate::{
-    DatasetInput, Experiment, Lifecycle, Metric, NewRun, Page, Param, Result, Run, RunInfo, RunUpdate, Scope, Tag,
-    TokenInfo, ViewType,
+    DatasetInput, Experiment, Lifecycle, Metric, NewRun, Page, Param, Result, Run, RunInfo,
+    RunUpdate, Scope, Tag, TokenInfo, ViewType,
 };
 use base::{ArtifactPath, ContentHash, ExperimentId, RunId};
 
@@ -23,24 +23,52 @@ pub struct SearchRuns {
 #[async_trait::async_trait]
 pub trait TrackingStore: Send + Sync {
     /// Creates the experiment; `artifact_location` may contain `{id}`, replaced by the new id.
-    async fn create_experiment(&self, name: &str, artifact_location: &str, tags: &[Tag]) -> Result<ExperimentId>;
+    async fn create_experiment(
+        &self,
+        name: &str,
+        artifact_location: &str,
+        tags: &[Tag],
+    ) -> Result<ExperimentId>;
     async fn get_experiment(&self, id: ExperimentId) -> Result<Experiment>;
     async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment>;
-    async fn list_experiments(&self, view: ViewType, max_results: u32, offset: u64) -> Result<Page<Experiment>>;
+    async fn list_experiments(
+        &self,
+        view: ViewType,
+        max_results: u32,
+        offset: u64,
+    ) -> Result<Page<Experiment>>;
     async fn rename_experiment(&self, id: ExperimentId, new_name: &str) -> Result<()>;
     async fn set_experiment_lifecycle(&self, id: ExperimentId, lifecycle: Lifecycle) -> Result<()>;
     async fn set_experiment_tag(&self, id: ExperimentId, tag: &Tag) -> Result<()>;
 
     /// Creates the run; `artifact_root` may contain `{run_id}`.
-    async fn create_run(&self, run_id: &RunId, new: &NewRun, run_name: &str, artifact_root: &str) -> Result<Run>;
+    async fn create_run(
+        &self,
+        run_id: &RunId,
+        new: &NewRun,
+        run_name: &str,
+        artifact_root: &str,
+    ) -> Result<Run>;
     async fn get_run(&self, id: &RunId) -> Result<Run>;
     async fn update_run(&self, id: &RunId, update: &RunUpdate) -> Result<RunInfo>;
     async fn set_run_lifecycle(&self, id: &RunId, lifecycle: Lifecycle) -> Result<()>;
     /// Logs everything or nothing. A param logged again with another value is refused.
-    async fn log_batch(&self, id: &RunId, metrics: &[Metric], params: &[Param], tags: &[Tag]) -> Result<()>;
+    async fn log_batch(
+        &self,
+        id: &RunId,
+        metrics: &[Metric],
+        params: &[Param],
+        tags: &[Tag],
+    ) -> Result<()>;
     async fn delete_tag(&self, id: &RunId, key: &str) -> Result<()>;
     async fn log_inputs(&self, id: &RunId, inputs: &[DatasetInput]) -> Result<()>;
-    async fn metric_history(&self, id: &RunId, key: &str, max_results: u32, offset: u64) -> Result<Page<Metric>>;
+    async fn metric_history(
+        &self,
+        id: &RunId,
+        key: &str,
+        max_results: u32,
+        offset: u64,
+    ) -> Result<Page<Metric>>;
     async fn search_runs(&self, q: &SearchRuns) -> Result<Page<Run>>;
 }
 
@@ -65,7 +93,12 @@ pub trait ArtifactIndex: Send + Sync {
 /// API tokens; only their SHA-256 is stored.
 #[async_trait::async_trait]
 pub trait TokenStore: Send + Sync {
-    async fn create_token(&self, name: &str, token_hash: &ContentHash, scope: Scope) -> Result<TokenInfo>;
+    async fn create_token(
+        &self,
+        name: &str,
+        token_hash: &ContentHash,
+        scope: Scope,
+    ) -> Result<TokenInfo>;
     async fn find_token(&self, token_hash: &ContentHash) -> Result<Option<TokenInfo>>;
     async fn list_tokens(&self) -> Result<Vec<TokenInfo>>;
     async fn revoke_token(&self, id: i64) -> Result<()>;

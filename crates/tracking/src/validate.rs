@@ -10,7 +10,9 @@ pub const MAX_EXPERIMENT_NAME_LEN: usize = 500;
 /// Keys are alphanumerics, `_ - . space / :`; never a path that climbs or starts at the root.
 pub fn key(kind: &str, key: &str) -> Result<()> {
     if key.is_empty() {
-        return Err(Error::invalid(format!("Invalid {kind} name: '' (must not be empty)")));
+        return Err(Error::invalid(format!(
+            "Invalid {kind} name: '' (must not be empty)"
+        )));
     }
     if key.len() > MAX_KEY_LEN {
         return Err(Error::invalid(format!(
@@ -19,14 +21,18 @@ pub fn key(kind: &str, key: &str) -> Result<()> {
             key.len()
         )));
     }
-    let chars_ok = key.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '/' | ':'));
+    let chars_ok = key
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '/' | ':'));
     if !chars_ok {
         return Err(Error::invalid(format!(
             "Invalid {kind} name: '{key}'. Names may only contain alphanumerics, underscores (_), dashes (-), periods (.), spaces ( ), colon(:) and slashes (/)."
         )));
     }
     if key.starts_with('/') || key.split('/').any(|s| s == "..") {
-        return Err(Error::invalid(format!("Invalid {kind} name: '{key}'. Names cannot be paths that climb or start at the root.")));
+        return Err(Error::invalid(format!(
+            "Invalid {kind} name: '{key}'. Names cannot be paths that climb or start at the root."
+        )));
     }
     Ok(())
 }
@@ -61,10 +67,14 @@ pub fn metric(m: &Metric) -> Result<()> {
 
 pub fn experiment_name(name: &str) -> Result<()> {
     if name.trim().is_empty() {
-        return Err(Error::invalid("Invalid experiment name: must be a non-empty string"));
+        return Err(Error::invalid(
+            "Invalid experiment name: must be a non-empty string",
+        ));
     }
     if name.len() > MAX_EXPERIMENT_NAME_LEN {
-        return Err(Error::invalid(format!("Experiment name exceeds the limit of {MAX_EXPERIMENT_NAME_LEN} characters")));
+        return Err(Error::invalid(format!(
+            "Experiment name exceeds the limit of {MAX_EXPERIMENT_NAME_LEN} characters"
+        )));
     }
     Ok(())
 }

@@ -11,36 +11,74 @@ fn svc(db: &Db) -> Tracking {
 }
 
 fn m(key: &str, value: f64, ts: i64, step: i64) -> Metric {
-    Metric { key: key.into(), value, timestamp: ts, step }
+    Metric {
+        key: key.into(),
+        value,
+        timestamp: ts,
+        step,
+    }
 }
 
 async fn new_run(t: &Tracking, exp: ExperimentId, name: &str, start: i64) -> Run {
-    t.create_run(NewRun { experiment_id: exp, run_name: Some(name.into()), user_id: "u".into(), start_time: start, tags: vec![] })
-        .await
-        .expect("create run")
+    t.create_run(NewRun {
+        experiment_id: exp,
+        run_name: Some(name.into()),
+        user_id: "u".into(),
+        start_time: start,
+        tags: vec![],
+    })
+    .await
+    .expect("create run")
 }
 
 db_test!(experiments_lifecycle, |db: Db| async move {
     let t = svc(&db);
-    let default = t.get_experiment(ExperimentId::DEFAULT).await.expect("default exists");
+    let default = t
+        .get_experiment(ExperimentId::DEFAULT)
+        .await
+        .expect("default exists");
     assert_eq!(default.name, "Default");
-    let id = t.create_experiment("exp-a", None, &[Tag::new("team", "ml")]).await.expect("create");
+    let id = t
+        .create_experiment("exp-a", None, &[Tag::new("team", "ml")])
+        .await
+        .expect("create");
     let e = t.get_experiment(id).await.expect("get");
     assert_eq!(e.artifact_location, format!("mlflow-artifacts:/{id}"));
     assert_eq!(e.tags, vec![Tag::new("team", "ml")]);
-    assert_eq!(t.get_experiment_by_name("exp-a").await.expect("by name").id, id);
-    let dup = t.create_experiment("exp-a", None, &[]).await.expect_err("duplicate");
+    assert_eq!(
+        t.get_experiment_by_name("exp-a").await.expect("by name").id,
+        id
+    );
+    let dup = t
+        .create_experiment("exp-a", None, &[])
+        .await
+        .expect_err("duplicate");
     assert_eq!(dup.code(), base::ErrorCode::ResourceAlreadyExists);
     t.rename_experiment(id, "exp-b").await.expect("rename");
     assert!(t.get_experiment_by_name("exp-a").await.is_err());
     t.delete_experiment(id).await.expect("delete");
-    assert_eq!(t.get_experiment(id).await.expect("get").lifecycle, Lifecycle::Deleted);
-    let active = t.list_experiments(ViewType::ActiveOnly, 100, 0).await.expect("list").items;
+    assert_eq!(
+        t.get_experiment(id).await.expect("get").lifecycle,
+        Lifecycle::Deleted
+    );
+    let active = t
+        .list_experiments(ViewType::ActiveOnly, 100, 0)
+        .await
+        .expect("list")
+        .items;
     assert!(active.iter().all(|e| e.id != id));
     t.restore_experiment(id).await.expect("restore");
-    t.set_experiment_tag(id, &Tag::new("team", "data")).await.expect("tag");
-    assert_eq!(t.get_experiment(id).await.expect("get").tags, vec![Tag::new("team", "data")]);
-    let missing = t.get_experiment(ExperimentId::new(9999)).await.expect_err("missing");
+    t.set_experiment_tag(id, &Tag::new("team", "data"))
+        .await
+        .expect("tag");
+    assert_eq!(
+        t.get_experiment(id).await.expect("get").tags,
+        vec![Tag::new("team", "data")]
+    );
+    let missing = t
+        .get_experiment(ExperimentId::new(9999))
+        .await
+        .expect_err("missing");
     assert_eq!(missing.code(), base::ErrorCode::ResourceDoesNotExist);
 });
 
@@ -53,52 +91,137 @@ db_test!(runs_params_metrics_tags, |db: Db| async move {
     assert!(run.info.artifact_uri.ends_with(&format!("/{id}/artifacts")));
     assert!(run.tags.contains(&Tag::new("mlflow.runName", "first")));
 
-    t.log_batch(&id, &[m("loss", 1.0, 10, 0), m("loss", 0.5, 20, 1), m("loss", 0.7, 5, 2), m("acc", f64::NAN, 1, 0)],
-        &[Tag::new("lr", "0.1")], &[Tag::new("env", "test")]).await.expect("batch");
+    t.log_batch(
+        &id,
+        &[
+            m("loss", 1.0, 10, 0),
+            m("loss", 0.5, 20, 1),
+            m("loss", 0.7, 5, 2),
+            m("acc", f64::NAN, 1, 0),
+        ],
+        &[Tag::new("lr", "0.1")],
+        &[Tag::new("env", "test")],
+    )
+    .await
+    .expect("batch");
     // Logging the same param value again is fine; another value is refused and changes nothing.
-    t.log_batch(&id, &[], &[Tag::new("lr", "0.1")], &[]).await.expect("same param");
-    let err = t.log_batch(&id, &[m("loss", 9.0, 99, 9)], &[Tag::new("lr", "0.2")], &[]).await.expect_err("changed param");
+    t.log_batch(&id, &[], &[Tag::new("lr", "0.1")], &[])
+        .await
+        .expect("same param");
+    let err = t
+        .log_batch(&id, &[m("loss", 9.0, 99, 9)], &[Tag::new("lr", "0.2")], &[])
+        .await
+        .expect_err("changed param");
     assert_eq!(err.code(), base::ErrorCode::InvalidParameterValue);
     assert!(err.to_string().contains("lr"), "{err}");
 
     let run = t.get_run(&id).await.expect("get");
     let loss = run.metrics.iter().find(|m| m.key == "loss").expect("loss");
-    assert_eq!((loss.value, loss.step), (0.7, 2), "latest = highest step, not latest timestamp");
-    assert!(run.metrics.iter().find(|m| m.key == "acc").is_some_and(|m| m.value.is_nan()));
+    assert_eq!(
+        (loss.value, loss.step),
+        (0.7, 2),
+        "latest = highest step, not latest timestamp"
+    );
+    assert!(
+        run.metrics
+            .iter()
+            .find(|m| m.key == "acc")
+            .is_some_and(|m| m.value.is_nan())
+    );
     assert_eq!(run.params, vec![Tag::new("lr", "0.1")]);
-    let hist = t.metric_history(&id, "loss", None, 0).await.expect("history").items;
-    assert_eq!(hist.iter().map(|m| m.value).collect::<Vec<_>>(), vec![1.0, 0.5, 0.7], "the failed batch left nothing");
-    let page = t.metric_history(&id, "loss", Some(2), 0).await.expect("page");
+    let hist = t
+        .metric_history(&id, "loss", None, 0)
+        .await
+        .expect("history")
+        .items;
+    assert_eq!(
+        hist.iter().map(|m| m.value).collect::<Vec<_>>(),
+        vec![1.0, 0.5, 0.7],
+        "the failed batch left nothing"
+    );
+    let page = t
+        .metric_history(&id, "loss", Some(2), 0)
+        .await
+        .expect("page");
     assert_eq!((page.items.len(), page.next_offset), (2, Some(2)));
 
-    let info = t.update_run(&id, RunUpdate { status: Some(RunStatus::Finished), end_time: Some(2000), run_name: Some("renamed".into()) }).await.expect("update");
-    assert_eq!((info.status, info.end_time, info.run_name.as_str()), (RunStatus::Finished, Some(2000), "renamed"));
+    let info = t
+        .update_run(
+            &id,
+            RunUpdate {
+                status: Some(RunStatus::Finished),
+                end_time: Some(2000),
+                run_name: Some("renamed".into()),
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(
+        (info.status, info.end_time, info.run_name.as_str()),
+        (RunStatus::Finished, Some(2000), "renamed")
+    );
     t.delete_tag(&id, "env").await.expect("delete tag");
-    assert!(t.get_run(&id).await.expect("get").tags.iter().all(|t| t.key != "env"));
+    assert!(
+        t.get_run(&id)
+            .await
+            .expect("get")
+            .tags
+            .iter()
+            .all(|t| t.key != "env")
+    );
 
-    t.log_inputs(&id, &[DatasetInput {
-        dataset: Dataset { name: "diabetes".into(), digest: "abc123".into(), source_type: "local".into(), source: "data/diabetes.csv".into(), schema: None, profile: None },
-        tags: vec![Tag::new("mlflow.data.context", "training")],
-    }]).await.expect("inputs");
-    assert_eq!(t.get_run(&id).await.expect("get").inputs[0].dataset.digest, "abc123");
+    t.log_inputs(
+        &id,
+        &[DatasetInput {
+            dataset: Dataset {
+                name: "diabetes".into(),
+                digest: "abc123".into(),
+                source_type: "local".into(),
+                source: "data/diabetes.csv".into(),
+                schema: None,
+                profile: None,
+            },
+            tags: vec![Tag::new("mlflow.data.context", "training")],
+        }],
+    )
+    .await
+    .expect("inputs");
+    assert_eq!(
+        t.get_run(&id).await.expect("get").inputs[0].dataset.digest,
+        "abc123"
+    );
 
     t.delete_run(&id).await.expect("delete");
-    let err = t.log_batch(&id, &[m("x", 1.0, 1, 0)], &[], &[]).await.expect_err("deleted run refuses writes");
+    let err = t
+        .log_batch(&id, &[m("x", 1.0, 1, 0)], &[], &[])
+        .await
+        .expect_err("deleted run refuses writes");
     assert_eq!(err.code(), base::ErrorCode::InvalidParameterValue);
     t.restore_run(&id).await.expect("restore");
     let unknown = RunId::random();
-    assert_eq!(t.get_run(&unknown).await.expect_err("unknown").code(), base::ErrorCode::ResourceDoesNotExist);
+    assert_eq!(
+        t.get_run(&unknown).await.expect_err("unknown").code(),
+        base::ErrorCode::ResourceDoesNotExist
+    );
 });
 
 db_test!(batch_limits, |db: Db| async move {
     let t = svc(&db);
     let run = new_run(&t, ExperimentId::DEFAULT, "limits", 1).await;
     let many: Vec<Metric> = (0..1001).map(|i| m("k", i as f64, i, i)).collect();
-    let err = t.log_batch(&run.info.run_id, &many, &[], &[]).await.expect_err("too many");
+    let err = t
+        .log_batch(&run.info.run_id, &many, &[], &[])
+        .await
+        .expect_err("too many");
     assert!(err.to_string().contains("at most 1000 metrics"), "{err}");
     let ok: Vec<Metric> = (0..1000).map(|i| m("k", i as f64, i, i)).collect();
-    t.log_batch(&run.info.run_id, &ok, &[], &[]).await.expect("1000 is fine");
-    let bad_key = t.log_batch(&run.info.run_id, &[m("../etc", 1.0, 1, 1)], &[], &[]).await.expect_err("bad key");
+    t.log_batch(&run.info.run_id, &ok, &[], &[])
+        .await
+        .expect("1000 is fine");
+    let bad_key = t
+        .log_batch(&run.info.run_id, &[m("../etc", 1.0, 1, 1)], &[], &[])
+        .await
+        .expect_err("bad key");
     assert_eq!(bad_key.code(), base::ErrorCode::InvalidParameterValue);
 });
 
@@ -113,57 +236,208 @@ db_test!(search_filters_and_orders, |db: Db| async move {
             metrics.clear(); // run-5 has no rmse: it sorts last both ways
         }
         let solver = if i % 2 == 0 { "lbfgs" } else { "Adam" };
-        t.log_batch(&r.info.run_id, &metrics, &[Tag::new("solver", solver)], &[Tag::new("env", format!("env{i}"))]).await.expect("log");
+        t.log_batch(
+            &r.info.run_id,
+            &metrics,
+            &[Tag::new("solver", solver)],
+            &[Tag::new("env", format!("env{i}"))],
+        )
+        .await
+        .expect("log");
         ids.push(r.info.run_id);
     }
-    let names = |p: Page<Run>| p.items.into_iter().map(|r| r.info.run_name).collect::<Vec<_>>();
+    let names = |p: Page<Run>| {
+        p.items
+            .into_iter()
+            .map(|r| r.info.run_name)
+            .collect::<Vec<_>>()
+    };
     let q = |f: &str, o: &[&str], max: u32, off: u64| {
         let t = t.clone();
         let f = f.to_owned();
         let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
-        async move { t.search_runs(vec![exp], &f, &o, ViewType::ActiveOnly, max, off).await }
+        async move {
+            t.search_runs(vec![exp], &f, &o, ViewType::ActiveOnly, max, off)
+                .await
+        }
     };
-    assert_eq!(names(q("", &[], 100, 0).await.expect("all")), ["run-5", "run-4", "run-3", "run-2", "run-1", "run-0"]);
-    assert_eq!(names(q("metrics.rmse < 0.75", &["metrics.rmse ASC"], 100, 0).await.expect("f")), ["run-4", "run-3"]);
-    assert_eq!(names(q("params.solver = 'lbfgs'", &["metrics.rmse DESC"], 100, 0).await.expect("f")), ["run-0", "run-2", "run-4"]);
-    assert_eq!(names(q("", &["metrics.rmse DESC"], 100, 0).await.expect("f")).last().map(String::as_str), Some("run-5"));
-    assert_eq!(names(q("", &["metrics.rmse ASC"], 100, 0).await.expect("f")).last().map(String::as_str), Some("run-5"));
-    assert_eq!(names(q("params.solver LIKE 'a%'", &[], 100, 0).await.expect("case-sensitive LIKE")), Vec::<String>::new());
-    assert_eq!(names(q("params.solver ILIKE 'a%'", &["attributes.start_time ASC"], 100, 0).await.expect("ILIKE")), ["run-1", "run-3", "run-5"]);
-    assert_eq!(names(q("tags.env = 'env3' and attributes.run_name = 'run-3'", &[], 100, 0).await.expect("tags")), ["run-3"]);
+    assert_eq!(
+        names(q("", &[], 100, 0).await.expect("all")),
+        ["run-5", "run-4", "run-3", "run-2", "run-1", "run-0"]
+    );
+    assert_eq!(
+        names(
+            q("metrics.rmse < 0.75", &["metrics.rmse ASC"], 100, 0)
+                .await
+                .expect("f")
+        ),
+        ["run-4", "run-3"]
+    );
+    assert_eq!(
+        names(
+            q("params.solver = 'lbfgs'", &["metrics.rmse DESC"], 100, 0)
+                .await
+                .expect("f")
+        ),
+        ["run-0", "run-2", "run-4"]
+    );
+    assert_eq!(
+        names(q("", &["metrics.rmse DESC"], 100, 0).await.expect("f"))
+            .last()
+            .map(String::as_str),
+        Some("run-5")
+    );
+    assert_eq!(
+        names(q("", &["metrics.rmse ASC"], 100, 0).await.expect("f"))
+            .last()
+            .map(String::as_str),
+        Some("run-5")
+    );
+    assert_eq!(
+        names(
+            q("params.solver LIKE 'a%'", &[], 100, 0)
+                .await
+                .expect("case-sensitive LIKE")
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(
+            q(
+                "params.solver ILIKE 'a%'",
+                &["attributes.start_time ASC"],
+                100,
+                0
+            )
+            .await
+            .expect("ILIKE")
+        ),
+        ["run-1", "run-3", "run-5"]
+    );
+    assert_eq!(
+        names(
+            q(
+                "tags.env = 'env3' and attributes.run_name = 'run-3'",
+                &[],
+                100,
+                0
+            )
+            .await
+            .expect("tags")
+        ),
+        ["run-3"]
+    );
     let in_list = format!("attributes.run_id IN ('{}', '{}')", ids[0], ids[1]);
     assert_eq!(q(&in_list, &[], 100, 0).await.expect("in").items.len(), 2);
-    assert_eq!(names(q("attributes.start_time >= 1004", &[], 100, 0).await.expect("time")), ["run-5", "run-4"]);
-    assert_eq!(names(q("params.missing IS NULL and metrics.rmse <= 0.6", &[], 100, 0).await.expect("null")), ["run-4"]);
+    assert_eq!(
+        names(
+            q("attributes.start_time >= 1004", &[], 100, 0)
+                .await
+                .expect("time")
+        ),
+        ["run-5", "run-4"]
+    );
+    assert_eq!(
+        names(
+            q(
+                "params.missing IS NULL and metrics.rmse <= 0.6",
+                &[],
+                100,
+                0
+            )
+            .await
+            .expect("null")
+        ),
+        ["run-4"]
+    );
     // Paging walks every run exactly once.
     let p1 = q("", &["metrics.rmse ASC"], 4, 0).await.expect("p1");
     assert_eq!(p1.next_offset, Some(4));
     let p2 = q("", &["metrics.rmse ASC"], 4, 4).await.expect("p2");
     assert_eq!(p2.next_offset, None);
-    assert_eq!(names(p1).into_iter().chain(names(p2)).collect::<Vec<_>>(), ["run-4", "run-3", "run-2", "run-1", "run-0", "run-5"]);
+    assert_eq!(
+        names(p1).into_iter().chain(names(p2)).collect::<Vec<_>>(),
+        ["run-4", "run-3", "run-2", "run-1", "run-0", "run-5"]
+    );
     // Deleted runs only show in the views that ask for them.
     t.delete_run(&ids[0]).await.expect("delete");
-    assert_eq!(t.search_runs(vec![exp], "", &[], ViewType::DeletedOnly, 10, 0).await.expect("deleted").items.len(), 1);
-    assert_eq!(t.search_runs(vec![exp], "", &[], ViewType::All, 10, 0).await.expect("all").items.len(), 6);
-    let bad = q("metrics.rmse ~ 1", &[], 10, 0).await.expect_err("bad filter");
+    assert_eq!(
+        t.search_runs(vec![exp], "", &[], ViewType::DeletedOnly, 10, 0)
+            .await
+            .expect("deleted")
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        t.search_runs(vec![exp], "", &[], ViewType::All, 10, 0)
+            .await
+            .expect("all")
+            .items
+            .len(),
+        6
+    );
+    let bad = q("metrics.rmse ~ 1", &[], 10, 0)
+        .await
+        .expect_err("bad filter");
     assert_eq!(bad.code(), base::ErrorCode::InvalidParameterValue);
 });
 
 db_test!(artifact_index_and_tokens, |db: Db| async move {
     let p = |s: &str| ArtifactPath::parse(s).expect("path");
     let h = ContentHash::of(b"x");
-    for path in ["1/r/artifacts/a.txt", "1/r/artifacts/dir/b.txt", "1/r/artifacts/dir/c/d.txt", "1/r/artifacts0/no.txt"] {
-        db.put_artifact(&ArtifactEntry { path: p(path), hash: h.clone(), size: 1 }).await.expect("put");
+    for path in [
+        "1/r/artifacts/a.txt",
+        "1/r/artifacts/dir/b.txt",
+        "1/r/artifacts/dir/c/d.txt",
+        "1/r/artifacts0/no.txt",
+    ] {
+        db.put_artifact(&ArtifactEntry {
+            path: p(path),
+            hash: h.clone(),
+            size: 1,
+        })
+        .await
+        .expect("put");
     }
-    let listed: Vec<String> = db.list_artifacts(&p("1/r/artifacts")).await.expect("list").into_iter().map(|e| e.path.to_string()).collect();
-    assert_eq!(listed, ["1/r/artifacts/a.txt", "1/r/artifacts/dir/b.txt", "1/r/artifacts/dir/c/d.txt"]);
-    assert!(db.get_artifact(&p("1/r/artifacts/a.txt")).await.expect("get").is_some());
-    assert_eq!(db.delete_artifacts(&p("1/r/artifacts/dir")).await.expect("delete"), 2);
+    let listed: Vec<String> = db
+        .list_artifacts(&p("1/r/artifacts"))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.path.to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "1/r/artifacts/a.txt",
+            "1/r/artifacts/dir/b.txt",
+            "1/r/artifacts/dir/c/d.txt"
+        ]
+    );
+    assert!(
+        db.get_artifact(&p("1/r/artifacts/a.txt"))
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert_eq!(
+        db.delete_artifacts(&p("1/r/artifacts/dir"))
+            .await
+            .expect("delete"),
+        2
+    );
 
     let tok = ContentHash::of(b"secret-token");
     assert_eq!(db.count_tokens().await.expect("count"), 0);
-    let info = db.create_token("ci", &tok, Scope::Write).await.expect("create token");
-    assert_eq!(db.find_token(&tok).await.expect("find").map(|i| i.scope), Some(Scope::Write));
+    let info = db
+        .create_token("ci", &tok, Scope::Write)
+        .await
+        .expect("create token");
+    assert_eq!(
+        db.find_token(&tok).await.expect("find").map(|i| i.scope),
+        Some(Scope::Write)
+    );
     db.revoke_token(info.id).await.expect("revoke");
     assert!(db.find_token(&tok).await.expect("find").is_none());
 });

@@ -1,0 +1,409 @@
+//! `capstan bench tracking`: the same HTTP load against the real `mlflow server` and
+//! `capstan server`, one after the other on this machine, printed side by side with ratios.
+
+use crate::client::Client;
+use crate::platform::Error;
+use crate::progress::Progress;
+use clap::Subcommand;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Ingest (concurrent log-batch) and search latency, Capstan vs the real MLflow server.
+    Tracking {
+        /// The `mlflow` executable (pip install mlflow==3.17.2); "none" skips the peer.
+        #[arg(long, default_value = "mlflow")]
+        mlflow: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Runs in the search experiment.
+        #[arg(long, default_value_t = 200)]
+        search_runs: usize,
+        #[arg(long, default_value_t = 50)]
+        searches: usize,
+        /// Runs for the at-scale search check (Capstan only); 0 skips it.
+        #[arg(long, default_value_t = 100_000)]
+        scale_runs: usize,
+        /// Also write the table to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16, Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_healthy(url: &str, child: &mut Child) -> Result<(), Error> {
+    let http = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(r) = http.get(format!("{url}/health")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::Other(format!("server exited early with {status}")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(Error::Other(format!(
+        "{url} did not become healthy in 120 s"
+    )))
+}
+
+async fn start_capstan(home: Option<&Path>) -> Result<Server, Error> {
+    let dir = tempfile::tempdir()?;
+    let home = home
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.path().join("home"));
+    let port = free_port()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["server", "--port", &port.to_string(), "--home"])
+        .arg(&home)
+        .env("CAPSTAN_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_healthy(&url, &mut child).await?;
+    Ok(Server {
+        child,
+        url,
+        _dir: dir,
+    })
+}
+
+async fn start_mlflow(exe: &str) -> Result<Server, Error> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let db = format!("sqlite:///{}", dir.path().join("mlflow.db").display());
+    let mut child = Command::new(exe)
+        .args([
+            "server",
+            "--backend-store-uri",
+            &db,
+            "--serve-artifacts",
+            "--artifacts-destination",
+        ])
+        .arg(dir.path().join("artifacts"))
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            Error::Other(format!(
+                "cannot start '{exe}' (pip install mlflow==3.17.2, or --mlflow none): {e}"
+            ))
+        })?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_healthy(&url, &mut child).await?;
+    Ok(Server {
+        child,
+        url,
+        _dir: dir,
+    })
+}
+
+#[derive(Default, Clone)]
+struct Figures {
+    metrics_per_s: f64,
+    acked: u64,
+    lost: u64,
+    search_p50_ms: f64,
+    search_p99_ms: f64,
+}
+
+async fn create_experiment(c: &Client, name: &str) -> Result<String, Error> {
+    Ok(
+        c.post("/api/2.0/mlflow/experiments/create", &json!({"name": name}))
+            .await?["experiment_id"]
+            .as_str()
+            .unwrap_or("0")
+            .to_owned(),
+    )
+}
+
+async fn create_run(c: &Client, exp: &str) -> Result<String, Error> {
+    let r = c
+        .post(
+            "/api/2.0/mlflow/runs/create",
+            &json!({"experiment_id": exp, "start_time": base::now_millis()}),
+        )
+        .await?;
+    Ok(r["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn ingest(url: &str, seconds: u64, clients: usize) -> Result<(u64, u64, f64), Error> {
+    let c = Client::new(url);
+    let exp = create_experiment(&c, "bench-ingest").await?;
+    let acked = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut run_ids = Vec::new();
+    for _ in 0..clients {
+        let run_id = create_run(&c, &exp).await?;
+        run_ids.push(run_id.clone());
+        let (c, acked) = (Client::new(url), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut batch = 0i64;
+            while Instant::now() < deadline {
+                let ts = base::now_millis();
+                let metrics: Vec<Value> = (0..100)
+                    .map(|i| json!({"key": format!("m{}", i % 10), "value": (batch * 100 + i) as f64 * 0.001, "timestamp": ts, "step": batch * 10 + i / 10}))
+                    .collect();
+                if c.post("/api/2.0/mlflow/runs/log-batch", &json!({"run_id": run_id, "metrics": metrics})).await.is_ok() {
+                    acked.fetch_add(100, Ordering::Relaxed);
+                }
+                batch += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let acked = acked.load(Ordering::Relaxed);
+    // Every acknowledged point must be readable.
+    let mut stored = 0u64;
+    for run_id in &run_ids {
+        for k in 0..10 {
+            let key = format!("m{k}");
+            let mut token = String::new();
+            loop {
+                let mut q = vec![
+                    ("run_id", run_id.as_str()),
+                    ("metric_key", key.as_str()),
+                    ("max_results", "25000"),
+                ];
+                if !token.is_empty() {
+                    q.push(("page_token", token.as_str()));
+                }
+                let page = c.get("/api/2.0/mlflow/metrics/get-history", &q).await?;
+                stored += page["metrics"].as_array().map_or(0, |a| a.len() as u64);
+                match page["next_page_token"].as_str() {
+                    Some(t) if !t.is_empty() => token = t.to_owned(),
+                    _ => break,
+                }
+            }
+        }
+    }
+    Ok((acked, acked.saturating_sub(stored), acked as f64 / elapsed))
+}
+
+async fn populate_search(c: &Client, runs: usize) -> Result<String, Error> {
+    let exp = create_experiment(c, "bench-search").await?;
+    let mut bar = Progress::new("populate search runs", runs as u64);
+    for i in 0..runs {
+        let run_id = create_run(c, &exp).await?;
+        let rmse = ((i * 7919) % 1000) as f64 / 1000.0;
+        let alpha = ["0.1", "0.5", "1.0"][i % 3];
+        c.post("/api/2.0/mlflow/runs/log-batch", &json!({"run_id": run_id,
+            "metrics": [{"key": "rmse", "value": rmse, "timestamp": base::now_millis(), "step": 0}, {"key": "r2", "value": 1.0 - rmse, "timestamp": base::now_millis(), "step": 0}],
+            "params": [{"key": "alpha", "value": alpha}, {"key": "solver", "value": "lbfgs"}],
+            "tags": [{"key": "team", "value": "bench"}]})).await?;
+        bar.inc(1);
+    }
+    bar.finish();
+    Ok(exp)
+}
+
+async fn search_latency(c: &Client, exp: &str, searches: usize) -> Result<(f64, f64), Error> {
+    let body = json!({"experiment_ids": [exp], "filter": "metrics.rmse < 0.5 and params.alpha = '0.1'", "order_by": ["metrics.rmse ASC"], "max_results": 100});
+    let mut ms = Vec::with_capacity(searches);
+    for _ in 0..searches {
+        let t = Instant::now();
+        let r = c.post("/api/2.0/mlflow/runs/search", &body).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        if r["runs"].as_array().is_none_or(|a| a.is_empty()) {
+            return Err(Error::Other("search returned no runs".into()));
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((percentile(&ms, 50.0), percentile(&ms, 99.0)))
+}
+
+async fn measure(
+    url: &str,
+    seconds: u64,
+    clients: usize,
+    search_runs: usize,
+    searches: usize,
+) -> Result<Figures, Error> {
+    let (acked, lost, rate) = ingest(url, seconds, clients).await?;
+    let c = Client::new(url);
+    let exp = populate_search(&c, search_runs).await?;
+    let (p50, p99) = search_latency(&c, &exp, searches).await?;
+    Ok(Figures {
+        metrics_per_s: rate,
+        acked,
+        lost,
+        search_p50_ms: p50,
+        search_p99_ms: p99,
+    })
+}
+
+/// Bulk-creates runs in-process (faster than HTTP), then measures search through the server.
+async fn at_scale(runs: usize, searches: usize) -> Result<(f64, f64), Error> {
+    let dir = tempfile::tempdir()?;
+    let home = dir.path().join("home");
+    let config = crate::config::Config::default();
+    let exp = {
+        let p = crate::platform::Platform::open(&home, &config).await?;
+        let exp = p
+            .tracking
+            .create_experiment("bench-scale", None, &[])
+            .await?;
+        let mut bar = Progress::new("populate runs at scale", runs as u64);
+        for i in 0..runs {
+            let run = p
+                .tracking
+                .create_run(tracking::NewRun {
+                    experiment_id: exp,
+                    run_name: Some(format!("r{i}")),
+                    user_id: "bench".into(),
+                    start_time: i as i64,
+                    tags: vec![],
+                })
+                .await?;
+            let rmse = ((i * 7919) % 100_000) as f64 / 100_000.0;
+            let alpha = ["0.1", "0.5", "1.0"][i % 3];
+            p.tracking
+                .log_batch(
+                    &run.info.run_id,
+                    &[tracking::Metric {
+                        key: "rmse".into(),
+                        value: rmse,
+                        timestamp: 0,
+                        step: 0,
+                    }],
+                    &[tracking::Tag::new("alpha", alpha)],
+                    &[],
+                )
+                .await?;
+            bar.inc(1);
+        }
+        bar.finish();
+        p.db.close().await;
+        exp
+    };
+    let server = start_capstan(Some(&home)).await?;
+    let c = Client::new(&server.url);
+    search_latency(&c, &exp.to_string(), searches).await
+}
+
+pub async fn run(cmd: BenchCmd, _home: &Path) -> Result<(), Error> {
+    let BenchCmd::Tracking {
+        mlflow,
+        seconds,
+        clients,
+        search_runs,
+        searches,
+        scale_runs,
+        out,
+    } = cmd;
+    eprintln!(
+        "capstan server: {clients} clients × log-batch(100 metrics) for {seconds}s, then {searches} searches over {search_runs} runs"
+    );
+    let ours = {
+        let s = start_capstan(None).await?;
+        measure(&s.url, seconds, clients, search_runs, searches).await?
+    };
+    let peer = if mlflow == "none" {
+        None
+    } else {
+        eprintln!("mlflow server: same load");
+        let s = start_mlflow(&mlflow).await?;
+        Some(measure(&s.url, seconds, clients, search_runs, searches).await?)
+    };
+    let scale = if scale_runs > 0 {
+        Some(at_scale(scale_runs, searches).await?)
+    } else {
+        None
+    };
+
+    let mut t = String::from("| measure | capstan | mlflow 3.17.2 | ratio |\n|---|---|---|---|\n");
+    let p = peer.clone().unwrap_or_default();
+    let has = peer.is_some();
+    let cell = |v: f64, fmt: &dyn Fn(f64) -> String| if has { fmt(v) } else { "-".into() };
+    let f0 = |v: f64| format!("{v:.0}");
+    let f1 = |v: f64| format!("{v:.1}");
+    t += &format!(
+        "| log-batch ingest (metrics/s, {clients} clients) | {:.0} | {} | {} |\n",
+        ours.metrics_per_s,
+        cell(p.metrics_per_s, &f0),
+        cell(ours.metrics_per_s / p.metrics_per_s, &|r| format!(
+            "{r:.1}× faster"
+        ))
+    );
+    t += &format!(
+        "| acknowledged metrics lost | {} of {} | {} | |\n",
+        ours.lost,
+        ours.acked,
+        if has {
+            format!("{} of {}", p.lost, p.acked)
+        } else {
+            "-".into()
+        }
+    );
+    t += &format!(
+        "| runs/search p50 (ms, {search_runs} runs) | {:.1} | {} | {} |\n",
+        ours.search_p50_ms,
+        cell(p.search_p50_ms, &f1),
+        cell(p.search_p50_ms / ours.search_p50_ms, &|r| format!(
+            "{r:.1}× faster"
+        ))
+    );
+    t += &format!(
+        "| runs/search p99 (ms, {search_runs} runs) | {:.1} | {} | {} |\n",
+        ours.search_p99_ms,
+        cell(p.search_p99_ms, &f1),
+        cell(p.search_p99_ms / ours.search_p99_ms, &|r| format!(
+            "{r:.1}× faster"
+        ))
+    );
+    if let Some((p50, p99)) = scale {
+        t += &format!(
+            "| runs/search p50 / p99 (ms, {scale_runs} runs) | {p50:.1} / {p99:.1} | not run | |\n"
+        );
+    }
+    println!("\n{t}");
+    if let Some(path) = out {
+        std::fs::write(&path, &t)?;
+        eprintln!("table written to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Wiring: open the configured backends and build the server state.
+
+use crate::config::{Config, ConfigError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use store::{BlobConfig, Blobs, Db, S3Config};
+use tracking::Tracking;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Db(#[from] store::DbError),
+    #[error("artifact store: {0}")]
+    Blobs(#[from] store::BlobError),
+    #[error(transparent)]
+    Tracking(#[from] tracking::Error),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct Platform {
+    pub db: Db,
+    pub blobs: Blobs,
+    pub tracking: Tracking,
+}
+
+impl Platform {
+    pub async fn open(home: &Path, config: &Config) -> Result<Platform, Error> {
+        std::fs::create_dir_all(home)?;
+        let db_url = if config.store.db.is_empty() {
+            format!("sqlite://{}", home.join("capstan.db").display())
+        } else {
+            config.store.db.clone()
+        };
+        let db = Db::open(&db_url).await?;
+        let blob_config = blob_config(home, config)?;
+        let blobs = Blobs::open(&blob_config, home.join("tmp"))?;
+        let tracking = Tracking::new(Arc::new(db.clone()));
+        Ok(Platform {
+            db,
+            blobs,
+            tracking,
+        })
+    }
+
+    pub fn state(&self, config: &Config) -> server::AppState {
+        server::AppState {
+            tracking: self.tracking.clone(),
+            artifacts: Arc::new(self.db.clone()),
+            tokens: Arc::new(self.db.clone()),
+            blobs: self.blobs.clone(),
+            config: Arc::new(server::ServerConfig {
+                auth: config.server.auth,
+                max_json_bytes: config.server.max_json_bytes,
+                max_artifact_bytes: config.server.max_artifact_bytes,
+            }),
+        }
+    }
+
+    /// Binds, prints the address, serves until Ctrl-C. `ready` learns the bound address.
+    pub async fn serve(
+        &self,
+        config: &Config,
+        ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    ) -> Result<(), Error> {
+        let listener =
+            tokio::net::TcpListener::bind((config.server.host.as_str(), config.server.port))
+                .await?;
+        let addr = listener.local_addr()?;
+        println!("capstan listening on http://{addr}");
+        if let Some(tx) = ready {
+            let _ = tx.send(addr);
+        }
+        if config.server.auth {
+            tracing::info!("API tokens required (create one with `capstan tokens create`)");
+        }
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        server::serve(listener, self.state(config), shutdown).await?;
+        Ok(())
+    }
+}
+
+fn blob_config(home: &Path, config: &Config) -> Result<BlobConfig, Error> {
+    let a = config.store.artifacts.trim();
+    if a.is_empty() {
+        return Ok(BlobConfig::Local(home.join("objects")));
+    }
+    if let Some(rest) = a.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::Other(format!(
+                "artifact store '{a}' names no bucket"
+            )));
+        }
+        let s3 = &config.s3;
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        return Ok(BlobConfig::S3(S3Config {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            endpoint: opt(&s3.endpoint),
+            region: s3.region.clone(),
+            access_key_id: opt(&s3.access_key_id),
+            secret_access_key: opt(&s3.secret_access_key),
+            allow_http: s3.allow_http,
+        }));
+    }
+    Ok(BlobConfig::Local(PathBuf::from(
+        a.strip_prefix("file://").unwrap_or(a),
+    )))
+}

@@ -1,0 +1,82 @@
+//! Optional API tokens: when enabled, every route but `/health` needs `Authorization: Bearer <token>`
+//! with a scope that covers the request (read < write < admin).
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base::{ContentHash, ErrorCode};
+use tracking::Scope;
+
+/// A fresh random token; only its hash is ever stored.
+pub fn new_token() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!("cap_{a}{b}")
+}
+
+pub fn hash_token(token: &str) -> ContentHash {
+    ContentHash::of(token.as_bytes())
+}
+
+/// POST routes that only read.
+fn is_read_only_post(path: &str) -> bool {
+    path.ends_with("/runs/search")
+        || path.ends_with("/experiments/search")
+        || path.ends_with("/logged-models/search")
+}
+
+fn required_scope(method: &Method, path: &str) -> Scope {
+    if method == Method::GET
+        || method == Method::HEAD
+        || (method == Method::POST && is_read_only_post(path))
+    {
+        Scope::Read
+    } else {
+        Scope::Write
+    }
+}
+
+pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if !s.config.auth || req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    let Some(token) = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return ApiError::new(
+            ErrorCode::Unauthenticated,
+            "Missing bearer token (Authorization: Bearer <token>)",
+        )
+        .into_response();
+    };
+    let info = match s.tokens.find_token(&hash_token(token)).await {
+        Ok(Some(info)) => info,
+        Ok(None) => {
+            return ApiError::new(ErrorCode::Unauthenticated, "Invalid or revoked token")
+                .into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let need = required_scope(req.method(), req.uri().path());
+    if info.scope < need {
+        return ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "Token '{}' has scope '{}'; this request needs '{}'",
+                info.name,
+                info.scope.as_str(),
+                need.as_str()
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
