@@ -1,0 +1,7 @@
+//! The router served on a real loopback socket (port 0), driven over HTTP: MLflow wire shapes,
+//! error codes and statuses, artifacts, limits and tokens.
+
+mod api;
+mod artifacts;
+mod auth;
+mod support;
