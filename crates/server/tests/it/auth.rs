@@ -5,28 +5,84 @@ use tracking::{Scope, TokenStore};
 
 #[tokio::test]
 async fn tokens_are_enforced_by_scope() {
-    let s = start(server::ServerConfig { auth: true, ..Default::default() }).await;
+    let s = start(server::ServerConfig {
+        auth: true,
+        ..Default::default()
+    })
+    .await;
     let read = server::new_token();
     let write = server::new_token();
-    s.db.create_token("reader", &server::hash_token(&read), Scope::Read).await.expect("token");
-    s.db.create_token("writer", &server::hash_token(&write), Scope::Write).await.expect("token");
+    s.db.create_token("reader", &server::hash_token(&read), Scope::Read)
+        .await
+        .expect("token");
+    s.db.create_token("writer", &server::hash_token(&write), Scope::Write)
+        .await
+        .expect("token");
     let create = serde_json::json!({"name": "secured"});
     let url = format!("{}/api/2.0/mlflow/experiments/create", s.url);
 
-    assert_eq!(s.http.get(format!("{}/health", s.url)).send().await.expect("health").status().as_u16(), 200);
+    assert_eq!(
+        s.http
+            .get(format!("{}/health", s.url))
+            .send()
+            .await
+            .expect("health")
+            .status()
+            .as_u16(),
+        200
+    );
     let r = s.http.post(&url).json(&create).send().await.expect("send");
     assert_eq!(r.status().as_u16(), 401);
-    assert_eq!(r.json::<serde_json::Value>().await.expect("json")["error_code"], "UNAUTHENTICATED");
-    let r = s.http.post(&url).bearer_auth("cap_wrong").json(&create).send().await.expect("send");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.expect("json")["error_code"],
+        "UNAUTHENTICATED"
+    );
+    let r = s
+        .http
+        .post(&url)
+        .bearer_auth("cap_wrong")
+        .json(&create)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 401);
-    let r = s.http.post(&url).bearer_auth(&read).json(&create).send().await.expect("send");
+    let r = s
+        .http
+        .post(&url)
+        .bearer_auth(&read)
+        .json(&create)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 403);
-    assert_eq!(r.json::<serde_json::Value>().await.expect("json")["error_code"], "PERMISSION_DENIED");
-    let r = s.http.post(&url).bearer_auth(&write).json(&create).send().await.expect("send");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.expect("json")["error_code"],
+        "PERMISSION_DENIED"
+    );
+    let r = s
+        .http
+        .post(&url)
+        .bearer_auth(&write)
+        .json(&create)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 200);
     // Searching is a read, even over POST.
-    let r = s.http.post(format!("{}/api/2.0/mlflow/runs/search", s.url)).bearer_auth(&read).json(&serde_json::json!({"experiment_ids": ["0"]})).send().await.expect("send");
+    let r = s
+        .http
+        .post(format!("{}/api/2.0/mlflow/runs/search", s.url))
+        .bearer_auth(&read)
+        .json(&serde_json::json!({"experiment_ids": ["0"]}))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 200);
-    let r = s.http.get(format!("{}/api/2.0/mlflow-artifacts/artifacts", s.url)).send().await.expect("send");
+    let r = s
+        .http
+        .get(format!("{}/api/2.0/mlflow-artifacts/artifacts", s.url))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 401, "artifacts are protected too");
 }

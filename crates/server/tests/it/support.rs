@@ -13,8 +13,14 @@ pub struct TestServer {
 
 pub async fn start(config: server::ServerConfig) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open(&format!("sqlite://{}", dir.path().join("m.db").display())).await.expect("db");
-    let blobs = Blobs::open(&BlobConfig::Local(dir.path().join("objects")), dir.path().join("tmp")).expect("blobs");
+    let db = Db::open(&format!("sqlite://{}", dir.path().join("m.db").display()))
+        .await
+        .expect("db");
+    let blobs = Blobs::open(
+        &BlobConfig::Local(dir.path().join("objects")),
+        dir.path().join("tmp"),
+    )
+    .expect("blobs");
     let state = server::AppState {
         tracking: tracking::Tracking::new(Arc::new(db.clone())),
         artifacts: Arc::new(db.clone()),
@@ -22,29 +28,56 @@ pub async fn start(config: server::ServerConfig) -> TestServer {
         blobs,
         config: Arc::new(config),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(server::serve(listener, state, std::future::pending()));
-    TestServer { url, http: reqwest::Client::new(), db, _dir: dir }
+    TestServer {
+        url,
+        http: reqwest::Client::new(),
+        db,
+        _dir: dir,
+    }
 }
 
 impl TestServer {
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}{path}", self.url)).json(&body).send().await.expect("send");
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.url)).query(query).send().await.expect("send");
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .query(query)
+            .send()
+            .await
+            .expect("send");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn new_run(&self) -> String {
-        let (s, v) = self.post("/api/2.0/mlflow/runs/create", serde_json::json!({"experiment_id": "0"})).await;
+        let (s, v) = self
+            .post(
+                "/api/2.0/mlflow/runs/create",
+                serde_json::json!({"experiment_id": "0"}),
+            )
+            .await;
         assert_eq!(s, 200, "{v}");
-        v["run"]["info"]["run_id"].as_str().expect("run_id").to_owned()
+        v["run"]["info"]["run_id"]
+            .as_str()
+            .expect("run_id")
+            .to_owned()
     }
 }
 
@@ -53,5 +86,8 @@ pub fn check_error((status, body): (u16, Value), want_status: u16, want_code: &s
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error_code"], want_code, "{body}");
     let msg = body["message"].as_str().unwrap_or("");
-    assert!(msg.contains(needle), "message {msg:?} should mention {needle:?}");
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} should mention {needle:?}"
+    );
 }

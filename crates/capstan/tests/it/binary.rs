@@ -1,0 +1,190 @@
+//! Start `capstan server --port 0`, read the printed address, talk to it; run CLI commands.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+pub struct Running {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn capstan(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    c.arg("--home").arg(home).env("CAPSTAN_LOG", "error");
+    c
+}
+
+/// Starts the server on a free port and returns once it printed its address.
+pub fn start(home: &Path, extra: &[&str]) -> Running {
+    let mut child = capstan(home)
+        .args(["server", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn capstan server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read address");
+    let url = line.trim().rsplit(' ').next().expect("address").to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    Running { child, url }
+}
+
+#[tokio::test]
+async fn server_prints_address_and_answers_health() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path(), &[]);
+    let r = reqwest::get(format!("{}/health", s.url))
+        .await
+        .expect("health");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().await.expect("text"), "OK");
+    assert!(
+        home.path().join("capstan.db").exists(),
+        "embedded SQLite under --home"
+    );
+}
+
+#[tokio::test]
+async fn tokens_from_the_cli_guard_the_server() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = capstan(home.path())
+        .args(["tokens", "create", "--name", "ci", "--scope", "write"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    assert!(token.starts_with("cap_"));
+    let s = start(home.path(), &["--auth"]);
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/2.0/mlflow/experiments/search", s.url);
+    let body = serde_json::json!({"max_results": 10});
+    assert_eq!(
+        http.post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        200
+    );
+    let listed = capstan(home.path())
+        .args(["tokens", "list"])
+        .output()
+        .expect("list");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("ci"));
+}
+
+#[test]
+fn demo_tracks_runs_and_cli_reads_them() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = capstan(home.path())
+        .args(["demo", "--no-serve"])
+        .output()
+        .expect("demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("★ best"), "{stdout}");
+    let list = capstan(home.path())
+        .args([
+            "runs",
+            "list",
+            "-e",
+            "diabetes-demo",
+            "--order-by",
+            "metrics.test_rmse ASC",
+        ])
+        .output()
+        .expect("list");
+    let text = String::from_utf8_lossy(&list.stdout);
+    let rows: Vec<&str> = text.lines().skip(2).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    assert!(
+        rows[0].contains("gd-lr0.05"),
+        "the best learning rate sorts first: {text}"
+    );
+    let run_id = rows[0].split_whitespace().next().expect("id");
+    let show = capstan(home.path())
+        .args(["runs", "show", run_id])
+        .output()
+        .expect("show");
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("model/model.json") && text.contains("diabetes"),
+        "{text}"
+    );
+    let html = home.path().join("cmp.html");
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
+        .collect();
+    let cmp = capstan(home.path())
+        .args(["runs", "compare"])
+        .args(&ids)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .expect("compare");
+    assert!(cmp.status.success());
+    let page = std::fs::read_to_string(&html).expect("html");
+    assert_eq!(
+        page.matches("<polyline").count(),
+        6,
+        "two metrics × three runs"
+    );
+    let bad = capstan(home.path())
+        .args(["runs", "show", "not-a-run"])
+        .output()
+        .expect("show");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid run id"));
+}
+
+#[test]
+fn unknown_config_keys_are_refused() {
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::write(home.path().join("capstan.toml"), "[server]\nprot = 1\n").expect("write");
+    let out = capstan(home.path())
+        .args(["experiments", "list"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field `prot`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

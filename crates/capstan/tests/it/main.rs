@@ -1,0 +1,6 @@
+//! The real `capstan` binary over a socket: the CLI contract, crash safety under kill -9, and the
+//! project's tidy rules.
+
+mod binary;
+mod crash;
+mod tidy;
