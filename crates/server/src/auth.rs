@@ -29,7 +29,9 @@ fn is_read_only_post(path: &str) -> bool {
 }
 
 fn required_scope(method: &Method, path: &str) -> Scope {
-    if method == Method::GET
+    if path.starts_with(crate::admin::TOKENS) {
+        Scope::Admin
+    } else if method == Method::GET
         || method == Method::HEAD
         || (method == Method::POST && is_read_only_post(path))
     {

@@ -1,7 +1,8 @@
 //! The one HTTP server: every wire format Capstan speaks (today the MLflow tracking REST API and
-//! its proxied artifacts), authentication, body limits and error mapping. Only this crate knows
+//! its proxied artifacts, Capstan's admin API), authentication, body limits and error mapping. Only this crate knows
 //! wire formats; handlers extract, make one domain call and map the result.
 
+mod admin;
 mod artifacts;
 mod auth;
 mod error;
@@ -51,7 +52,9 @@ pub struct AppState {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let json_limit = state.config.max_json_bytes;
-    let api = mlflow::routes().layer(DefaultBodyLimit::max(json_limit));
+    let api = mlflow::routes()
+        .merge(admin::routes())
+        .layer(DefaultBodyLimit::max(json_limit));
     Router::new()
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { mlflow::COMPATIBLE_VERSION }))

@@ -85,4 +85,73 @@ async fn tokens_are_enforced_by_scope() {
         .await
         .expect("send");
     assert_eq!(r.status().as_u16(), 401, "artifacts are protected too");
+
+    // Managing tokens needs admin.
+    let tokens = format!("{}/api/2.0/capstan/tokens", s.url);
+    let r = s
+        .http
+        .get(&tokens)
+        .bearer_auth(&write)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 403);
+    let admin = server::new_token();
+    s.db.create_token("root", &server::hash_token(&admin), Scope::Admin)
+        .await
+        .expect("token");
+    let r = s
+        .http
+        .post(&tokens)
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "bot", "scope": "read"}))
+        .send()
+        .await
+        .expect("send");
+    let v: serde_json::Value = r.json().await.expect("json");
+    let bot = v["token"].as_str().expect("token").to_owned();
+    let bot_id = v["info"]["id"].as_i64().expect("id");
+    let r = s
+        .http
+        .get(&tokens)
+        .bearer_auth(&bot)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 403, "a read token cannot list tokens");
+    let r = s
+        .http
+        .post(&tokens)
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "x", "scope": "root"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 400);
+    let r = s
+        .http
+        .delete(format!("{tokens}/{bot_id}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s
+        .http
+        .post(format!("{}/api/2.0/mlflow/runs/search", s.url))
+        .bearer_auth(&bot)
+        .json(&serde_json::json!({"experiment_ids": ["0"]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401, "a revoked token stops working");
+    let r = s
+        .http
+        .get(&tokens)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("send");
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["tokens"].as_array().map(Vec::len), Some(3));
 }
