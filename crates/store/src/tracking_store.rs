@@ -245,6 +245,29 @@ fn metric_from_row(row: &AnyRow, first: usize) -> Result<Metric> {
     })
 }
 
+/// One multi-row INSERT of metric points into `table` (`metrics` or `latest_metrics`).
+fn metric_rows(table: &str, run_id: &str, metrics: &[&Metric], conflict: &str) -> Sql {
+    let mut q = Sql::new(&format!(
+        "INSERT INTO {table} (run_id, key, step, timestamp, value, is_nan) VALUES "
+    ));
+    for (i, m) in metrics.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        let (v, nan) = metric_value(m);
+        q.bind_row(vec![
+            Arg::Text(run_id.to_owned()),
+            Arg::Text(m.key.clone()),
+            Arg::I64(m.step),
+            Arg::I64(m.timestamp),
+            Arg::F64(v),
+            Arg::I64(nan),
+        ]);
+    }
+    q.push(conflict);
+    q
+}
+
 /// NaN cannot be stored as a number in SQLite; it is kept as 0 with a flag.
 fn metric_value(m: &Metric) -> (f64, i64) {
     if m.value.is_nan() {
@@ -569,26 +592,13 @@ impl TrackingStore for Db {
             }
         }
         if !metrics.is_empty() {
-            for chunk in metrics.chunks(500) {
-                let mut q = Sql::new(
-                    "INSERT INTO metrics (run_id, key, step, timestamp, value, is_nan) VALUES ",
-                );
-                for (i, m) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        q.push(", ");
-                    }
-                    let (v, nan) = metric_value(m);
-                    q.bind_row(vec![
-                        Arg::Text(rid.clone()),
-                        Arg::Text(m.key.clone()),
-                        Arg::I64(m.step),
-                        Arg::I64(m.timestamp),
-                        Arg::F64(v),
-                        Arg::I64(nan),
-                    ]);
-                }
-                q.push(" ON CONFLICT DO NOTHING");
-                q.build().execute(&mut *tx).await.map_err(map_err)?;
+            let all: Vec<&Metric> = metrics.iter().collect();
+            for chunk in all.chunks(500) {
+                metric_rows("metrics", &rid, chunk, " ON CONFLICT DO NOTHING")
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
             }
             // The latest point per key in this batch, then one conditional upsert per key.
             let mut latest: Vec<&Metric> = Vec::new();
@@ -599,32 +609,17 @@ impl TrackingStore for Db {
                     None => latest.push(m),
                 }
             }
+            // Later = higher (step, timestamp), then a number over NaN, then the larger value.
+            const UPSERT_IF_LATER: &str = " ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
+                 value = excluded.value, is_nan = excluded.is_nan \
+                 WHERE (excluded.step, excluded.timestamp, -excluded.is_nan, excluded.value) > \
+                 (latest_metrics.step, latest_metrics.timestamp, -latest_metrics.is_nan, latest_metrics.value)";
             for chunk in latest.chunks(500) {
-                let mut q = Sql::new(
-                    "INSERT INTO latest_metrics (run_id, key, step, timestamp, value, is_nan) VALUES ",
-                );
-                for (i, m) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        q.push(", ");
-                    }
-                    let (v, nan) = metric_value(m);
-                    q.bind_row(vec![
-                        Arg::Text(rid.clone()),
-                        Arg::Text(m.key.clone()),
-                        Arg::I64(m.step),
-                        Arg::I64(m.timestamp),
-                        Arg::F64(v),
-                        Arg::I64(nan),
-                    ]);
-                }
-                // Later = higher (step, timestamp), then a number over NaN, then the larger value.
-                q.push(
-                    " ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
-                     value = excluded.value, is_nan = excluded.is_nan \
-                     WHERE (excluded.step, excluded.timestamp, -excluded.is_nan, excluded.value) > \
-                     (latest_metrics.step, latest_metrics.timestamp, -latest_metrics.is_nan, latest_metrics.value)",
-                );
-                q.build().execute(&mut *tx).await.map_err(map_err)?;
+                metric_rows("latest_metrics", &rid, chunk, UPSERT_IF_LATER)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
             }
         }
         tx.commit().await.map_err(map_err)
