@@ -713,55 +713,42 @@ impl TrackingStore for Db {
                 next_offset: None,
             });
         }
-        let mut q = Sql::new("SELECT r.run_id FROM runs r");
-        // One LEFT JOIN per order_by key on a metric, param or tag.
-        let mut order_sql = Vec::new();
-        for (i, o) in s.order_by.iter().enumerate() {
-            let dir = if o.ascending { "ASC" } else { "DESC" };
-            let alias = format!("o{i}");
-            let (table, key) = match &o.subject {
-                Subject::Metric(k) => ("latest_metrics", k),
-                Subject::Param(k) => ("params", k),
-                Subject::Tag(k) => ("tags", k),
-                Subject::Attr(a) => {
-                    order_sql.push(format!("{} {dir}", attr_column(*a)));
-                    continue;
-                }
-                Subject::Dataset(_) => {
-                    return Err(Error::invalid("Ordering by datasets is not supported"));
-                }
-            };
-            q.push(&format!(
-                " LEFT JOIN {table} {alias} ON {alias}.run_id = r.run_id AND {alias}.key = "
-            ))
-            .bind_text(key);
-            // Rows without the key come last in both directions; NaN after numbers.
-            order_sql.push(format!("({alias}.run_id IS NULL)"));
-            if table == "latest_metrics" {
-                order_sql.push(format!("{alias}.is_nan"));
+        // The result is a concatenation of segments, each one indexed query (see `Segment`).
+        // Paging walks them: rows skipped by the offset are counted only in segments that
+        // return nothing.
+        let segments = segments(s)?;
+        let mut need = s.max_results as u64 + 1;
+        let mut skip = s.offset;
+        let mut ids: Vec<String> = Vec::new();
+        for seg in &segments {
+            if need == 0 {
+                break;
             }
-            order_sql.push(format!("{alias}.value {dir}"));
+            let mut q = self.segment_sql(s, seg, false)?;
+            q.push(" LIMIT ").bind(Arg::I64(need as i64));
+            q.push(" OFFSET ").bind(Arg::I64(skip as i64));
+            let rows: Vec<String> = q
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?
+                .iter()
+                .map(|r| get(r, 0))
+                .collect::<Result<_>>()?;
+            if rows.is_empty() && skip > 0 {
+                let count = self
+                    .segment_sql(s, seg, true)?
+                    .build()
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                skip = skip.saturating_sub(get::<i64>(&count, 0)? as u64);
+            } else {
+                skip = 0;
+            }
+            need -= rows.len() as u64;
+            ids.extend(rows);
         }
-        q.push(" WHERE r.experiment_id IN ");
-        q.bind_row(s.experiment_ids.iter().map(|e| Arg::I64(e.get())).collect());
-        q.push(view_clause(s.view));
-        for c in &s.filter.clauses {
-            q.push(" AND ");
-            self.clause(&mut q, &c.subject, &c.cmp)?;
-        }
-        order_sql.push("r.start_time DESC".into());
-        order_sql.push("r.run_id ASC".into());
-        q.push(" ORDER BY ").push(&order_sql.join(", "));
-        q.push(" LIMIT ").bind(Arg::I64(s.max_results as i64 + 1));
-        q.push(" OFFSET ").bind(Arg::I64(s.offset as i64));
-        let ids: Vec<String> = q
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?
-            .iter()
-            .map(|r| get(r, 0))
-            .collect::<Result<_>>()?;
         let next_offset =
             (ids.len() > s.max_results as usize).then(|| s.offset + s.max_results as u64);
         let ids = &ids[..ids.len().min(s.max_results as usize)];
@@ -769,6 +756,150 @@ impl TrackingStore for Db {
             items: self.load_runs(ids).await?,
             next_offset,
         })
+    }
+}
+
+/// One part of a search's result order. When the first `order_by` key is a metric, param or tag,
+/// the runs that have it are read in the order of its `(key, value)` index and stop at the page's
+/// end — no sort of every matching run — then (metrics) the runs where it is NaN, then the runs
+/// without it, which MLflow puts last in both directions.
+enum Segment<'a> {
+    /// Runs, ordered by the remaining keys (used when the first key is an attribute or absent).
+    All,
+    /// Runs that have `key` in `table` (`nan` selects NaN or numeric metric rows).
+    Has {
+        table: &'static str,
+        key: &'a str,
+        nan: Option<bool>,
+        ascending: bool,
+    },
+    /// Runs that lack `key` in `table`.
+    Lacks { table: &'static str, key: &'a str },
+}
+
+fn order_table(subject: &Subject) -> Result<Option<(&'static str, &str)>> {
+    Ok(match subject {
+        Subject::Metric(k) => Some(("latest_metrics", k)),
+        Subject::Param(k) => Some(("params", k)),
+        Subject::Tag(k) => Some(("tags", k)),
+        Subject::Attr(_) => None,
+        Subject::Dataset(_) => return Err(Error::invalid("Ordering by datasets is not supported")),
+    })
+}
+
+fn segments(s: &SearchRuns) -> Result<Vec<Segment<'_>>> {
+    let Some(first) = s.order_by.first() else {
+        return Ok(vec![Segment::All]);
+    };
+    Ok(match order_table(&first.subject)? {
+        None => vec![Segment::All],
+        Some(("latest_metrics", key)) => vec![
+            Segment::Has {
+                table: "latest_metrics",
+                key,
+                nan: Some(false),
+                ascending: first.ascending,
+            },
+            Segment::Has {
+                table: "latest_metrics",
+                key,
+                nan: Some(true),
+                ascending: first.ascending,
+            },
+            Segment::Lacks {
+                table: "latest_metrics",
+                key,
+            },
+        ],
+        Some((table, key)) => vec![
+            Segment::Has {
+                table,
+                key,
+                nan: None,
+                ascending: first.ascending,
+            },
+            Segment::Lacks { table, key },
+        ],
+    })
+}
+
+impl Db {
+    /// The SQL of one segment: its run ids in order, or (`count`) how many there are.
+    fn segment_sql(&self, s: &SearchRuns, seg: &Segment<'_>, count: bool) -> Result<Sql> {
+        let select = if count {
+            "SELECT COUNT(*)"
+        } else {
+            "SELECT r.run_id"
+        };
+        let mut q = match seg {
+            Segment::Has { table, key, .. } => {
+                let mut q = Sql::new(&format!(
+                    "{select} FROM {table} f JOIN runs r ON r.run_id = f.run_id"
+                ));
+                q.push(" AND f.key = ").bind_text(key);
+                q
+            }
+            _ => Sql::new(&format!("{select} FROM runs r")),
+        };
+        // The remaining order keys: one LEFT JOIN each; rows without the key sort last.
+        let rest = match seg {
+            Segment::All => &s.order_by[..],
+            _ => &s.order_by[1..],
+        };
+        let mut order_sql = Vec::new();
+        if let Segment::Has { ascending, .. } = seg {
+            order_sql.push(format!(
+                "f.value {}",
+                if *ascending { "ASC" } else { "DESC" }
+            ));
+        }
+        for (i, o) in rest.iter().enumerate() {
+            let dir = if o.ascending { "ASC" } else { "DESC" };
+            match (order_table(&o.subject)?, &o.subject) {
+                (Some((table, key)), _) => {
+                    let alias = format!("o{i}");
+                    if !count {
+                        q.push(&format!(" LEFT JOIN {table} {alias} ON {alias}.run_id = r.run_id AND {alias}.key = "))
+                            .bind_text(key);
+                    }
+                    order_sql.push(format!("({alias}.run_id IS NULL)"));
+                    if table == "latest_metrics" {
+                        order_sql.push(format!("{alias}.is_nan"));
+                    }
+                    order_sql.push(format!("{alias}.value {dir}"));
+                }
+                (None, Subject::Attr(a)) => order_sql.push(format!("{} {dir}", attr_column(*a))),
+                (None, _) => {}
+            }
+        }
+        q.push(" WHERE r.experiment_id IN ");
+        q.bind_row(s.experiment_ids.iter().map(|e| Arg::I64(e.get())).collect());
+        q.push(view_clause(s.view));
+        match seg {
+            Segment::Has { nan: Some(nan), .. } => {
+                q.push(if *nan {
+                    " AND f.is_nan = 1"
+                } else {
+                    " AND f.is_nan = 0"
+                });
+            }
+            Segment::Lacks { table, key } => {
+                q.push(&format!(" AND NOT EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.run_id AND x.key = "))
+                    .bind_text(key)
+                    .push(")");
+            }
+            _ => {}
+        }
+        for c in &s.filter.clauses {
+            q.push(" AND ");
+            self.clause(&mut q, &c.subject, &c.cmp)?;
+        }
+        if !count {
+            order_sql.push("r.start_time DESC".into());
+            order_sql.push("r.run_id ASC".into());
+            q.push(" ORDER BY ").push(&order_sql.join(", "));
+        }
+        Ok(q)
     }
 }
 

@@ -359,6 +359,37 @@ db_test!(search_filters_and_orders, |db: Db| async move {
         names(p1).into_iter().chain(names(p2)).collect::<Vec<_>>(),
         ["run-4", "run-3", "run-2", "run-1", "run-0", "run-5"]
     );
+    // NaN sorts after numbers and before missing keys, in both directions; offsets that skip whole
+    // segments land on the right run.
+    let nan_run = new_run(&t, exp, "run-nan", 999).await;
+    t.log_batch(&nan_run.info.run_id, &[m("rmse", f64::NAN, 1, 0)], &[], &[])
+        .await
+        .expect("nan");
+    for dir in ["ASC", "DESC"] {
+        let order = format!("metrics.rmse {dir}");
+        let all = names(q("", &[&order], 100, 0).await.expect("all"));
+        assert_eq!(&all[5..], ["run-nan", "run-5"], "{dir}: {all:?}");
+        for (offset, want) in all.iter().enumerate() {
+            let one = names(q("", &[&order], 1, offset as u64).await.expect("one"));
+            assert_eq!(one, [want.clone()], "{dir} offset {offset}");
+        }
+    }
+    assert_eq!(
+        names(
+            q(
+                "params.solver = 'Adam'",
+                &["params.solver DESC", "metrics.rmse ASC"],
+                100,
+                0
+            )
+            .await
+            .expect("p")
+        ),
+        ["run-3", "run-1", "run-5"]
+    );
+    t.delete_run(&nan_run.info.run_id)
+        .await
+        .expect("delete nan run");
     // Deleted runs only show in the views that ask for them.
     t.delete_run(&ids[0]).await.expect("delete");
     assert_eq!(
@@ -367,7 +398,7 @@ db_test!(search_filters_and_orders, |db: Db| async move {
             .expect("deleted")
             .items
             .len(),
-        1
+        2
     );
     assert_eq!(
         t.search_runs(vec![exp], "", &[], ViewType::All, 10, 0)
@@ -375,7 +406,7 @@ db_test!(search_filters_and_orders, |db: Db| async move {
             .expect("all")
             .items
             .len(),
-        6
+        7
     );
     let bad = q("metrics.rmse ~ 1", &[], 10, 0)
         .await
