@@ -288,32 +288,48 @@ async fn at_scale(runs: usize, searches: usize) -> Result<(f64, f64), Error> {
             .create_experiment("bench-scale", None, &[])
             .await?;
         let mut bar = Progress::new("populate runs at scale", runs as u64);
-        for i in 0..runs {
-            let run = p
-                .tracking
-                .create_run(tracking::NewRun {
-                    experiment_id: exp,
-                    run_name: Some(format!("r{i}")),
-                    user_id: "bench".into(),
-                    start_time: i as i64,
-                    tags: vec![],
-                })
-                .await?;
-            let rmse = ((i * 7919) % 100_000) as f64 / 100_000.0;
-            let alpha = ["0.1", "0.5", "1.0"][i % 3];
-            p.tracking
-                .log_batch(
-                    &run.info.run_id,
-                    &[tracking::Metric {
-                        key: "rmse".into(),
-                        value: rmse,
-                        timestamp: 0,
-                        step: 0,
-                    }],
-                    &[tracking::Tag::new("alpha", alpha)],
-                    &[],
-                )
-                .await?;
+        // Eight writers, as many clients would, so the writes share group commits.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(), Error>>(1024);
+        for w in 0..8usize {
+            let (t, tx) = (p.tracking.clone(), tx.clone());
+            tokio::spawn(async move {
+                for i in (w..runs).step_by(8) {
+                    let r = async {
+                        let run = t
+                            .create_run(tracking::NewRun {
+                                experiment_id: exp,
+                                run_name: Some(format!("r{i}")),
+                                user_id: "bench".into(),
+                                start_time: i as i64,
+                                tags: vec![],
+                            })
+                            .await?;
+                        let rmse = ((i * 7919) % 100_000) as f64 / 100_000.0;
+                        let alpha = ["0.1", "0.5", "1.0"][i % 3];
+                        t.log_batch(
+                            &run.info.run_id,
+                            &[tracking::Metric {
+                                key: "rmse".into(),
+                                value: rmse,
+                                timestamp: 0,
+                                step: 0,
+                            }],
+                            &[tracking::Tag::new("alpha", alpha)],
+                            &[],
+                        )
+                        .await
+                    }
+                    .await
+                    .map_err(Error::from);
+                    if tx.send(r).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        while let Some(r) = rx.recv().await {
+            r?;
             bar.inc(1);
         }
         bar.finish();

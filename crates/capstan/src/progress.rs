@@ -1,6 +1,6 @@
 //! A dependency-free progress bar on stderr for long CLI work.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 pub struct Progress {
@@ -26,8 +26,10 @@ impl Progress {
 
     pub fn inc(&mut self, n: u64) {
         self.done = (self.done + n).min(self.total);
-        let due = self.last_draw.is_none_or(|t| t.elapsed().as_millis() >= 80);
-        if due || self.done == self.total {
+        // Redraw on a terminal; in logs only the final line is written.
+        let due = std::io::stderr().is_terminal()
+            && self.last_draw.is_none_or(|t| t.elapsed().as_millis() >= 80);
+        if due {
             self.draw();
         }
     }

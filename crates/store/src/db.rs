@@ -35,6 +35,8 @@ pub struct Db {
     pub(crate) backend: Backend,
     /// SQLite allows one writer; queueing writers here is faster and fairer than busy-waiting.
     write_lock: Option<Arc<Mutex<()>>>,
+    /// SQLite: the queue of the group-commit writer for `log_batch` (see `batch.rs`).
+    pub(crate) batcher: Option<tokio::sync::mpsc::Sender<crate::batch::BatchJob>>,
 }
 
 impl Db {
@@ -61,6 +63,8 @@ impl Db {
                 };
                 AnyPoolOptions::new()
                     .max_connections(8)
+                    // A local file needs no liveness ping on every checkout (a round trip each).
+                    .test_before_acquire(false)
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
                             // WAL: readers never block the writer. synchronous=NORMAL in WAL mode keeps
@@ -84,12 +88,16 @@ impl Db {
                 .await
                 .map_err(connect_err)?,
         };
-        let db = Db {
+        let mut db = Db {
             pool,
             backend,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            batcher: None,
         };
         crate::migrations::run(&db).await?;
+        if backend == Backend::Sqlite {
+            db.batcher = Some(crate::batch::spawn_writer(db.clone()));
+        }
         Ok(db)
     }
 

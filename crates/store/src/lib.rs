@@ -3,6 +3,7 @@
 //! the store traits the domain crates declare; no other crate writes SQL or talks to S3.
 
 mod artifacts;
+mod batch;
 mod blobs;
 mod db;
 mod migrations;

@@ -245,38 +245,6 @@ fn metric_from_row(row: &AnyRow, first: usize) -> Result<Metric> {
     })
 }
 
-/// One multi-row INSERT of metric points into `table` (`metrics` or `latest_metrics`).
-fn metric_rows(table: &str, run_id: &str, metrics: &[&Metric], conflict: &str) -> Sql {
-    let mut q = Sql::new(&format!(
-        "INSERT INTO {table} (run_id, key, step, timestamp, value, is_nan) VALUES "
-    ));
-    for (i, m) in metrics.iter().enumerate() {
-        if i > 0 {
-            q.push(", ");
-        }
-        let (v, nan) = metric_value(m);
-        q.bind_row(vec![
-            Arg::Text(run_id.to_owned()),
-            Arg::Text(m.key.clone()),
-            Arg::I64(m.step),
-            Arg::I64(m.timestamp),
-            Arg::F64(v),
-            Arg::I64(nan),
-        ]);
-    }
-    q.push(conflict);
-    q
-}
-
-/// NaN cannot be stored as a number in SQLite; it is kept as 0 with a flag.
-fn metric_value(m: &Metric) -> (f64, i64) {
-    if m.value.is_nan() {
-        (0.0, 1)
-    } else {
-        (m.value, 0)
-    }
-}
-
 #[async_trait::async_trait]
 impl TrackingStore for Db {
     async fn create_experiment(
@@ -526,103 +494,32 @@ impl TrackingStore for Db {
         params: &[Param],
         tags: &[Tag],
     ) -> Result<()> {
-        let _g = self.write_guard().await;
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        if self.run_lifecycle(&mut *tx, id).await? != Lifecycle::Active {
-            return Err(Error::invalid(format!(
-                "The run {id} must be in the 'active' state. Current state is deleted."
-            )));
-        }
-        let rid = id.as_str().to_owned();
-        if !params.is_empty() {
-            let keys: Vec<String> = params.iter().map(|p| p.key.clone()).collect();
-            let mut q = Sql::new("SELECT key, value FROM params WHERE run_id = ");
-            q.bind_text(&rid).push(" AND key IN ").bind_list(&keys);
-            let existing: HashMap<String, String> = q
-                .build()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(map_err)?
-                .iter()
-                .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
-                .collect::<Result<_>>()?;
-            let mut fresh = Vec::new();
-            for p in params {
-                match existing.get(&p.key) {
-                    Some(old) if *old != p.value => {
-                        return Err(Error::invalid(format!(
-                            "Changing param values is not allowed. Param with key='{}' was already logged with value='{}' for run ID='{id}'. Attempted logging new value '{}'.",
-                            p.key, old, p.value
-                        )));
-                    }
-                    Some(_) => {}
-                    None => fresh.push(p),
-                }
-            }
-            if !fresh.is_empty() {
-                let mut q = Sql::new("INSERT INTO params (run_id, key, value) VALUES ");
-                for (i, p) in fresh.iter().enumerate() {
-                    if i > 0 {
-                        q.push(", ");
-                    }
-                    q.bind_row(vec![
-                        Arg::Text(rid.clone()),
-                        Arg::Text(p.key.clone()),
-                        Arg::Text(p.value.clone()),
-                    ]);
-                }
-                q.build().execute(&mut *tx).await.map_err(map_err)?;
-            }
-        }
-        for t in tags {
-            sqlx::query("INSERT INTO tags (run_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value")
-                .bind(rid.clone())
-                .bind(t.key.clone())
-                .bind(t.value.clone())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            if t.key == RUN_NAME_TAG {
-                sqlx::query("UPDATE runs SET name = $1 WHERE run_id = $2")
-                    .bind(t.value.clone())
-                    .bind(rid.clone())
-                    .execute(&mut *tx)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = crate::batch::BatchJob {
+            run_id: id.clone(),
+            metrics: metrics.to_vec(),
+            params: params.to_vec(),
+            tags: tags.to_vec(),
+            reply,
+        };
+        match &self.batcher {
+            Some(queue) => {
+                queue
+                    .send(job)
                     .await
-                    .map_err(map_err)?;
+                    .map_err(|_| Error::Store("the batch writer has stopped".into()))?;
+                answer
+                    .await
+                    .map_err(|_| Error::Store("the batch writer dropped a request".into()))?
+            }
+            None => {
+                let jobs = [job];
+                crate::batch::apply_group(self, &jobs)
+                    .await
+                    .pop()
+                    .unwrap_or(Ok(()))
             }
         }
-        if !metrics.is_empty() {
-            let all: Vec<&Metric> = metrics.iter().collect();
-            for chunk in all.chunks(500) {
-                metric_rows("metrics", &rid, chunk, " ON CONFLICT DO NOTHING")
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-            }
-            // The latest point per key in this batch, then one conditional upsert per key.
-            let mut latest: Vec<&Metric> = Vec::new();
-            for m in metrics {
-                match latest.iter_mut().find(|l| l.key == m.key) {
-                    Some(l) if m.is_later_than(l) => *l = m,
-                    Some(_) => {}
-                    None => latest.push(m),
-                }
-            }
-            // Later = higher (step, timestamp), then a number over NaN, then the larger value.
-            const UPSERT_IF_LATER: &str = " ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
-                 value = excluded.value, is_nan = excluded.is_nan \
-                 WHERE (excluded.step, excluded.timestamp, -excluded.is_nan, excluded.value) > \
-                 (latest_metrics.step, latest_metrics.timestamp, -latest_metrics.is_nan, latest_metrics.value)";
-            for chunk in latest.chunks(500) {
-                metric_rows("latest_metrics", &rid, chunk, UPSERT_IF_LATER)
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-            }
-        }
-        tx.commit().await.map_err(map_err)
     }
 
     async fn delete_tag(&self, id: &RunId, key: &str) -> Result<()> {

@@ -84,21 +84,34 @@ async fn kill_9_during_log_batch_storm_loses_nothing_acknowledged() {
 
     let s2 = start(home.path(), &[]);
     for (run, batches) in runs.iter().zip(&acked) {
-        let v: serde_json::Value = http
-            .get(format!("{}/api/2.0/mlflow/metrics/get-history", s2.url))
-            .query(&[("run_id", run.as_str()), ("metric_key", "m")])
-            .send()
-            .await
-            .expect("history")
-            .json()
-            .await
-            .expect("json");
-        let steps: std::collections::HashSet<i64> = v["metrics"]
-            .as_array()
-            .expect("metrics")
-            .iter()
-            .map(|m| m["step"].as_i64().unwrap_or(-1))
-            .collect();
+        let mut steps = std::collections::HashSet::new();
+        let mut token = String::new();
+        loop {
+            let mut q = vec![("run_id", run.as_str()), ("metric_key", "m")];
+            if !token.is_empty() {
+                q.push(("page_token", token.as_str()));
+            }
+            let v: serde_json::Value = http
+                .get(format!("{}/api/2.0/mlflow/metrics/get-history", s2.url))
+                .query(&q)
+                .send()
+                .await
+                .expect("history")
+                .json()
+                .await
+                .expect("json");
+            steps.extend(
+                v["metrics"]
+                    .as_array()
+                    .expect("metrics")
+                    .iter()
+                    .map(|m| m["step"].as_i64().unwrap_or(-1)),
+            );
+            match v["next_page_token"].as_str() {
+                Some(t) => token = t.to_owned(),
+                None => break,
+            }
+        }
         for b in batches {
             for j in 0..100 {
                 assert!(

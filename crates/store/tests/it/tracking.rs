@@ -371,7 +371,7 @@ db_test!(search_filters_and_orders, |db: Db| async move {
         assert_eq!(&all[5..], ["run-nan", "run-5"], "{dir}: {all:?}");
         for (offset, want) in all.iter().enumerate() {
             let one = names(q("", &[&order], 1, offset as u64).await.expect("one"));
-            assert_eq!(one, [want.clone()], "{dir} offset {offset}");
+            assert_eq!(one, std::slice::from_ref(want), "{dir} offset {offset}");
         }
     }
     assert_eq!(
