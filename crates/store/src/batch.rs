@@ -52,16 +52,46 @@ pub(crate) fn spawn_writer(db: Db) -> mpsc::Sender<BatchJob> {
 /// (unknown or deleted run, changed param) changes nothing and the others go on. Returns one
 /// result per job.
 pub(crate) async fn apply_group(db: &Db, jobs: &[BatchJob]) -> Vec<Result<()>> {
-    match try_apply_group(db, jobs).await {
-        Ok(results) => results,
-        Err(e) => jobs
-            .iter()
-            .map(|_| Err(Error::Store(e.to_string())))
-            .collect(),
+    // Jobs found to lose a param race (PostgreSQL: another server committed the same key first)
+    // are answered with that error and the group is retried without them.
+    let mut lost: Vec<Option<Error>> = jobs.iter().map(|_| None).collect();
+    loop {
+        match try_apply_group(db, jobs, &lost).await {
+            Ok(Attempt::Done(results)) => {
+                return results
+                    .into_iter()
+                    .zip(lost)
+                    .map(|(r, l)| l.map_or(r, Err))
+                    .collect();
+            }
+            Ok(Attempt::ParamRace(races)) => {
+                for (i, e) in races {
+                    lost[i] = Some(e);
+                }
+            }
+            Err(e) => {
+                return jobs
+                    .iter()
+                    .map(|_| Err(Error::Store(e.to_string())))
+                    .collect();
+            }
+        }
     }
 }
 
-async fn try_apply_group(db: &Db, jobs: &[BatchJob]) -> Result<Vec<Result<()>>> {
+enum Attempt {
+    Done(Vec<Result<()>>),
+    /// Jobs whose params were changed by a concurrent writer; nothing was committed.
+    ParamRace(Vec<(usize, Error)>),
+}
+
+fn changed_param(id: &str, key: &str, old: &str, new: &str) -> Error {
+    Error::invalid(format!(
+        "Changing param values is not allowed. Param with key='{key}' was already logged with value='{old}' for run ID='{id}'. Attempted logging new value '{new}'."
+    ))
+}
+
+async fn try_apply_group(db: &Db, jobs: &[BatchJob], lost: &[Option<Error>]) -> Result<Attempt> {
     let mut tx = db.pool.begin().await.map_err(map_err)?;
     let mut ids: Vec<String> = jobs.iter().map(|j| j.run_id.as_str().to_owned()).collect();
     ids.sort();
@@ -95,26 +125,29 @@ async fn try_apply_group(db: &Db, jobs: &[BatchJob]) -> Result<Vec<Result<()>>> 
     let mut new_params: Vec<(&str, &Param)> = Vec::new();
     let mut tags: Vec<(&str, &Tag)> = Vec::new();
     let mut metrics: Vec<(&str, &Metric)> = Vec::new();
-    for job in jobs {
+    let mut accepted = Vec::new();
+    for (n, job) in jobs.iter().enumerate() {
         let id = job.run_id.as_str();
+        if lost[n].is_some() {
+            results.push(Ok(()));
+            continue;
+        }
         let verdict = match lifecycle.get(id) {
             None => Err(Error::NotFound(format!("Run with id={id} not found"))),
-            Some(Lifecycle::Deleted) => {
-                Err(Error::invalid(format!("The run {id} must be in the 'active' state. Current state is deleted.")))
-            }
+            Some(Lifecycle::Deleted) => Err(Error::invalid(format!(
+                "The run {id} must be in the 'active' state. Current state is deleted."
+            ))),
             Some(Lifecycle::Active) => job
                 .params
                 .iter()
                 .find_map(|p| match params.get(&(id.to_owned(), p.key.clone())) {
-                    Some(old) if *old != p.value => Some(Error::invalid(format!(
-                        "Changing param values is not allowed. Param with key='{}' was already logged with value='{}' for run ID='{id}'. Attempted logging new value '{}'.",
-                        p.key, old, p.value
-                    ))),
+                    Some(old) if *old != p.value => Some(changed_param(id, &p.key, old, &p.value)),
                     _ => None,
                 })
                 .map_or(Ok(()), Err),
         };
         if verdict.is_ok() {
+            accepted.push(n);
             for p in &job.params {
                 if params
                     .insert((id.to_owned(), p.key.clone()), p.value.clone())
@@ -140,7 +173,42 @@ async fn try_apply_group(db: &Db, jobs: &[BatchJob]) -> Result<Vec<Result<()>>> 
                 Arg::Text(p.value.clone()),
             ]);
         }
+        // A concurrent transaction may have committed the same key meanwhile (PostgreSQL):
+        // keep its value and check below.
+        q.push(" ON CONFLICT (run_id, key) DO NOTHING");
         q.build().execute(&mut *tx).await.map_err(map_err)?;
+    }
+    if !new_params.is_empty() {
+        let mut q = Sql::new("SELECT run_id, key, value FROM params WHERE run_id IN ");
+        q.bind_list(&ids);
+        let mut stored: HashMap<(String, String), String> = HashMap::new();
+        for row in q.build().fetch_all(&mut *tx).await.map_err(map_err)? {
+            stored.insert(
+                (
+                    row.try_get(0).map_err(map_err)?,
+                    row.try_get(1).map_err(map_err)?,
+                ),
+                row.try_get(2).map_err(map_err)?,
+            );
+        }
+        let races: Vec<(usize, Error)> = accepted
+            .iter()
+            .filter_map(|&n| {
+                let id = jobs[n].run_id.as_str();
+                jobs[n].params.iter().find_map(|p| {
+                    match stored.get(&(id.to_owned(), p.key.clone())) {
+                        Some(old) if *old != p.value => {
+                            Some((n, changed_param(id, &p.key, old, &p.value)))
+                        }
+                        _ => None,
+                    }
+                })
+            })
+            .collect();
+        if !races.is_empty() {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(Attempt::ParamRace(races));
+        }
     }
     for (id, t) in tags {
         sqlx::query("INSERT INTO tags (run_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value")
@@ -193,7 +261,7 @@ async fn try_apply_group(db: &Db, jobs: &[BatchJob]) -> Result<Vec<Result<()>>> 
             .map_err(map_err)?;
     }
     tx.commit().await.map_err(map_err)?;
-    Ok(results)
+    Ok(Attempt::Done(results))
 }
 
 /// NaN cannot be stored as a number in SQLite; it is kept as 0 with a flag.

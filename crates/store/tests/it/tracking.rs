@@ -472,3 +472,87 @@ db_test!(artifact_index_and_tokens, |db: Db| async move {
     db.revoke_token(info.id).await.expect("revoke");
     assert!(db.find_token(&tok).await.expect("find").is_none());
 });
+
+db_test!(
+    concurrent_batches_behave_as_if_sequential,
+    |db: Db| async move {
+        let t = svc(&db);
+        let run = new_run(&t, ExperimentId::DEFAULT, "concurrent", 1).await;
+        let deleted = new_run(&t, ExperimentId::DEFAULT, "gone", 1).await;
+        t.delete_run(&deleted.info.run_id).await.expect("delete");
+        let mut tasks = Vec::new();
+        for i in 0..24i64 {
+            let (t, id, gone) = (
+                t.clone(),
+                run.info.run_id.clone(),
+                deleted.info.run_id.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                // Every third request targets a deleted run; the others race to set `lr`.
+                let target = if i % 3 == 0 { gone } else { id };
+                let lr = if i % 2 == 0 { "a" } else { "b" };
+                let metrics: Vec<Metric> = (0..50)
+                    .map(|j| m("loss", j as f64, i, i * 100 + j))
+                    .collect();
+                (
+                    i,
+                    lr,
+                    t.log_batch(&target, &metrics, &[Tag::new("lr", lr)], &[])
+                        .await,
+                )
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.expect("join"));
+        }
+        let stored = t.get_run(&run.info.run_id).await.expect("get");
+        let winner = stored
+            .params
+            .iter()
+            .find(|p| p.key == "lr")
+            .map(|p| p.value.clone())
+            .expect("lr logged");
+        let mut ok_steps = 0;
+        for (i, lr, result) in &outcomes {
+            if i % 3 == 0 {
+                assert_eq!(
+                    result.as_ref().map_err(|e| e.code()),
+                    Err(base::ErrorCode::InvalidParameterValue),
+                    "request {i} to a deleted run"
+                );
+            } else if *lr == winner {
+                assert!(
+                    result.is_ok(),
+                    "request {i} agrees with the stored param: {result:?}"
+                );
+                ok_steps += 50;
+            } else {
+                assert_eq!(
+                    result.as_ref().map_err(|e| e.code()),
+                    Err(base::ErrorCode::InvalidParameterValue),
+                    "request {i} changes the param: {result:?}"
+                );
+            }
+        }
+        let history = t
+            .metric_history(&run.info.run_id, "loss", None, 0)
+            .await
+            .expect("history")
+            .items;
+        assert_eq!(
+            history.len(),
+            ok_steps,
+            "exactly the accepted batches are stored"
+        );
+        let latest = stored
+            .metrics
+            .iter()
+            .find(|m| m.key == "loss")
+            .expect("latest");
+        assert_eq!(
+            latest.step,
+            history.iter().map(|m| m.step).max().unwrap_or(-1)
+        );
+    }
+);
