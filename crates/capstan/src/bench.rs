@@ -130,6 +130,7 @@ async fn start_mlflow(exe: &str) -> Result<Server, Error> {
 struct Figures {
     metrics_per_s: f64,
     acked: u64,
+    failed: u64,
     lost: u64,
     search_p50_ms: f64,
     search_p99_ms: f64,
@@ -166,10 +167,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn ingest(url: &str, seconds: u64, clients: usize) -> Result<(u64, u64, f64), Error> {
+/// Returns (acknowledged metrics, failed requests, acknowledged metrics lost, metrics/s).
+async fn ingest(url: &str, seconds: u64, clients: usize) -> Result<(u64, u64, u64, f64), Error> {
     let c = Client::new(url);
     let exp = create_experiment(&c, "bench-ingest").await?;
     let acked = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -177,7 +180,7 @@ async fn ingest(url: &str, seconds: u64, clients: usize) -> Result<(u64, u64, f6
     for _ in 0..clients {
         let run_id = create_run(&c, &exp).await?;
         run_ids.push(run_id.clone());
-        let (c, acked) = (Client::new(url), acked.clone());
+        let (c, acked, failed) = (Client::new(url), acked.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let mut batch = 0i64;
             while Instant::now() < deadline {
@@ -185,9 +188,10 @@ async fn ingest(url: &str, seconds: u64, clients: usize) -> Result<(u64, u64, f6
                 let metrics: Vec<Value> = (0..100)
                     .map(|i| json!({"key": format!("m{}", i % 10), "value": (batch * 100 + i) as f64 * 0.001, "timestamp": ts, "step": batch * 10 + i / 10}))
                     .collect();
-                if c.post("/api/2.0/mlflow/runs/log-batch", &json!({"run_id": run_id, "metrics": metrics})).await.is_ok() {
-                    acked.fetch_add(100, Ordering::Relaxed);
-                }
+                match c.post("/api/2.0/mlflow/runs/log-batch", &json!({"run_id": run_id, "metrics": metrics})).await {
+                    Ok(_) => acked.fetch_add(100, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
                 batch += 1;
             }
         }));
@@ -221,7 +225,12 @@ async fn ingest(url: &str, seconds: u64, clients: usize) -> Result<(u64, u64, f6
             }
         }
     }
-    Ok((acked, acked.saturating_sub(stored), acked as f64 / elapsed))
+    Ok((
+        acked,
+        failed.load(Ordering::Relaxed),
+        acked.saturating_sub(stored),
+        acked as f64 / elapsed,
+    ))
 }
 
 async fn populate_search(c: &Client, runs: usize) -> Result<String, Error> {
@@ -263,7 +272,7 @@ async fn measure(
     search_runs: usize,
     searches: usize,
 ) -> Result<Figures, Error> {
-    let (acked, lost, rate) = ingest(url, seconds, clients).await?;
+    let (acked, failed, lost, rate) = ingest(url, seconds, clients).await?;
     let c = Client::new(url);
     let exp = populate_search(&c, search_runs).await?;
     let (p50, p99) = search_latency(&c, &exp, searches).await?;
