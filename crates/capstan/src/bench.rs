@@ -279,6 +279,7 @@ async fn measure(
     Ok(Figures {
         metrics_per_s: rate,
         acked,
+        failed,
         lost,
         search_p50_ms: p50,
         search_p99_ms: p99,
