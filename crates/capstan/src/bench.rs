@@ -406,6 +406,15 @@ pub async fn run(cmd: BenchCmd, _home: &Path) -> Result<(), Error> {
         }
     );
     t += &format!(
+        "| failed log-batch requests | {} | {} | |\n",
+        ours.failed,
+        if has {
+            p.failed.to_string()
+        } else {
+            "-".into()
+        }
+    );
+    t += &format!(
         "| runs/search p50 (ms, {search_runs} runs) | {:.1} | {} | {} |\n",
         ours.search_p50_ms,
         cell(p.search_p50_ms, &f1),
