@@ -3,4 +3,5 @@
 
 mod binary;
 mod crash;
+mod scale_out;
 mod tidy;
