@@ -2,11 +2,13 @@
 //! error codes and time. No I/O here.
 
 mod artifact_path;
+mod domain_error;
 mod error;
 mod hash;
 mod ids;
 
 pub use artifact_path::{ArtifactPath, PathError};
+pub use domain_error::{Error, Result};
 pub use error::ErrorCode;
 pub use hash::{ContentHash, Sha256Hasher};
 pub use ids::{ExperimentId, IdError, RunId};

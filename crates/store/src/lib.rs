@@ -7,6 +7,7 @@ mod batch;
 mod blobs;
 mod db;
 mod migrations;
+mod registry_store;
 mod sql;
 mod tokens;
 mod tracking_store;

@@ -11,10 +11,11 @@ struct Migration {
 }
 
 /// Never edit an applied migration; append a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tracking",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tracking",
+        sql: r#"
 CREATE TABLE experiments (
     experiment_id {ID},
     name TEXT NOT NULL UNIQUE,
@@ -105,7 +106,54 @@ CREATE TABLE api_tokens (
     revoked BIGINT NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "registry",
+        sql: r#"
+CREATE TABLE registered_models (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    creation_time BIGINT NOT NULL,
+    last_updated_time BIGINT NOT NULL,
+    -- Version numbers are never reused, even after a delete.
+    next_version BIGINT NOT NULL
+);
+CREATE TABLE registered_model_tags (
+    name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (name, key)
+);
+CREATE TABLE model_versions (
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    description TEXT NOT NULL,
+    source TEXT NOT NULL,
+    run_id TEXT,
+    run_link TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    creation_time BIGINT NOT NULL,
+    last_updated_time BIGINT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX model_versions_by_run ON model_versions (run_id);
+CREATE TABLE model_version_tags (
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (name, version, key)
+);
+CREATE TABLE registered_model_aliases (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    PRIMARY KEY (name, alias)
+);
+"#,
+    },
+];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {
     sqlx::query(

@@ -453,6 +453,90 @@ pub fn parse_order_by(items: &[String]) -> Result<Vec<OrderBy>> {
     Ok(out)
 }
 
+impl Filter {
+    /// Evaluates the filter against one run in memory (promotion gates, checks on a single run);
+    /// the same semantics as the store's SQL: metrics compare their latest value, NaN matches no
+    /// numeric comparison, LIKE is case-sensitive.
+    pub fn matches(&self, run: &crate::Run) -> bool {
+        self.clauses.iter().all(|c| clause_matches(c, run))
+    }
+}
+
+fn num_cmp(op: NumOp, v: f64, x: f64) -> bool {
+    match op {
+        NumOp::Eq => v == x,
+        NumOp::Ne => v != x,
+        NumOp::Lt => v < x,
+        NumOp::Le => v <= x,
+        NumOp::Gt => v > x,
+        NumOp::Ge => v >= x,
+    }
+}
+
+fn str_cmp(op: StrOp, v: &str, pattern: &str) -> bool {
+    match op {
+        StrOp::Eq => v == pattern,
+        StrOp::Ne => v != pattern,
+        StrOp::Like => like_matches(pattern, v, false),
+        StrOp::ILike => like_matches(pattern, v, true),
+    }
+}
+
+fn clause_matches(c: &Clause, run: &crate::Run) -> bool {
+    let kv =
+        |list: &[crate::Tag], k: &str| list.iter().find(|t| t.key == k).map(|t| t.value.clone());
+    let info = &run.info;
+    match (&c.subject, &c.cmp) {
+        (Subject::Metric(k), Comparison::Num(op, x)) => run
+            .metrics
+            .iter()
+            .any(|m| &m.key == k && !m.value.is_nan() && num_cmp(*op, m.value, *x)),
+        (Subject::Param(k), Comparison::Null { negated }) => {
+            kv(&run.params, k).is_some() == *negated
+        }
+        (Subject::Tag(k), Comparison::Null { negated }) => kv(&run.tags, k).is_some() == *negated,
+        (Subject::Param(k), Comparison::Str(op, p)) => {
+            kv(&run.params, k).is_some_and(|v| str_cmp(*op, &v, p))
+        }
+        (Subject::Tag(k), Comparison::Str(op, p)) => {
+            kv(&run.tags, k).is_some_and(|v| str_cmp(*op, &v, p))
+        }
+        (Subject::Attr(Attr::StartTime), Comparison::Num(op, x)) => {
+            num_cmp(*op, info.start_time as f64, *x)
+        }
+        (Subject::Attr(Attr::EndTime), Comparison::Num(op, x)) => {
+            info.end_time.is_some_and(|t| num_cmp(*op, t as f64, *x))
+        }
+        (Subject::Attr(a), Comparison::Str(op, p)) => {
+            let v = match a {
+                Attr::RunId => info.run_id.to_string(),
+                Attr::RunName => info.run_name.clone(),
+                Attr::Status => info.status.as_str().to_owned(),
+                Attr::UserId => info.user_id.clone(),
+                Attr::ArtifactUri => info.artifact_uri.clone(),
+                Attr::StartTime | Attr::EndTime => return false,
+            };
+            str_cmp(*op, &v, p)
+        }
+        (Subject::Attr(Attr::RunId), Comparison::In { negated, values }) => {
+            values.iter().any(|v| v == info.run_id.as_str()) != *negated
+        }
+        (Subject::Dataset(f), cmp) => run.inputs.iter().any(|i| {
+            let v = match f {
+                DatasetField::Name => Some(i.dataset.name.clone()),
+                DatasetField::Digest => Some(i.dataset.digest.clone()),
+                DatasetField::Context => kv(&i.tags, "mlflow.data.context"),
+            };
+            match (v, cmp) {
+                (Some(v), Comparison::Str(op, p)) => str_cmp(*op, &v, p),
+                (Some(v), Comparison::In { negated, values }) => values.contains(&v) != *negated,
+                _ => false,
+            }
+        }),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,6 +782,141 @@ pub fn parse_experiment_filter(src: &str) -> Result<Vec<ExperimentClause>> {
     }
 }
 
+/// The operand of a [`SimpleClause`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Str(String),
+    Num(f64),
+    List(Vec<String>),
+}
+
+/// A clause of the registry's searches: `name LIKE 'x%'`, `run_id = '…'`, ``tags.`k` != 'v'``,
+/// `version_number > 2`, `run_id IN ('a', 'b')`. `attr` is the bare attribute name, or `None`
+/// with `tag` set for tag clauses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimpleClause {
+    pub attr: Option<String>,
+    pub tag: Option<String>,
+    /// One of `=`, `!=`, `<`, `<=`, `>`, `>=`, `LIKE`, `ILIKE`, `IN`, `NOT IN`.
+    pub op: String,
+    pub value: Literal,
+}
+
+impl SimpleClause {
+    /// Whether `value` (absent: the attribute or tag is missing) satisfies the clause. A missing
+    /// tag satisfies only `!=` and `NOT IN`, as MLflow's prompt-excluding filter needs.
+    pub fn accepts(&self, value: Option<&str>) -> bool {
+        let Some(v) = value else {
+            return matches!(self.op.as_str(), "!=" | "NOT IN");
+        };
+        match (&self.value, self.op.as_str()) {
+            (Literal::Str(p), "=") => v == p,
+            (Literal::Str(p), "!=") => v != p,
+            (Literal::Str(p), "LIKE") => like_matches(p, v, false),
+            (Literal::Str(p), "ILIKE") => like_matches(p, v, true),
+            (Literal::List(l), "IN") => l.iter().any(|x| x == v),
+            (Literal::List(l), "NOT IN") => !l.iter().any(|x| x == v),
+            (Literal::Num(x), op) => match v.parse::<f64>() {
+                Ok(n) => match op {
+                    "=" => n == *x,
+                    "!=" => n != *x,
+                    "<" => n < *x,
+                    "<=" => n <= *x,
+                    ">" => n > *x,
+                    ">=" => n >= *x,
+                    _ => false,
+                },
+                Err(_) => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// Parses an AND-joined filter over attributes and tags, refusing attributes outside `attrs`.
+pub fn parse_simple_filter(src: &str, attrs: &[&str]) -> Result<Vec<SimpleClause>> {
+    let toks = tokenize(src)?;
+    let mut p = Parser { toks, pos: 0, src };
+    let mut out = Vec::new();
+    if p.peek().is_none() {
+        return Ok(out);
+    }
+    loop {
+        let (entity, key) = match p.next() {
+            Some(Tok::Word(w)) => match w.split_once('.') {
+                Some((e, "")) => match p.next() {
+                    Some(Tok::Ident(k) | Tok::Quoted(k)) => (e.to_ascii_lowercase(), k),
+                    _ => return Err(p.err("expected a quoted key")),
+                },
+                Some((e, k)) => (e.to_ascii_lowercase(), k.to_owned()),
+                None => ("attributes".to_owned(), w),
+            },
+            Some(Tok::Ident(k)) => ("attributes".to_owned(), k),
+            _ => return Err(p.err("expected an identifier")),
+        };
+        let (attr, tag) = match entity.as_str() {
+            "tags" | "tag" => (None, Some(key)),
+            "attributes" | "attribute" | "attr" if attrs.contains(&key.as_str()) => {
+                (Some(key), None)
+            }
+            _ => {
+                return Err(p.err(&format!(
+                    "invalid search key '{key}'; expected one of {attrs:?} or tags.<key>"
+                )));
+            }
+        };
+        let op = match p.next() {
+            Some(Tok::Op(op)) => op.to_owned(),
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("like") => "LIKE".into(),
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("ilike") => "ILIKE".into(),
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("in") => "IN".into(),
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("not") && p.keyword("in") => {
+                "NOT IN".into()
+            }
+            _ => return Err(p.err("expected a comparator")),
+        };
+        let value = if op.ends_with("IN") {
+            if p.next() != Some(Tok::LParen) {
+                return Err(p.err("expected '(' after IN"));
+            }
+            let mut values = vec![p.string_value()?];
+            loop {
+                match p.next() {
+                    Some(Tok::Comma) => values.push(p.string_value()?),
+                    Some(Tok::RParen) => break,
+                    _ => return Err(p.err("expected ',' or ')' in IN list")),
+                }
+            }
+            Literal::List(values)
+        } else {
+            match p.next() {
+                Some(Tok::Quoted(v)) => Literal::Str(v),
+                Some(Tok::Num(n)) => Literal::Num(
+                    n.parse::<f64>()
+                        .map_err(|_| p.err(&format!("'{n}' is not a number")))?,
+                ),
+                _ => return Err(p.err("expected a quoted string or a number")),
+            }
+        };
+        if matches!(value, Literal::Str(_)) && !matches!(op.as_str(), "=" | "!=" | "LIKE" | "ILIKE")
+        {
+            return Err(p.err(&format!("comparator '{op}' is not allowed on strings")));
+        }
+        out.push(SimpleClause {
+            attr,
+            tag,
+            op,
+            value,
+        });
+        if p.peek().is_none() {
+            return Ok(out);
+        }
+        if !p.keyword("and") {
+            return Err(p.err("expected AND between clauses"));
+        }
+    }
+}
+
 /// SQL LIKE semantics (`%`, `_`), optionally ignoring case; used where filtering happens in memory.
 pub fn like_matches(pattern: &str, text: &str, ignore_case: bool) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = if ignore_case {
@@ -750,6 +969,18 @@ mod experiment_filter_tests {
         assert!(!like_matches("EXP%", "experiment", false));
         assert!(like_matches("EXP%", "experiment", true));
         assert!(like_matches("a_c%", "abcdef", false));
+        let f = parse_simple_filter(
+            "name = 'm' AND tag.`mlflow.prompt.is_prompt` != 'true' and version_number >= 2",
+            &["name", "version_number"],
+        );
+        let f = f.unwrap_or_default();
+        assert_eq!(f.len(), 3);
+        assert!(f[0].accepts(Some("m")) && !f[0].accepts(Some("n")));
+        assert!(f[1].accepts(None), "a missing tag satisfies !=");
+        assert!(f[2].accepts(Some("2")) && !f[2].accepts(Some("1")));
+        assert!(parse_simple_filter("bogus = 'x'", &["name"]).is_err());
+        let ins = parse_simple_filter("run_id IN ('a', 'b')", &["run_id"]).unwrap_or_default();
+        assert!(ins[0].accepts(Some("b")) && !ins[0].accepts(Some("c")));
         assert!(!like_matches("a_c", "abcd", false));
     }
 }

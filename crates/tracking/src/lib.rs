@@ -2,14 +2,13 @@
 //! the MLflow search grammar, and the store traits the `store` crate implements.
 //! No I/O here beyond calls through those traits; no wire format.
 
-mod error;
 pub mod filter;
 mod model;
 mod service;
 mod store;
 pub mod validate;
 
-pub use error::{Error, Result};
+pub use base::{Error, Result};
 pub use model::*;
 pub use service::{LIMITS, Tracking};
 pub use store::{ArtifactEntry, ArtifactIndex, SearchRuns, TokenStore, TrackingStore};

@@ -2,5 +2,6 @@
 //! test in a database of its own), and the blob tests against the local filesystem and S3 (moto).
 
 mod blobs;
+mod registry;
 mod support;
 mod tracking;

@@ -1,6 +1,7 @@
-//! The tracking error type: every failure says which `ErrorCode` it is.
+//! The error type of the domain crates (tracking, registry): every failure says which
+//! `ErrorCode` it is, so each protocol maps it the same way.
 
-use base::ErrorCode;
+use crate::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -32,14 +33,14 @@ impl Error {
     }
 }
 
-impl From<base::IdError> for Error {
-    fn from(e: base::IdError) -> Error {
+impl From<crate::IdError> for Error {
+    fn from(e: crate::IdError) -> Error {
         Error::Invalid(e.to_string())
     }
 }
 
-impl From<base::PathError> for Error {
-    fn from(e: base::PathError) -> Error {
+impl From<crate::PathError> for Error {
+    fn from(e: crate::PathError) -> Error {
         Error::Invalid(e.to_string())
     }
 }
