@@ -1,6 +1,7 @@
 //! Wiring: open the configured backends and build the server state.
 
 use crate::config::{Config, ConfigError};
+use registry::Registry;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use store::{BlobConfig, Blobs, Db, S3Config};
@@ -26,6 +27,7 @@ pub struct Platform {
     pub db: Db,
     pub blobs: Blobs,
     pub tracking: Tracking,
+    pub registry: Registry,
 }
 
 impl Platform {
@@ -40,16 +42,19 @@ impl Platform {
         let blob_config = blob_config(home, config)?;
         let blobs = Blobs::open(&blob_config, home.join("tmp"))?;
         let tracking = Tracking::new(Arc::new(db.clone()));
+        let registry = Registry::new(Arc::new(db.clone()), tracking.clone());
         Ok(Platform {
             db,
             blobs,
             tracking,
+            registry,
         })
     }
 
     pub fn state(&self, config: &Config) -> server::AppState {
         server::AppState {
             tracking: self.tracking.clone(),
+            registry: self.registry.clone(),
             artifacts: Arc::new(self.db.clone()),
             tokens: Arc::new(self.db.clone()),
             blobs: self.blobs.clone(),

@@ -1,4 +1,5 @@
-//! The one HTTP server: every wire format Capstan speaks (today the MLflow tracking REST API and
+//! The one HTTP server: every wire format Capstan speaks (today the MLflow tracking and registry
+//! REST APIs and
 //! its proxied artifacts, Capstan's admin API), authentication, body limits and error mapping. Only this crate knows
 //! wire formats; handlers extract, make one domain call and map the result.
 
@@ -7,11 +8,13 @@ mod artifacts;
 mod auth;
 mod error;
 mod mlflow;
+mod mlflow_registry;
 mod wire;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
+use registry::Registry;
 use std::sync::Arc;
 use store::Blobs;
 use tracking::{ArtifactIndex, TokenStore, Tracking};
@@ -43,6 +46,7 @@ impl Default for ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub tracking: Tracking,
+    pub registry: Registry,
     pub artifacts: Arc<dyn ArtifactIndex>,
     pub tokens: Arc<dyn TokenStore>,
     pub blobs: Blobs,
@@ -53,6 +57,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let json_limit = state.config.max_json_bytes;
     let api = mlflow::routes()
+        .merge(mlflow_registry::routes())
         .merge(admin::routes())
         .layer(DefaultBodyLimit::max(json_limit));
     Router::new()

@@ -4,4 +4,5 @@
 mod api;
 mod artifacts;
 mod auth;
+mod registry;
 mod support;

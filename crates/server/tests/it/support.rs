@@ -23,6 +23,10 @@ pub async fn start(config: server::ServerConfig) -> TestServer {
     .expect("blobs");
     let state = server::AppState {
         tracking: tracking::Tracking::new(Arc::new(db.clone())),
+        registry: registry::Registry::new(
+            Arc::new(db.clone()),
+            tracking::Tracking::new(Arc::new(db.clone())),
+        ),
         artifacts: Arc::new(db.clone()),
         tokens: Arc::new(db.clone()),
         blobs,
