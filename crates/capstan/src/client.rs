@@ -25,7 +25,12 @@ impl Client {
             .await
             .map_err(|e| Error::Other(format!("reading response: {e}")))?;
         if !status.is_success() {
-            return Err(Error::Other(format!("HTTP {status}: {text}")));
+            // Show the protocol's own message when the answer is an MLflow-style error.
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            return Err(Error::Other(format!("HTTP {status}: {message}")));
         }
         if text.trim().is_empty() {
             return Ok(Value::Object(Default::default()));

@@ -1,6 +1,7 @@
 //! `capstan demo`: the main job on embedded defaults. At this stage it starts the server, trains
 //! gradient-descent linear regressions on the diabetes data, tracks them through the MLflow API
-//! (params, per-epoch metrics, the dataset digest, model artifacts), and prints where to look.
+//! (params, per-epoch metrics, the dataset digest, model artifacts), registers them in the model
+//! registry where a check gates the `champion` alias, and prints where to look.
 
 use crate::client::Client;
 use crate::config::Config;
@@ -149,6 +150,17 @@ pub fn train(
     }
 }
 
+/// The code version the demo runs from, when it runs inside a git checkout.
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn kv(key: &str, value: impl ToString) -> Value {
     json!({"key": key, "value": value.to_string()})
 }
@@ -196,9 +208,11 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
     let epochs = 300;
     let seed = 42;
     let mut summary = Vec::new();
+    let mut sources = Vec::new();
+    let commit = git_commit();
     for lr in [0.003, 0.01, 0.05] {
         let run = c
-            .post("/api/2.0/mlflow/runs/create", &json!({"experiment_id": exp_id, "run_name": format!("gd-lr{lr}"), "start_time": base::now_millis(), "tags": [kv("mlflow.source.name", "capstan demo")]}))
+            .post("/api/2.0/mlflow/runs/create", &json!({"experiment_id": exp_id, "run_name": format!("gd-lr{lr}"), "start_time": base::now_millis(), "tags": [kv("mlflow.source.name", "capstan demo"), kv("mlflow.source.git.commit", &commit)]}))
             .await?;
         let run_id = run["run"]["info"]["run_id"]
             .as_str()
@@ -249,6 +263,7 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
             .last()
             .copied()
             .unwrap_or((0, f64::NAN, f64::NAN));
+        sources.push(format!("{artifact_uri}/model"));
         summary.push((run_id, lr, tr, te));
     }
     let best = c
@@ -291,11 +306,93 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
             &rows
         )
     );
+
+    eprintln!("\n▶ Step 2: register the candidates; a check gates who becomes champion");
+    let model = "diabetes-regressor";
+    if c.get("/api/2.0/mlflow/registered-models/get", &[("name", model)])
+        .await
+        .is_err()
+    {
+        c.post(
+            "/api/2.0/mlflow/registered-models/create",
+            &json!({"name": model, "description": "diabetes progression, linear regression"}),
+        )
+        .await?;
+    }
+    let check = "metrics.test_rmse < 60";
+    c.post(
+        "/api/2.0/mlflow/registered-models/set-tag",
+        &json!({"name": model, "key": "capstan.check.test_rmse", "value": check}),
+    )
+    .await?;
+    let mut versions = Vec::new();
+    for ((run_id, ..), source) in summary.iter().zip(&sources) {
+        let v = c
+            .post(
+                "/api/2.0/mlflow/model-versions/create",
+                &json!({"name": model, "source": source, "run_id": run_id}),
+            )
+            .await?;
+        versions.push((
+            run_id.clone(),
+            v["model_version"]["version"]
+                .as_str()
+                .unwrap_or("0")
+                .to_owned(),
+        ));
+    }
+    let mut promoted = None;
+    for (run_id, version) in &versions {
+        match c
+            .post(
+                "/api/2.0/mlflow/registered-models/alias",
+                &json!({"name": model, "alias": "champion", "version": version}),
+            )
+            .await
+        {
+            Ok(_) if *run_id == best_id => promoted = Some(version.clone()),
+            Ok(_) => {}
+            Err(e) => println!(
+                "  version {version} refused as champion: {}",
+                e.to_string()
+                    .split("failed check")
+                    .nth(1)
+                    .map_or(e.to_string(), |r| format!("failed check{r}"))
+            ),
+        }
+    }
+    // The best candidate is promoted last, so it ends as champion.
+    if let Some((_, best_version)) = versions.iter().find(|(id, _)| *id == best_id) {
+        c.post(
+            "/api/2.0/mlflow/registered-models/alias",
+            &json!({"name": model, "alias": "champion", "version": best_version}),
+        )
+        .await?;
+        promoted = Some(best_version.clone());
+    }
+    let champion = c
+        .get(
+            "/api/2.0/mlflow/registered-models/alias",
+            &[("name", model), ("alias", "champion")],
+        )
+        .await?;
+    println!(
+        "  {model}@champion = version {} (run {}, check `{check}` passed{})",
+        champion["model_version"]["version"].as_str().unwrap_or("?"),
+        champion["model_version"]["run_id"].as_str().unwrap_or("?"),
+        if promoted.is_some() { "" } else { "?" }
+    );
+
     let home_s = home.display();
     println!("\nWhere to look:");
     println!("  tracking API     {url}  (MLFLOW_TRACKING_URI={url} works with the mlflow client)");
     println!(
         "  runs             capstan --home {home_s} runs list -e {exp_name} --order-by 'metrics.test_rmse ASC'"
+    );
+    println!("  registry         capstan --home {home_s} models show {model}");
+    println!(
+        "  lineage          capstan --home {home_s} models lineage {model} {}",
+        promoted.as_deref().unwrap_or("1")
     );
     println!(
         "  compare (HTML)   capstan --home {home_s} runs compare {} --html compare.html",

@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod config;
 mod demo;
+mod models;
 mod platform;
 mod progress;
 mod report;
@@ -55,6 +56,9 @@ enum Command {
     /// Inspect and compare runs.
     #[command(subcommand)]
     Runs(RunsCmd),
+    /// The model registry: versions, aliases, checks, lineage.
+    #[command(subcommand)]
+    Models(models::ModelsCmd),
     /// Manage API tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
@@ -190,6 +194,9 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
                     report::compare_runs(&p, &run_ids, html.as_deref()).await
                 }
             }
+        }
+        Command::Models(cmd) => {
+            models::run(&platform::Platform::open(&home, &config).await?, cmd).await
         }
         Command::Tokens(cmd) => {
             let p = platform::Platform::open(&home, &config).await?;

@@ -165,6 +165,46 @@ fn demo_tracks_runs_and_cli_reads_them() {
         6,
         "two metrics × three runs"
     );
+    // The registry: the check kept the weakest candidate from becoming champion.
+    let show = capstan(home.path())
+        .args(["models", "show", "diabetes-regressor"])
+        .output()
+        .expect("models show");
+    let text = String::from_utf8_lossy(&show.stdout);
+    let champion_row = text
+        .lines()
+        .find(|l| l.contains("champion"))
+        .unwrap_or_default();
+    assert!(
+        champion_row.contains(ids[0].as_str()),
+        "the best run is champion: {text}"
+    );
+    let refused = capstan(home.path())
+        .args([
+            "models",
+            "promote",
+            "diabetes-regressor",
+            "1",
+            "--alias",
+            "champion",
+        ])
+        .output()
+        .expect("promote");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("failed check 'test_rmse'"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let lineage = capstan(home.path())
+        .args(["models", "lineage", "diabetes-regressor", "3"])
+        .output()
+        .expect("lineage");
+    let text = String::from_utf8_lossy(&lineage.stdout);
+    assert!(
+        text.contains("dataset  diabetes digest") && text.contains("learning_rate = 0.05"),
+        "{text}"
+    );
     let bad = capstan(home.path())
         .args(["runs", "show", "not-a-run"])
         .output()
