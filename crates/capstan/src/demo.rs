@@ -13,13 +13,8 @@ use std::path::Path;
 /// The diabetes data (scikit-learn 1.9.1, BSD-3-Clause; see data/README.md), shipped in the binary.
 const DIABETES_CSV: &str = include_str!("../../../data/diabetes.csv");
 
-pub struct Dataset {
-    pub features: Vec<String>,
-    pub x: Vec<Vec<f64>>,
-    pub y: Vec<f64>,
-}
-
-pub fn diabetes() -> Result<Dataset, Error> {
+/// The diabetes data as a numeric table (target `progression`).
+pub fn diabetes() -> Result<learn::Dataset, Error> {
     let mut lines = DIABETES_CSV
         .lines()
         .map(str::trim)
@@ -46,108 +41,15 @@ pub fn diabetes() -> Result<Dataset, Error> {
                 header.len()
             )));
         }
-        y.push(vals[target]);
+        y.push(vals[target].to_string());
         x.push(vals[..target].to_vec());
     }
-    Ok(Dataset {
+    Ok(learn::Dataset {
         features: header[..target].to_vec(),
+        target: header[target].clone(),
         x,
         y,
     })
-}
-
-/// xorshift64*: a tiny deterministic generator so a seed reproduces the split exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
-pub struct Fit {
-    pub weights: Vec<f64>,
-    pub bias: f64,
-    pub mean: Vec<f64>,
-    pub std: Vec<f64>,
-    /// (epoch, train RMSE, test RMSE)
-    pub history: Vec<(usize, f64, f64)>,
-}
-
-/// Full-batch gradient descent on standardised features, reproducible by `seed`.
-pub fn train(
-    d: &Dataset,
-    lr: f64,
-    epochs: usize,
-    seed: u64,
-    mut on_epoch: impl FnMut(usize),
-) -> Fit {
-    let n = d.x.len();
-    let mut idx: Vec<usize> = (0..n).collect();
-    let mut rng = Rng(seed.max(1));
-    for i in (1..n).rev() {
-        idx.swap(i, (rng.next() % (i as u64 + 1)) as usize);
-    }
-    let n_test = n / 5;
-    let (test, tr) = idx.split_at(n_test);
-    let k = d.features.len();
-    let mean: Vec<f64> = (0..k)
-        .map(|j| tr.iter().map(|&i| d.x[i][j]).sum::<f64>() / tr.len() as f64)
-        .collect();
-    let std: Vec<f64> = (0..k)
-        .map(|j| {
-            (tr.iter()
-                .map(|&i| (d.x[i][j] - mean[j]).powi(2))
-                .sum::<f64>()
-                / tr.len() as f64)
-                .sqrt()
-                .max(1e-12)
-        })
-        .collect();
-    let z = |i: usize| -> Vec<f64> { (0..k).map(|j| (d.x[i][j] - mean[j]) / std[j]).collect() };
-    let ztr: Vec<Vec<f64>> = tr.iter().map(|&i| z(i)).collect();
-    let zte: Vec<Vec<f64>> = test.iter().map(|&i| z(i)).collect();
-    let (mut w, mut b) = (vec![0.0; k], 0.0);
-    let predict =
-        |w: &[f64], b: f64, row: &[f64]| row.iter().zip(w).map(|(a, c)| a * c).sum::<f64>() + b;
-    let rmse = |w: &[f64], b: f64, rows: &[Vec<f64>], ids: &[usize]| {
-        (rows
-            .iter()
-            .zip(ids)
-            .map(|(r, &i)| (predict(w, b, r) - d.y[i]).powi(2))
-            .sum::<f64>()
-            / ids.len() as f64)
-            .sqrt()
-    };
-    let mut history = Vec::with_capacity(epochs);
-    for epoch in 0..epochs {
-        let mut gw = vec![0.0; k];
-        let mut gb = 0.0;
-        for (r, &i) in ztr.iter().zip(tr) {
-            let err = predict(&w, b, r) - d.y[i];
-            for j in 0..k {
-                gw[j] += err * r[j];
-            }
-            gb += err;
-        }
-        let m = tr.len() as f64;
-        for j in 0..k {
-            w[j] -= lr * 2.0 * gw[j] / m;
-        }
-        b -= lr * 2.0 * gb / m;
-        history.push((epoch, rmse(&w, b, &ztr, tr), rmse(&w, b, &zte, test)));
-        on_epoch(epoch);
-    }
-    Fit {
-        weights: w,
-        bias: b,
-        mean,
-        std,
-        history,
-    }
 }
 
 /// The code version the demo runs from, when it runs inside a git checkout.
@@ -225,7 +127,14 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
         c.post("/api/2.0/mlflow/runs/log-batch", &json!({"run_id": run_id, "params": [kv("learning_rate", lr), kv("epochs", epochs), kv("seed", seed), kv("model", "linear_regression_gd"), kv("features", data.features.join(","))]})).await?;
         c.post("/api/2.0/mlflow/runs/log-inputs", &json!({"run_id": run_id, "datasets": [{"dataset": {"name": "diabetes", "digest": &digest.as_str()[..16], "source_type": "local", "source": "data/diabetes.csv"}, "tags": [kv("mlflow.data.context", "training")]}]})).await?;
         let mut bar = Progress::new(&format!("train lr={lr}"), epochs as u64);
-        let fit = train(&data, lr, epochs, seed, |_| bar.inc(1));
+        let options = learn::TrainOptions {
+            learning_rate: lr,
+            epochs,
+            seed,
+            ..Default::default()
+        };
+        let fit = learn::train_linear_regression(&data, &options, |_| bar.inc(1))
+            .map_err(|e| Error::Other(e.to_string()))?;
         bar.finish();
         let now = base::now_millis();
         for chunk in fit.history.chunks(100) {
@@ -244,13 +153,25 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
             )
             .await?;
         }
-        let model = json!({"kind": "linear_regression", "features": data.features, "weights": fit.weights, "bias": fit.bias, "mean": fit.mean, "std": fit.std});
+        let mut package = fit.package;
+        let (_, tr, te) = fit
+            .history
+            .last()
+            .copied()
+            .unwrap_or((0, f64::NAN, f64::NAN));
+        package
+            .training
+            .insert("dataset_digest".into(), json!(digest.as_str()));
+        package.training.insert("seed".into(), json!(seed));
+        package
+            .training
+            .insert("metrics".into(), json!({"train_rmse": tr, "test_rmse": te}));
         let rel = artifact_uri
             .trim_start_matches("mlflow-artifacts:")
             .trim_start_matches('/');
         c.put(
             &format!("/api/2.0/mlflow-artifacts/artifacts/{rel}/model/model.json"),
-            serde_json::to_vec_pretty(&model).unwrap_or_default(),
+            package.to_json(),
         )
         .await?;
         c.post(
@@ -421,13 +342,19 @@ mod tests {
     fn gradient_descent_learns_diabetes() {
         let d = diabetes().expect("data");
         assert_eq!((d.x.len(), d.features.len()), (442, 10));
-        let fit = train(&d, 0.05, 300, 42, |_| {});
+        let o = learn::TrainOptions {
+            learning_rate: 0.05,
+            epochs: 300,
+            seed: 42,
+            ..Default::default()
+        };
+        let fit = learn::train_linear_regression(&d, &o, |_| {}).expect("fit");
         let first = fit.history[0].2;
         let last = fit.history[299].2;
         // The target's std is about 77; a linear model reaches a test RMSE in the 50s.
         assert!(last < 62.0 && last > 45.0, "test rmse {last}");
         assert!(last < first * 0.5, "{first} -> {last}");
-        let again = train(&d, 0.05, 300, 42, |_| {});
-        assert_eq!(again.weights, fit.weights, "same seed, same model");
+        let again = learn::train_linear_regression(&d, &o, |_| {}).expect("fit");
+        assert_eq!(again.package, fit.package, "same seed, same model");
     }
 }

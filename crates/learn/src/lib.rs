@@ -1,0 +1,10 @@
+//! Tabular learning: self-describing model packages (algorithm, preprocessing, signature,
+//! training record) and the algorithms that make them. Plain functions, no I/O, no async.
+
+mod linear;
+mod package;
+
+pub use linear::{Dataset, Fit, TrainOptions, train_linear_regression, train_logistic_regression};
+pub use package::{
+    Algorithm, Column, DType, LearnError, ModelPackage, PACKAGE_FILE, Prediction, Task,
+};
