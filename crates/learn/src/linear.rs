@@ -157,8 +157,8 @@ pub fn train_linear_regression(
         let mut gb = 0.0;
         for &i in &s.train {
             let err = dot(&w, &s.z[i]) + b - y[i];
-            for j in 0..k {
-                gw[j] += err * s.z[i][j];
+            for (g, z) in gw.iter_mut().zip(&s.z[i]) {
+                *g += err * z;
             }
             gb += err;
         }
@@ -236,8 +236,8 @@ pub fn train_logistic_regression(
             let p = probs(&w, &b, i);
             for cl in 0..c {
                 let err = p[cl] - if label[i] == cl { 1.0 } else { 0.0 };
-                for j in 0..k {
-                    gw[cl][j] += err * s.z[i][j];
+                for (g, z) in gw[cl].iter_mut().zip(&s.z[i]) {
+                    *g += err * z;
                 }
                 gb[cl] += err;
             }
