@@ -12,6 +12,33 @@ pub struct Config {
     pub server: ServerSection,
     pub store: StoreSection,
     pub s3: S3Section,
+    pub serving: ServingSection,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServingSection {
+    /// The alias `/v2/models/{name}` follows.
+    pub alias: String,
+    pub max_batch: usize,
+    pub max_wait_us: u64,
+    pub latency_budget_ms: u64,
+    pub poll_ms: u64,
+    pub max_rows: usize,
+}
+
+impl Default for ServingSection {
+    fn default() -> ServingSection {
+        let d = serving::ServingConfig::default();
+        ServingSection {
+            alias: "champion".into(),
+            max_batch: d.max_batch,
+            max_wait_us: d.max_wait.as_micros() as u64,
+            latency_budget_ms: d.latency_budget.as_millis() as u64,
+            poll_ms: d.poll.as_millis() as u64,
+            max_rows: 10_000,
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Clone)]

@@ -73,7 +73,7 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
     let platform = Platform::open(home, &config).await?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let serve_config = config.clone();
-    let server = tokio::spawn(async move { platform.serve(&serve_config, Some(tx)).await });
+    let server = tokio::spawn(async move { platform.serve(&serve_config, Some(tx), None).await });
     let addr = rx
         .await
         .map_err(|_| Error::Other("the server did not start".into()))?;

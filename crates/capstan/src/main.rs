@@ -50,6 +50,14 @@ enum Command {
         #[arg(long)]
         auth: bool,
     },
+    /// Serve one registered model (MODEL@ALIAS or MODEL/VERSION) over OIP v2 and /invocations.
+    Serve {
+        model: String,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Inspect experiments.
     #[command(subcommand)]
     Experiments(ExperimentsCmd),
@@ -175,7 +183,18 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
             }
             config.server.auth |= auth;
             let p = platform::Platform::open(&home, &config).await?;
-            p.serve(&config, None).await
+            p.serve(&config, None, None).await
+        }
+        Command::Serve { model, host, port } => {
+            if let Some(h) = host {
+                config.server.host = h;
+            }
+            if let Some(p) = port {
+                config.server.port = p;
+            }
+            let target = parse_model_ref(&model)?;
+            let p = platform::Platform::open(&home, &config).await?;
+            p.serve(&config, None, Some(target)).await
         }
         Command::Experiments(ExperimentsCmd::List { all }) => {
             report::experiments(&platform::Platform::open(&home, &config).await?, all).await
@@ -209,4 +228,19 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Demo { no_serve, port } => demo::run(&home, config, no_serve, port).await,
         Command::Bench(cmd) => bench::run(cmd, &home).await,
     }
+}
+
+/// `name@alias` or `name/version`.
+fn parse_model_ref(s: &str) -> Result<(String, serving::Selector), platform::Error> {
+    if let Some((name, alias)) = s.split_once('@') {
+        return Ok((name.to_owned(), serving::Selector::Alias(alias.to_owned())));
+    }
+    if let Some((name, v)) = s.rsplit_once('/')
+        && let Ok(v) = v.parse::<i64>()
+    {
+        return Ok((name.to_owned(), serving::Selector::Version(v)));
+    }
+    Err(platform::Error::Other(format!(
+        "'{s}' is not MODEL@ALIAS or MODEL/VERSION"
+    )))
 }

@@ -51,19 +51,33 @@ impl Platform {
         })
     }
 
-    pub fn state(&self, config: &Config) -> server::AppState {
-        server::AppState {
-            tracking: self.tracking.clone(),
-            registry: self.registry.clone(),
-            artifacts: Arc::new(self.db.clone()),
-            tokens: Arc::new(self.db.clone()),
-            blobs: self.blobs.clone(),
-            config: Arc::new(server::ServerConfig {
+    pub fn state(
+        &self,
+        config: &Config,
+        default_model: Option<(String, serving::Selector)>,
+    ) -> server::AppState {
+        let sv = &config.serving;
+        server::AppState::new(
+            self.tracking.clone(),
+            self.registry.clone(),
+            Arc::new(self.db.clone()),
+            Arc::new(self.db.clone()),
+            self.blobs.clone(),
+            server::ServerConfig {
                 auth: config.server.auth,
                 max_json_bytes: config.server.max_json_bytes,
                 max_artifact_bytes: config.server.max_artifact_bytes,
-            }),
-        }
+                serving_alias: sv.alias.clone(),
+                default_model,
+                max_infer_rows: sv.max_rows,
+            },
+            serving::ServingConfig {
+                max_batch: sv.max_batch,
+                max_wait: std::time::Duration::from_micros(sv.max_wait_us),
+                latency_budget: std::time::Duration::from_millis(sv.latency_budget_ms),
+                poll: std::time::Duration::from_millis(sv.poll_ms),
+            },
+        )
     }
 
     /// Binds, prints the address, serves until Ctrl-C. `ready` learns the bound address.
@@ -71,6 +85,7 @@ impl Platform {
         &self,
         config: &Config,
         ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+        default_model: Option<(String, serving::Selector)>,
     ) -> Result<(), Error> {
         let listener =
             tokio::net::TcpListener::bind((config.server.host.as_str(), config.server.port))
@@ -86,7 +101,16 @@ impl Platform {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        server::serve(listener, self.state(config), shutdown).await?;
+        let state = self.state(config, default_model.clone());
+        if let Some((name, sel)) = &default_model {
+            // A single-model process refuses to start without its model.
+            state
+                .serving
+                .get(name, sel)
+                .await
+                .map_err(|e| Error::Other(format!("cannot serve {name}: {e}")))?;
+        }
+        server::serve(listener, state, shutdown).await?;
         Ok(())
     }
 }

@@ -9,12 +9,15 @@ mod auth;
 mod error;
 mod mlflow;
 mod mlflow_registry;
+mod model_source;
+mod oip;
 mod wire;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use registry::Registry;
+use serving::{Serving, ServingConfig};
 use std::sync::Arc;
 use store::Blobs;
 use tracking::{ArtifactIndex, TokenStore, Tracking};
@@ -30,6 +33,12 @@ pub struct ServerConfig {
     pub max_json_bytes: usize,
     /// Largest artifact upload.
     pub max_artifact_bytes: u64,
+    /// The alias `/v2/models/{name}` follows.
+    pub serving_alias: String,
+    /// A single-model server (`capstan serve MODEL@ALIAS`): the model `/invocations` scores.
+    pub default_model: Option<(String, serving::Selector)>,
+    /// Most rows one inference request may carry.
+    pub max_infer_rows: usize,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +47,9 @@ impl Default for ServerConfig {
             auth: false,
             max_json_bytes: 1024 * 1024,
             max_artifact_bytes: 16 * 1024 * 1024 * 1024,
+            serving_alias: "champion".into(),
+            default_model: None,
+            max_infer_rows: 10_000,
         }
     }
 }
@@ -51,6 +63,37 @@ pub struct AppState {
     pub tokens: Arc<dyn TokenStore>,
     pub blobs: Blobs,
     pub config: Arc<ServerConfig>,
+    pub serving: Serving,
+}
+
+impl AppState {
+    /// Wires the state; serving reads packages through the registry and the artifact store.
+    pub fn new(
+        tracking: Tracking,
+        registry: Registry,
+        artifacts: Arc<dyn ArtifactIndex>,
+        tokens: Arc<dyn TokenStore>,
+        blobs: Blobs,
+        config: ServerConfig,
+        serving_config: ServingConfig,
+    ) -> AppState {
+        let source = model_source::RegistrySource {
+            registry: registry.clone(),
+            tracking: tracking.clone(),
+            artifacts: artifacts.clone(),
+            blobs: blobs.clone(),
+        };
+        let serving = Serving::new(Arc::new(source), serving_config);
+        AppState {
+            tracking,
+            registry,
+            artifacts,
+            tokens,
+            blobs,
+            config: Arc::new(config),
+            serving,
+        }
+    }
 }
 
 /// The whole HTTP surface.
@@ -65,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .route("/version", get(|| async { mlflow::COMPATIBLE_VERSION }))
         .merge(api)
         .merge(artifacts::routes().layer(DefaultBodyLimit::disable()))
+        .merge(oip::routes().layer(DefaultBodyLimit::max(json_limit * 8)))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

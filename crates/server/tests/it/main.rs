@@ -5,4 +5,5 @@ mod api;
 mod artifacts;
 mod auth;
 mod registry;
+mod serving;
 mod support;

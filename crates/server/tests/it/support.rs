@@ -12,6 +12,20 @@ pub struct TestServer {
 }
 
 pub async fn start(config: server::ServerConfig) -> TestServer {
+    start_with(
+        config,
+        serving::ServingConfig {
+            poll: std::time::Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+pub async fn start_with(
+    config: server::ServerConfig,
+    serving_config: serving::ServingConfig,
+) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(&format!("sqlite://{}", dir.path().join("m.db").display()))
         .await
@@ -21,17 +35,17 @@ pub async fn start(config: server::ServerConfig) -> TestServer {
         dir.path().join("tmp"),
     )
     .expect("blobs");
-    let state = server::AppState {
-        tracking: tracking::Tracking::new(Arc::new(db.clone())),
-        registry: registry::Registry::new(
-            Arc::new(db.clone()),
-            tracking::Tracking::new(Arc::new(db.clone())),
-        ),
-        artifacts: Arc::new(db.clone()),
-        tokens: Arc::new(db.clone()),
+    let tracking = tracking::Tracking::new(Arc::new(db.clone()));
+    let registry = registry::Registry::new(Arc::new(db.clone()), tracking.clone());
+    let state = server::AppState::new(
+        tracking,
+        registry,
+        Arc::new(db.clone()),
+        Arc::new(db.clone()),
         blobs,
-        config: Arc::new(config),
-    };
+        config,
+        serving_config,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
