@@ -304,6 +304,39 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
         if promoted.is_some() { "" } else { "?" }
     );
 
+    eprintln!("\n▶ Step 3: serve the champion over the Open Inference Protocol v2");
+    let sample: Vec<usize> = vec![0, 1, 2, 3, 4];
+    let rows: Vec<f64> = sample
+        .iter()
+        .flat_map(|&i| data.x[i].iter().copied())
+        .collect();
+    let infer = c
+        .post(
+            &format!("/v2/models/{model}/infer"),
+            &json!({"id": "demo", "inputs": [{"name": "rows", "shape": [sample.len(), data.features.len()], "datatype": "FP64", "data": rows}]}),
+        )
+        .await?;
+    let predicted: Vec<f64> = infer["outputs"][0]["data"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = sample
+        .iter()
+        .zip(&predicted)
+        .map(|(&i, p)| vec![i.to_string(), data.y[i].clone(), format!("{p:.1}")])
+        .collect();
+    println!(
+        "  POST /v2/models/{model}/infer → version {}",
+        infer["model_version"].as_str().unwrap_or("?")
+    );
+    print!(
+        "{}",
+        crate::report::table(&["row", "actual progression", "predicted"], &rows)
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+    );
+
     let home_s = home.display();
     println!("\nWhere to look:");
     println!("  tracking API     {url}  (MLFLOW_TRACKING_URI={url} works with the mlflow client)");
@@ -311,6 +344,8 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
         "  runs             capstan --home {home_s} runs list -e {exp_name} --order-by 'metrics.test_rmse ASC'"
     );
     println!("  registry         capstan --home {home_s} models show {model}");
+    println!("  serve alone      capstan --home {home_s} serve {model}@champion --port 8080");
+    println!("  predict          curl -s {url}/v2/models/{model}/infer -d '{{\"inputs\": [...]}}'");
     println!(
         "  lineage          capstan --home {home_s} models lineage {model} {}",
         promoted.as_deref().unwrap_or("1")

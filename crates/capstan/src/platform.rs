@@ -87,6 +87,20 @@ impl Platform {
         ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
         default_model: Option<(String, serving::Selector)>,
     ) -> Result<(), Error> {
+        let state = self.state(config, default_model.clone());
+        if let Some((name, sel)) = &default_model {
+            // A single-model process refuses to start without its model.
+            let served = state
+                .serving
+                .get(name, sel)
+                .await
+                .map_err(|e| Error::Other(format!("cannot serve {name}: {e}")))?;
+            eprintln!(
+                "serving {name} version {} ({} inputs)",
+                served.version,
+                served.package.inputs.len()
+            );
+        }
         let listener =
             tokio::net::TcpListener::bind((config.server.host.as_str(), config.server.port))
                 .await?;
@@ -101,15 +115,6 @@ impl Platform {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        let state = self.state(config, default_model.clone());
-        if let Some((name, sel)) = &default_model {
-            // A single-model process refuses to start without its model.
-            state
-                .serving
-                .get(name, sel)
-                .await
-                .map_err(|e| Error::Other(format!("cannot serve {name}: {e}")))?;
-        }
         server::serve(listener, state, shutdown).await?;
         Ok(())
     }

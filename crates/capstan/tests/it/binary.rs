@@ -24,8 +24,13 @@ pub fn capstan(home: &Path) -> Command {
 
 /// Starts the server on a free port and returns once it printed its address.
 pub fn start(home: &Path, extra: &[&str]) -> Running {
+    start_cmd(home, &["server", "--port", "0"], extra)
+}
+
+/// Runs `capstan <args> <extra>` and waits for the address it prints.
+pub fn start_cmd(home: &Path, args: &[&str], extra: &[&str]) -> Running {
     let mut child = capstan(home)
-        .args(["server", "--port", "0"])
+        .args(args)
         .args(extra)
         .stdout(Stdio::piped())
         .spawn()
@@ -226,5 +231,58 @@ fn unknown_config_keys_are_refused() {
         String::from_utf8_lossy(&out.stderr).contains("unknown field `prot`"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn serve_one_model_from_the_registry() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = capstan(home.path())
+        .args(["demo", "--no-serve"])
+        .output()
+        .expect("demo");
+    assert!(out.status.success());
+    let s = start_cmd(
+        home.path(),
+        &["serve", "diabetes-regressor@champion", "--port", "0"],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let row = serde_json::json!({"age": 59, "sex": 2, "bmi": 32.1, "bp": 101.0, "s1_tc": 157, "s2_ldl": 93.2, "s3_hdl": 38.0, "s4_tch": 4.0, "s5_ltg": 4.8598, "s6_glu": 87});
+    let r = http
+        .post(format!("{}/invocations", s.url))
+        .json(&serde_json::json!({"dataframe_records": [row]}))
+        .send()
+        .await
+        .expect("invocations");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()
+            .get("x-model-version")
+            .and_then(|v| v.to_str().ok()),
+        Some("3")
+    );
+    let v: serde_json::Value = r.json().await.expect("json");
+    let p = v["predictions"][0].as_f64().expect("prediction");
+    assert!(
+        (150.0..250.0).contains(&p),
+        "row 0 (progression 151) predicted {p}"
+    );
+    let ready = http
+        .get(format!("{}/v2/health/ready", s.url))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status().as_u16(), 200);
+
+    let missing = capstan(home.path())
+        .args(["serve", "nope@champion", "--port", "0"])
+        .output()
+        .expect("serve");
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot serve nope"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
     );
 }
