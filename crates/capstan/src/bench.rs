@@ -35,6 +35,18 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Requests/s and latency of `capstan serve` vs FastAPI + scikit-learn, and a hot swap under load.
+    Serving {
+        /// Python with fastapi, uvicorn, scikit-learn, pandas (bench/requirements.txt); "none" skips the peer.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 struct Server {
@@ -352,15 +364,33 @@ async fn at_scale(runs: usize, searches: usize) -> Result<(f64, f64), Error> {
 }
 
 pub async fn run(cmd: BenchCmd, _home: &Path) -> Result<(), Error> {
-    let BenchCmd::Tracking {
-        mlflow,
-        seconds,
-        clients,
-        search_runs,
-        searches,
-        scale_runs,
-        out,
-    } = cmd;
+    let (mlflow, seconds, clients, search_runs, searches, scale_runs, out) = match cmd {
+        BenchCmd::Tracking {
+            mlflow,
+            seconds,
+            clients,
+            search_runs,
+            searches,
+            scale_runs,
+            out,
+        } => (
+            mlflow,
+            seconds,
+            clients,
+            search_runs,
+            searches,
+            scale_runs,
+            out,
+        ),
+        BenchCmd::Serving {
+            python,
+            connections,
+            seconds,
+            out,
+        } => {
+            return crate::bench_serving::run(&python, connections, seconds, out).await;
+        }
+    };
     eprintln!(
         "capstan server: {clients} clients × log-batch(100 metrics) for {seconds}s, then {searches} searches over {search_runs} runs"
     );

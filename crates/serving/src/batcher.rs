@@ -1,5 +1,5 @@
-//! Adaptive micro-batching: requests queue per model; a worker takes up to `max_batch` rows or
-//! waits at most `max_wait` for more, predicts them together and answers each request. A request
+//! Adaptive micro-batching: requests queue per model; a worker takes every request that queued
+//! while it was busy (up to `max_batch` rows), optionally waits at most `max_wait` for more, predicts them together and answers each request. A request
 //! whose expected wait (queued rows × the measured cost of a row) exceeds the latency budget is
 //! refused at once instead of queued.
 
@@ -39,8 +39,19 @@ impl Batcher {
             while let Some(first) = rx.recv().await {
                 let mut jobs = vec![first];
                 let mut rows: usize = jobs[0].rows.len();
-                let deadline = tokio::time::Instant::now() + max_wait;
+                // Take what queued while the last batch ran (no added latency); then, only if
+                // configured, wait up to `max_wait` for more.
                 while rows < max_batch {
+                    match rx.try_recv() {
+                        Ok(j) => {
+                            rows += j.rows.len();
+                            jobs.push(j);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let deadline = tokio::time::Instant::now() + max_wait;
+                while rows < max_batch && !max_wait.is_zero() {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(j)) => {
                             rows += j.rows.len();

@@ -61,7 +61,8 @@ impl Default for ServingConfig {
     fn default() -> ServingConfig {
         ServingConfig {
             max_batch: 256,
-            max_wait: Duration::from_micros(500),
+            // Batches form from what queues while the previous batch runs; no added wait.
+            max_wait: Duration::ZERO,
             latency_budget: Duration::from_millis(200),
             poll: Duration::from_millis(500),
         }
