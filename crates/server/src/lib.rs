@@ -11,6 +11,7 @@ mod mlflow;
 mod mlflow_registry;
 mod model_source;
 mod oip;
+mod openapi;
 mod wire;
 
 use axum::Router;
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { mlflow::COMPATIBLE_VERSION }))
+        .route("/openapi.json", get(openapi::document))
         .merge(api)
         .merge(artifacts::routes().layer(DefaultBodyLimit::disable()))
         .merge(oip::routes().layer(DefaultBodyLimit::max(json_limit * 8)))

@@ -206,3 +206,80 @@ impl Serving {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use learn::{Dataset, TrainOptions};
+
+    /// Packages built in memory; the registry-backed source is exercised by the server's tests.
+    struct Fixed(ModelPackage);
+
+    #[async_trait::async_trait]
+    impl PackageSource for Fixed {
+        async fn resolve(&self, _: &str, _: &Selector) -> Result<i64, ServeError> {
+            Ok(1)
+        }
+        async fn load(&self, _: &str, _: i64) -> Result<ModelPackage, ServeError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn package() -> ModelPackage {
+        let x: Vec<Vec<f64>> = (0..40).map(|i| vec![i as f64, (i % 5) as f64]).collect();
+        let y = x.iter().map(|r| (2.0 * r[0] + r[1]).to_string()).collect();
+        let d = Dataset {
+            features: vec!["a".into(), "b".into()],
+            target: "y".into(),
+            x,
+            y,
+        };
+        learn::train_linear_regression(
+            &d,
+            &TrainOptions {
+                epochs: 50,
+                ..Default::default()
+            },
+            |_| {},
+        )
+        .expect("fit")
+        .package
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_batches_and_get_their_own_answers() {
+        let p = package();
+        let serving = Serving::new(
+            Arc::new(Fixed(p.clone())),
+            ServingConfig {
+                max_batch: 16,
+                ..Default::default()
+            },
+        );
+        let served = serving
+            .get("m", &Selector::Alias("champion".into()))
+            .await
+            .expect("load");
+        let mut tasks = Vec::new();
+        for i in 0..64usize {
+            let served = served.clone();
+            let rows: Vec<Vec<f64>> = (0..(i % 7 + 1))
+                .map(|r| vec![(i * 10 + r) as f64, r as f64])
+                .collect();
+            tasks.push(tokio::spawn(async move {
+                (rows.clone(), served.predict(rows).await)
+            }));
+        }
+        for t in tasks {
+            let (rows, got) = t.await.expect("join");
+            assert_eq!(
+                got.expect("predict"),
+                p.predict(&rows).expect("direct"),
+                "answers are split back per request"
+            );
+        }
+        assert_eq!(served.queue_depth(), 0);
+        let bad = served.predict(vec![vec![1.0]]).await.expect_err("width");
+        assert!(matches!(bad, ServeError::BadInput(m) if m.contains("expects 2")));
+    }
+}

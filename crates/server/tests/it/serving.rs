@@ -107,6 +107,12 @@ async fn infer_over_oip_with_column_or_matrix_tensors() {
     );
     assert_eq!(s.get("/v2/models/lin/ready", &[]).await.1["ready"], true);
     assert_eq!(s.get("/v2/health/live", &[]).await.0, 200);
+    let (_, doc) = s.get("/openapi.json", &[]).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(
+        doc["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"].is_object(),
+        "{doc}"
+    );
 
     let by_column = json!({"id": "req-1", "inputs": [
         {"name": "a", "shape": [2], "datatype": "FP64", "data": [2.0, 4.0]},
