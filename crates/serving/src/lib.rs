@@ -4,5 +4,6 @@
 
 mod batcher;
 mod service;
+pub mod stats;
 
 pub use service::{PackageSource, Selector, ServeError, Served, Serving, ServingConfig};
