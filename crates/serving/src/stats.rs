@@ -486,6 +486,7 @@ mod tests {
             naive as f64 / experiments as f64,
             msprt as f64 / experiments as f64,
         );
+        eprintln!("false winners after 30 daily looks: naive z-test {naive:.3}, mSPRT {msprt:.3}");
         assert!(
             naive > 0.18,
             "naive peeking should inflate false winners: {naive}"
