@@ -60,9 +60,12 @@ impl Platform {
         server::AppState::new(
             self.tracking.clone(),
             self.registry.clone(),
-            Arc::new(self.db.clone()),
-            Arc::new(self.db.clone()),
-            self.blobs.clone(),
+            server::Backends {
+                artifacts: Arc::new(self.db.clone()),
+                tokens: Arc::new(self.db.clone()),
+                blobs: self.blobs.clone(),
+                deployments: Arc::new(self.db.clone()),
+            },
             server::ServerConfig {
                 auth: config.server.auth,
                 max_json_bytes: config.server.max_json_bytes,

@@ -31,6 +31,9 @@ fn is_read_only_post(path: &str) -> bool {
 fn required_scope(method: &Method, path: &str) -> Scope {
     if path.starts_with(crate::admin::TOKENS) {
         Scope::Admin
+    } else if path.starts_with("/deployments/") && path.ends_with("/infer") {
+        // Predicting is a read, as it is on /v2.
+        Scope::Read
     } else if method == Method::GET
         || method == Method::HEAD
         || (method == Method::POST && is_read_only_post(path))

@@ -6,6 +6,7 @@
 mod admin;
 mod artifacts;
 mod auth;
+mod deployments;
 mod error;
 mod mlflow;
 mod mlflow_registry;
@@ -65,6 +66,15 @@ pub struct AppState {
     pub blobs: Blobs,
     pub config: Arc<ServerConfig>,
     pub serving: Serving,
+    pub deployments: Arc<dyn serving::deploy::DeploymentStore>,
+}
+
+/// The stores the server reads and writes besides tracking and the registry.
+pub struct Backends {
+    pub artifacts: Arc<dyn ArtifactIndex>,
+    pub tokens: Arc<dyn TokenStore>,
+    pub blobs: Blobs,
+    pub deployments: Arc<dyn serving::deploy::DeploymentStore>,
 }
 
 impl AppState {
@@ -72,27 +82,26 @@ impl AppState {
     pub fn new(
         tracking: Tracking,
         registry: Registry,
-        artifacts: Arc<dyn ArtifactIndex>,
-        tokens: Arc<dyn TokenStore>,
-        blobs: Blobs,
+        b: Backends,
         config: ServerConfig,
         serving_config: ServingConfig,
     ) -> AppState {
         let source = model_source::RegistrySource {
             registry: registry.clone(),
             tracking: tracking.clone(),
-            artifacts: artifacts.clone(),
-            blobs: blobs.clone(),
+            artifacts: b.artifacts.clone(),
+            blobs: b.blobs.clone(),
         };
         let serving = Serving::new(Arc::new(source), serving_config);
         AppState {
             tracking,
             registry,
-            artifacts,
-            tokens,
-            blobs,
+            artifacts: b.artifacts,
+            tokens: b.tokens,
+            blobs: b.blobs,
             config: Arc::new(config),
             serving,
+            deployments: b.deployments,
         }
     }
 }
@@ -110,7 +119,11 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::document))
         .merge(api)
         .merge(artifacts::routes().layer(DefaultBodyLimit::disable()))
-        .merge(oip::routes().layer(DefaultBodyLimit::max(json_limit * 8)))
+        .merge(
+            oip::routes()
+                .merge(deployments::routes())
+                .layer(DefaultBodyLimit::max(json_limit * 8)),
+        )
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

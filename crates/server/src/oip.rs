@@ -31,7 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/invocations", post(invocations))
 }
 
-pub struct OipError(StatusCode, String);
+pub struct OipError(pub StatusCode, pub String);
 
 impl IntoResponse for OipError {
     fn into_response(self) -> Response {
@@ -39,7 +39,7 @@ impl IntoResponse for OipError {
     }
 }
 
-fn bad(msg: impl Into<String>) -> OipError {
+pub fn bad(msg: impl Into<String>) -> OipError {
     OipError(StatusCode::BAD_REQUEST, msg.into())
 }
 
@@ -308,19 +308,22 @@ fn outputs_json(p: &ModelPackage, preds: &[Prediction]) -> Value {
     }
 }
 
-async fn infer_with(
+pub fn parse_body(body: &[u8]) -> Result<Value, OipError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("request body is not JSON: {e}")))
+}
+
+/// Predicts an OIP request body with `name`/`sel`; returns the served version and the outputs.
+pub async fn predict_request(
     s: &AppState,
     name: &str,
-    sel: Selector,
-    body: axum::body::Bytes,
-) -> Result<Response, OipError> {
-    let req: Value =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("request body is not JSON: {e}")))?;
+    sel: &Selector,
+    req: &Value,
+) -> Result<(std::sync::Arc<serving::Served>, Value), OipError> {
     let inputs = req["inputs"]
         .as_array()
         .filter(|a| !a.is_empty())
         .ok_or_else(|| bad("'inputs' must be a non-empty list of tensors"))?;
-    let served = s.serving.get(name, &sel).await?;
+    let served = s.serving.get(name, sel).await?;
     let rows = rows_from_tensors(&served.package, inputs)?;
     if rows.len() > s.config.max_infer_rows {
         return Err(OipError(
@@ -333,7 +336,19 @@ async fn infer_with(
         ));
     }
     let preds = served.predict(rows).await?;
-    let mut out = json!({"model_name": name, "model_version": served.version.to_string(), "outputs": outputs_json(&served.package, &preds)});
+    let outputs = outputs_json(&served.package, &preds);
+    Ok((served, outputs))
+}
+
+async fn infer_with(
+    s: &AppState,
+    name: &str,
+    sel: Selector,
+    body: axum::body::Bytes,
+) -> Result<Response, OipError> {
+    let req = parse_body(&body)?;
+    let (served, outputs) = predict_request(s, name, &sel, &req).await?;
+    let mut out = json!({"model_name": name, "model_version": served.version.to_string(), "outputs": outputs});
     if let Some(id) = req.get("id") {
         out["id"] = id.clone();
     }

@@ -3,6 +3,7 @@
 //! predicts through an adaptive micro-batcher with a latency budget. No wire format here.
 
 mod batcher;
+pub mod deploy;
 mod service;
 pub mod stats;
 

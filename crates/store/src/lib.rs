@@ -6,6 +6,7 @@ mod artifacts;
 mod batch;
 mod blobs;
 mod db;
+mod deploy_store;
 mod migrations;
 mod registry_store;
 mod sql;

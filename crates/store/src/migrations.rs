@@ -153,6 +153,28 @@ CREATE TABLE registered_model_aliases (
 );
 "#,
     },
+    Migration {
+        version: 3,
+        name: "deployments",
+        sql: r#"
+CREATE TABLE deployments (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE TABLE deployment_requests (
+    deployment TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    latency_us BIGINT NOT NULL,
+    error BIGINT NOT NULL,
+    shadow BIGINT NOT NULL,
+    outcome {REAL},
+    created BIGINT NOT NULL,
+    PRIMARY KEY (deployment, request_id, variant)
+);
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

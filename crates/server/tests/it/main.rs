@@ -4,6 +4,7 @@
 mod api;
 mod artifacts;
 mod auth;
+mod deployments;
 mod registry;
 mod serving;
 mod support;

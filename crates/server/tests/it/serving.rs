@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// y = k·a - 2b + 1 on a small grid: packages with different `k` give different answers.
-fn package(k: f64) -> ModelPackage {
+pub fn package(k: f64) -> ModelPackage {
     let x: Vec<Vec<f64>> = (0..60)
         .map(|i| vec![i as f64 % 7.0, (i * 3) as f64 % 11.0])
         .collect();
@@ -37,7 +37,7 @@ fn package(k: f64) -> ModelPackage {
 }
 
 /// Logs `bytes` as a run's `model/model.json` and registers it as a new version of `name`.
-async fn register(s: &TestServer, name: &str, bytes: Vec<u8>) -> String {
+pub async fn register(s: &TestServer, name: &str, bytes: Vec<u8>) -> String {
     let (_, v) = s
         .post("/api/2.0/mlflow/runs/create", json!({"experiment_id": "0"}))
         .await;
@@ -76,10 +76,14 @@ async fn register(s: &TestServer, name: &str, bytes: Vec<u8>) -> String {
 }
 
 async fn alias(s: &TestServer, name: &str, version: &str) {
+    alias_to(s, name, "champion", version).await
+}
+
+pub async fn alias_to(s: &TestServer, name: &str, alias: &str, version: &str) {
     let (st, v) = s
         .post(
             "/api/2.0/mlflow/registered-models/alias",
-            json!({"name": name, "alias": "champion", "version": version}),
+            json!({"name": name, "alias": alias, "version": version}),
         )
         .await;
     assert_eq!(st, 200, "{v}");

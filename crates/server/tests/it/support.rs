@@ -40,9 +40,12 @@ pub async fn start_with(
     let state = server::AppState::new(
         tracking,
         registry,
-        Arc::new(db.clone()),
-        Arc::new(db.clone()),
-        blobs,
+        server::Backends {
+            artifacts: Arc::new(db.clone()),
+            tokens: Arc::new(db.clone()),
+            blobs,
+            deployments: Arc::new(db.clone()),
+        },
         config,
         serving_config,
     );
