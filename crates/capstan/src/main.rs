@@ -6,6 +6,7 @@ mod bench_serving;
 mod client;
 mod config;
 mod demo;
+mod deploy;
 mod models;
 mod platform;
 mod progress;
@@ -68,6 +69,9 @@ enum Command {
     /// The model registry: versions, aliases, checks, lineage.
     #[command(subcommand)]
     Models(models::ModelsCmd),
+    /// A/B, canary and shadow deployments and their statistics.
+    #[command(subcommand)]
+    Deploy(deploy::DeployCmd),
     /// Manage API tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
@@ -217,6 +221,14 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         }
         Command::Models(cmd) => {
             models::run(&platform::Platform::open(&home, &config).await?, cmd).await
+        }
+        Command::Deploy(cmd) => {
+            deploy::run(
+                &platform::Platform::open(&home, &config).await?,
+                &config,
+                cmd,
+            )
+            .await
         }
         Command::Tokens(cmd) => {
             let p = platform::Platform::open(&home, &config).await?;

@@ -129,9 +129,10 @@ async fn infer(
     let variant = &spec.variants[chosen];
     let start = Instant::now();
     let result = predict_request(&s, &variant.model, &variant.selector(), &req).await;
-    record(
-        &s,
-        RequestRecord {
+    // Written before the answer, so feedback on this request id always finds it.
+    let logged = s
+        .deployments
+        .record_request(&RequestRecord {
             deployment: name.clone(),
             request_id: request_id.clone(),
             variant: variant.name.clone(),
@@ -139,8 +140,11 @@ async fn infer(
             error: result.is_err(),
             shadow: false,
             outcome: None,
-        },
-    );
+        })
+        .await;
+    if let Err(e) = logged {
+        tracing::warn!(error = %e, "could not record a deployment request");
+    }
     if spec.mode == serving::deploy::Mode::Shadow {
         let (s2, req2, shadow, name2, rid) = (
             s.clone(),

@@ -286,3 +286,98 @@ async fn serve_one_model_from_the_registry() {
         String::from_utf8_lossy(&missing.stderr)
     );
 }
+
+#[tokio::test]
+async fn deploy_from_the_cli_and_read_ab_statistics() {
+    let home = tempfile::tempdir().expect("tempdir");
+    assert!(
+        capstan(home.path())
+            .args(["demo", "--no-serve"])
+            .output()
+            .expect("demo")
+            .status
+            .success()
+    );
+    let create = capstan(home.path())
+        .args([
+            "deploy",
+            "create",
+            "diabetes-ab",
+            "--variant",
+            "A=diabetes-regressor@champion:50",
+            "--variant",
+            "B=diabetes-regressor/2:50",
+        ])
+        .output()
+        .expect("create");
+    assert!(
+        create.status.success(),
+        "{}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+    let s = start(home.path(), &[]);
+    let http = reqwest::Client::new();
+    for i in 0..60 {
+        let body = serde_json::json!({"id": format!("r{i}"), "inputs": [{"name": "x", "shape": [1, 10], "datatype": "FP64", "data": [59, 2, 32.1, 101.0, 157, 93.2, 38.0, 4.0, 4.8598, 87]}]});
+        let r = http
+            .post(format!("{}/deployments/diabetes-ab/infer", s.url))
+            .header("x-capstan-key", format!("patient-{i}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("infer");
+        assert_eq!(r.status().as_u16(), 200);
+        let variant = r
+            .headers()
+            .get("x-capstan-variant")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let outcome = if variant == "A" {
+            10.0 + (i % 5) as f64
+        } else {
+            12.0 + (i % 5) as f64
+        };
+        let fb = http
+            .post(format!("{}/deployments/diabetes-ab/feedback", s.url))
+            .json(&serde_json::json!({"request_id": format!("r{i}"), "outcome": outcome}))
+            .send()
+            .await
+            .expect("feedback");
+        assert_eq!(fb.status().as_u16(), 200);
+    }
+    drop(s);
+    let stats = capstan(home.path())
+        .args(["deploy", "stats", "diabetes-ab"])
+        .output()
+        .expect("stats");
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    assert!(
+        text.contains("B vs A (continuous)") && text.contains("verdict: B beats A"),
+        "{text}"
+    );
+    let list = capstan(home.path())
+        .args(["deploy", "list"])
+        .output()
+        .expect("list");
+    assert!(String::from_utf8_lossy(&list.stdout).contains("A=50% B=50%"));
+    let bad = capstan(home.path())
+        .args([
+            "deploy",
+            "create",
+            "x",
+            "--variant",
+            "A=ghost@champion:1",
+            "--variant",
+            "B=ghost/1:1",
+        ])
+        .output()
+        .expect("bad");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("variant 'A'"));
+}

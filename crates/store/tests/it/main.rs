@@ -2,6 +2,7 @@
 //! test in a database of its own), and the blob tests against the local filesystem and S3 (moto).
 
 mod blobs;
+mod deploy;
 mod registry;
 mod support;
 mod tracking;
