@@ -334,3 +334,28 @@ async fn latency_budget_refuses_with_503_and_invocations_score() {
             .contains("latency budget")
     );
 }
+
+#[tokio::test]
+async fn oversized_batches_are_refused() {
+    let s = start(server::ServerConfig {
+        max_infer_rows: 3,
+        ..Default::default()
+    })
+    .await;
+    let v = register(&s, "lin", package(3.0).to_json()).await;
+    alias(&s, "lin", &v).await;
+    let data: Vec<f64> = (0..8).map(f64::from).collect();
+    let (st, out) = s
+        .post(
+            "/v2/models/lin/infer",
+            json!({"inputs": [{"name": "x", "shape": [4, 2], "datatype": "FP64", "data": data}]}),
+        )
+        .await;
+    assert_eq!(st, 413, "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limit of 3")
+    );
+}
