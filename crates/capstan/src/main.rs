@@ -5,6 +5,7 @@ mod bench;
 mod bench_serving;
 mod client;
 mod config;
+mod data_cmd;
 mod demo;
 mod deploy;
 mod models;
@@ -59,6 +60,14 @@ enum Command {
         host: Option<String>,
         #[arg(long)]
         port: Option<u16>,
+    },
+    /// Version data and models in DVC's formats (pointer files, md5 cache, remotes).
+    Data {
+        /// The data repository (the directory holding .dvc/).
+        #[arg(long, short = 'C', default_value = ".")]
+        repo: PathBuf,
+        #[command(subcommand)]
+        cmd: data_cmd::DataCmd,
     },
     /// Inspect experiments.
     #[command(subcommand)]
@@ -222,6 +231,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Models(cmd) => {
             models::run(&platform::Platform::open(&home, &config).await?, cmd).await
         }
+        Command::Data { repo, cmd } => data_cmd::run(&repo, &config, cmd).await,
         Command::Deploy(cmd) => {
             deploy::run(
                 &platform::Platform::open(&home, &config).await?,

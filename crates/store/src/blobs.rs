@@ -83,22 +83,7 @@ impl Blobs {
                     String::new(),
                 )
             }
-            BlobConfig::S3(s3) => {
-                let mut b = object_store::aws::AmazonS3Builder::new()
-                    .with_bucket_name(&s3.bucket)
-                    .with_region(&s3.region)
-                    .with_allow_http(s3.allow_http);
-                if let Some(e) = &s3.endpoint {
-                    b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
-                }
-                if let Some(k) = &s3.access_key_id {
-                    b = b.with_access_key_id(k);
-                }
-                if let Some(k) = &s3.secret_access_key {
-                    b = b.with_secret_access_key(k);
-                }
-                (Arc::new(b.build()?), s3.prefix.trim_matches('/').to_owned())
-            }
+            BlobConfig::S3(s3) => (s3_store(s3)?, s3.prefix.trim_matches('/').to_owned()),
         };
         Ok(Blobs {
             store,
@@ -224,4 +209,22 @@ impl Blobs {
         }
         Ok(Bytes::from(out))
     }
+}
+
+/// An S3-compatible store from settings (shared by blobs and data remotes).
+pub(crate) fn s3_store(s3: &S3Config) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    let mut b = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(&s3.bucket)
+        .with_region(&s3.region)
+        .with_allow_http(s3.allow_http);
+    if let Some(e) = &s3.endpoint {
+        b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+    }
+    if let Some(k) = &s3.access_key_id {
+        b = b.with_access_key_id(k);
+    }
+    if let Some(k) = &s3.secret_access_key {
+        b = b.with_secret_access_key(k);
+    }
+    Ok(Arc::new(b.build()?))
 }

@@ -9,9 +9,11 @@ mod db;
 mod deploy_store;
 mod migrations;
 mod registry_store;
+mod remote;
 mod sql;
 mod tokens;
 mod tracking_store;
 
 pub use blobs::{BlobConfig, BlobError, Blobs, S3Config};
 pub use db::{Backend, Db, DbError};
+pub use remote::ObjectRemote;

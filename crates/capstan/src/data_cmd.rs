@@ -1,0 +1,133 @@
+//! `capstan data …`: dataset and model versioning in DVC's formats from the command line.
+
+use crate::config::Config;
+use crate::platform::Error;
+use clap::Subcommand;
+use data::{Repo, Status};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum DataCmd {
+    /// Create `.dvc/` here (like `dvc init --no-scm`); existing DVC projects need no init.
+    Init,
+    /// Version files or directories: content into the cache, a `.dvc` pointer file beside each.
+    Add { paths: Vec<PathBuf> },
+    /// What changed in the workspace since the pointers were written.
+    Status,
+    /// Make the workspace match the pointers.
+    Checkout {
+        /// Hard-link from the cache instead of copying (read-only data).
+        #[arg(long)]
+        link: bool,
+    },
+    /// Upload cached objects to a remote (a directory or s3://bucket/prefix).
+    Push {
+        #[arg(long)]
+        remote: String,
+    },
+    /// Download what the pointers need from a remote, verify every object, then check out.
+    Pull {
+        #[arg(long)]
+        remote: String,
+    },
+    /// Delete cache objects that no pointer references.
+    Gc,
+}
+
+fn data_err(e: data::DataError) -> Error {
+    Error::Other(e.to_string())
+}
+
+fn remote(target: &str, config: &Config) -> Result<Arc<dyn data::Remote>, Error> {
+    let s3 = &config.s3;
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let cfg = store::S3Config {
+        bucket: String::new(),
+        prefix: String::new(),
+        endpoint: opt(&s3.endpoint),
+        region: s3.region.clone(),
+        access_key_id: opt(&s3.access_key_id),
+        secret_access_key: opt(&s3.secret_access_key),
+        allow_http: s3.allow_http,
+    };
+    Ok(Arc::new(
+        store::ObjectRemote::open(target, &cfg).map_err(data_err)?,
+    ))
+}
+
+pub async fn run(repo_dir: &std::path::Path, config: &Config, cmd: DataCmd) -> Result<(), Error> {
+    if let DataCmd::Init = cmd {
+        Repo::init(repo_dir).map_err(data_err)?;
+        println!("initialised a data repository in {}", repo_dir.display());
+        return Ok(());
+    }
+    let mut repo = Repo::open(repo_dir).map_err(data_err)?;
+    match cmd {
+        DataCmd::Init => {}
+        DataCmd::Add { paths } => {
+            for p in paths {
+                let t = Instant::now();
+                let out = repo.add(&p).map_err(data_err)?;
+                let what = match out.nfiles {
+                    Some(n) => format!("{n} files, {} bytes", out.size),
+                    None => format!("{} bytes", out.size),
+                };
+                println!(
+                    "added {} ({what}; {} hashed, {:.2}s) → {}.dvc",
+                    out.path,
+                    repo.last_hashed,
+                    t.elapsed().as_secs_f64(),
+                    p.display()
+                );
+            }
+        }
+        DataCmd::Status => {
+            let t = Instant::now();
+            let statuses = repo.status().map_err(data_err)?;
+            let changed: Vec<String> = statuses
+                .iter()
+                .filter_map(|s| match s {
+                    Status::Unchanged(_) => None,
+                    Status::Modified(p) => Some(format!("  modified:      {p}")),
+                    Status::Deleted(p) => Some(format!("  deleted:       {p}")),
+                    Status::NotInCache(p) => Some(format!("  not in cache:  {p}")),
+                })
+                .collect();
+            if changed.is_empty() {
+                println!(
+                    "Data is up to date ({} outputs, {} files hashed, {:.0} ms).",
+                    statuses.len(),
+                    repo.last_hashed,
+                    t.elapsed().as_secs_f64() * 1000.0
+                );
+            } else {
+                println!("{}", changed.join("\n"));
+            }
+        }
+        DataCmd::Checkout { link } => {
+            let n = repo.checkout(link).map_err(data_err)?;
+            println!("checked out {n} outputs");
+        }
+        DataCmd::Push { remote: r } => {
+            let report = repo.push(remote(&r, config)?).await.map_err(data_err)?;
+            println!(
+                "pushed {} objects ({} already on the remote)",
+                report.transferred, report.skipped
+            );
+        }
+        DataCmd::Pull { remote: r } => {
+            let report = repo.pull(remote(&r, config)?).await.map_err(data_err)?;
+            println!(
+                "pulled {} objects ({} already cached), workspace checked out",
+                report.transferred, report.skipped
+            );
+        }
+        DataCmd::Gc => {
+            let n = repo.gc().map_err(data_err)?;
+            println!("removed {n} unreferenced objects");
+        }
+    }
+    Ok(())
+}

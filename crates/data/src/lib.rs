@@ -1,0 +1,13 @@
+//! Dataset and model versioning in DVC's own formats: `.dvc` pointer files, the content-addressed
+//! cache `files/md5/<2 hex>/<30 hex>` with `.dir` manifests, a stat cache so unchanged files are
+//! not re-hashed, checkout, garbage collection, and push/pull through a `Remote` (implemented for
+//! local directories and S3 by the `store` crate). Existing DVC projects work; the real `dvc`
+//! reads what Capstan writes.
+
+mod hashing;
+mod pointer;
+mod repo;
+
+pub use hashing::{DirEntry, md5_file};
+pub use pointer::{Out, Pointer};
+pub use repo::{DataError, Remote, Repo, Status, TransferReport};
