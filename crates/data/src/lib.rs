@@ -8,6 +8,6 @@ mod hashing;
 mod pointer;
 mod repo;
 
-pub use hashing::{DirEntry, md5_file};
+pub use hashing::{DirEntry, md5_bytes, md5_file};
 pub use pointer::{Out, Pointer};
 pub use repo::{DataError, Remote, Repo, Status, TransferReport};

@@ -24,6 +24,10 @@ pub struct Pointer {
     pub outs: Vec<Out>,
 }
 
+/// An out being read: md5, size, nfiles, path.
+#[derive(Default)]
+struct Partial(Option<String>, Option<u64>, Option<u64>, Option<String>);
+
 impl Pointer {
     /// Writes the same layout `dvc add` writes.
     pub fn to_yaml(&self) -> String {
@@ -47,21 +51,18 @@ impl Pointer {
         };
         let mut outs: Vec<Out> = Vec::new();
         let mut in_outs = false;
-        let mut cur: Option<(Option<String>, Option<u64>, Option<u64>, Option<String>)> = None;
-        let finish =
-            |cur: &mut Option<(Option<String>, Option<u64>, Option<u64>, Option<String>)>,
-             outs: &mut Vec<Out>|
-             -> Result<(), DataError> {
-                if let Some((md5, size, nfiles, path)) = cur.take() {
-                    outs.push(Out {
-                        md5: md5.ok_or_else(|| bad("an out has no md5"))?,
-                        size: size.unwrap_or(0),
-                        nfiles,
-                        path: path.ok_or_else(|| bad("an out has no path"))?,
-                    });
-                }
-                Ok(())
-            };
+        let mut cur: Option<Partial> = None;
+        let finish = |cur: &mut Option<Partial>, outs: &mut Vec<Out>| -> Result<(), DataError> {
+            if let Some(Partial(md5, size, nfiles, path)) = cur.take() {
+                outs.push(Out {
+                    md5: md5.ok_or_else(|| bad("an out has no md5"))?,
+                    size: size.unwrap_or(0),
+                    nfiles,
+                    path: path.ok_or_else(|| bad("an out has no path"))?,
+                });
+            }
+            Ok(())
+        };
         for line in text.lines() {
             if line.trim().is_empty() || line.trim_start().starts_with('#') {
                 continue;
@@ -76,7 +77,7 @@ impl Pointer {
             }
             let item = if let Some(rest) = line.strip_prefix("- ") {
                 finish(&mut cur, &mut outs)?;
-                cur = Some((None, None, None, None));
+                cur = Some(Partial::default());
                 rest
             } else {
                 line.trim_start()

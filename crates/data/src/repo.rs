@@ -527,3 +527,92 @@ fn tally(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        std::fs::write(p, text).expect("write");
+    }
+
+    #[test]
+    fn add_status_checkout_gc() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for i in 0..20 {
+            write(root, &format!("ds/part-{i:02}.csv"), &format!("row,{i}\n"));
+        }
+        write(root, "ds/nested/readme.txt", "hello");
+        let mut repo = Repo::init(root).expect("init");
+        let first = repo.add(Path::new("ds")).expect("add");
+        assert_eq!((first.nfiles, repo.last_hashed), (Some(21), 21));
+        assert!(root.join("ds.dvc").exists());
+        assert!(matches!(
+            repo.status().expect("status")[..],
+            [Status::Unchanged(_)]
+        ));
+        assert_eq!(
+            repo.last_hashed, 0,
+            "unchanged files come from the stat cache"
+        );
+
+        // One changed file: only it is hashed again, and the version changes.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        write(root, "ds/part-07.csv", "row,seven\n");
+        assert!(matches!(
+            repo.status().expect("status")[..],
+            [Status::Modified(_)]
+        ));
+        assert_eq!(repo.last_hashed, 1);
+        let second = repo.add(Path::new("ds")).expect("re-add");
+        assert_ne!(second.md5, first.md5);
+        assert_eq!(repo.last_hashed, 0, "already hashed by status");
+
+        // Going back to the first version restores the file and drops extras.
+        write(root, "ds/extra.tmp", "stray");
+        std::fs::write(
+            root.join("ds.dvc"),
+            Pointer {
+                outs: vec![Out {
+                    path: "ds".into(),
+                    ..first.clone()
+                }],
+            }
+            .to_yaml(),
+        )
+        .expect("pointer");
+        repo.checkout(false).expect("checkout");
+        assert_eq!(
+            std::fs::read_to_string(root.join("ds/part-07.csv")).expect("read"),
+            "row,7\n"
+        );
+        assert!(!root.join("ds/extra.tmp").exists());
+        // The second version's objects (its manifest and the changed file) are now garbage.
+        assert_eq!(repo.gc().expect("gc"), 2);
+        assert!(matches!(
+            repo.status().expect("status")[..],
+            [Status::Unchanged(_)]
+        ));
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            Repo::open(dir.path()),
+            Err(DataError::NotARepo(_))
+        ));
+        let mut repo = Repo::init(dir.path()).expect("init");
+        let err = repo.add(Path::new("missing.csv")).expect_err("missing");
+        assert!(err.to_string().contains("missing.csv"), "{err}");
+        std::fs::write(dir.path().join("bad.dvc"), "outs:\n- md5: zzz\n  path: x\n")
+            .expect("write");
+        let err = repo.status().expect_err("bad pointer");
+        assert!(err.to_string().contains("bad.dvc"), "{err}");
+    }
+}

@@ -63,44 +63,9 @@ async fn local_filesystem() {
     );
 }
 
-struct Moto(std::process::Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn s3_compatible() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let exe = std::env::var("CAPSTAN_TEST_MOTO").unwrap_or_else(|_| "moto_server".into());
-    let child = std::process::Command::new(&exe)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("the S3 tests need moto_server (pip install 'moto[server]'): {exe}: {e}")
-        });
-    let _moto = Moto(child);
-    let endpoint = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let created = reqwest::Client::new()
-        .put(format!("{endpoint}/capstan-test"))
-        .send()
-        .await
-        .expect("create bucket");
-    assert!(created.status().is_success(), "{}", created.status());
+    let (_moto, endpoint) = crate::support::moto("capstan-test").await;
     let cfg = S3Config {
         bucket: "capstan-test".into(),
         prefix: "objects".into(),

@@ -4,5 +4,6 @@
 mod blobs;
 mod deploy;
 mod registry;
+mod remote;
 mod support;
 mod tracking;

@@ -73,3 +73,45 @@ macro_rules! db_test {
         }
     };
 }
+
+/// A moto S3 server on a free loopback port; killed on drop.
+pub struct Moto(std::process::Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts moto and creates `bucket`; returns the server and its endpoint URL.
+pub async fn moto(bucket: &str) -> (Moto, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let exe = std::env::var("CAPSTAN_TEST_MOTO").unwrap_or_else(|_| "moto_server".into());
+    let child = std::process::Command::new(&exe)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("the S3 tests need moto_server (pip install 'moto[server]'): {exe}: {e}")
+        });
+    let moto = Moto(child);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(created.status().is_success(), "{}", created.status());
+    (moto, endpoint)
+}
