@@ -35,6 +35,21 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// `data add` of many files and of one large file, then `status`, against the real `dvc`.
+    Data {
+        /// The `dvc` executable; "none" skips the peer.
+        #[arg(long, default_value = "dvc")]
+        dvc: String,
+        #[arg(long, default_value_t = 10_000)]
+        files: usize,
+        /// Largest file of the directory, in KB (sizes are uniform from 1 KB).
+        #[arg(long, default_value_t = 1024)]
+        max_kb: usize,
+        #[arg(long, default_value_t = 1024)]
+        big_mb: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Requests/s and latency of `capstan serve` vs FastAPI + scikit-learn, and a hot swap under load.
     Serving {
         /// Python with fastapi, uvicorn, scikit-learn, pandas (bench/requirements.txt); "none" skips the peer.
@@ -382,6 +397,15 @@ pub async fn run(cmd: BenchCmd, _home: &Path) -> Result<(), Error> {
             scale_runs,
             out,
         ),
+        BenchCmd::Data {
+            dvc,
+            files,
+            max_kb,
+            big_mb,
+            out,
+        } => {
+            return crate::bench_data::run(&dvc, files, max_kb, big_mb, out.as_deref());
+        }
         BenchCmd::Serving {
             python,
             connections,

@@ -2,6 +2,7 @@
 //! and run one subcommand.
 
 mod bench;
+mod bench_data;
 mod bench_serving;
 mod client;
 mod config;
