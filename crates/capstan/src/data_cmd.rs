@@ -34,6 +34,10 @@ pub enum DataCmd {
     },
     /// Delete cache objects that no pointer references.
     Gc,
+    /// Run the `dvc.yaml` stages whose inputs changed, in dependency order (run cache included).
+    Repro { stage: Option<String> },
+    /// Show the pipeline's stages and edges.
+    Dag,
 }
 
 fn data_err(e: data::DataError) -> Error {
@@ -123,6 +127,32 @@ pub async fn run(repo_dir: &std::path::Path, config: &Config, cmd: DataCmd) -> R
                 "pulled {} objects ({} already cached), workspace checked out",
                 report.transferred, report.skipped
             );
+        }
+        DataCmd::Repro { stage } => {
+            let t = Instant::now();
+            for r in repo.repro(stage.as_deref()).map_err(data_err)? {
+                match r {
+                    data::StageRun::Unchanged(s) => println!("  {s}: unchanged, skipped"),
+                    data::StageRun::Restored(s) => println!("  {s}: restored from the run cache"),
+                    data::StageRun::Ran(s) => println!("  {s}: ran"),
+                }
+            }
+            println!("dvc.lock updated ({:.2}s)", t.elapsed().as_secs_f64());
+        }
+        DataCmd::Dag => {
+            let stages = data::read_stages(repo_dir).map_err(data_err)?;
+            let order = data::order(&stages).map_err(data_err)?;
+            println!(
+                "stages in run order: {}",
+                order
+                    .iter()
+                    .map(|&i| stages[i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            );
+            for (a, b) in data::dag(&stages) {
+                println!("  {a} ──▶ {b}");
+            }
         }
         DataCmd::Gc => {
             let n = repo.gc().map_err(data_err)?;

@@ -5,9 +5,11 @@
 //! reads what Capstan writes.
 
 mod hashing;
+mod pipeline;
 mod pointer;
 mod repo;
 
 pub use hashing::{DirEntry, md5_bytes, md5_file};
+pub use pipeline::{Stage, StageRun, dag, order, read_stages};
 pub use pointer::{Out, Pointer};
 pub use repo::{DataError, Remote, Repo, Status, TransferReport};

@@ -95,6 +95,10 @@ impl Repo {
         })
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn cache_dir(&self) -> PathBuf {
         self.root.join(".dvc").join("cache")
     }
@@ -103,7 +107,7 @@ impl Repo {
         self.cache_dir().join(object_rel(hash))
     }
 
-    fn state_path(&self) -> PathBuf {
+    pub(crate) fn state_path(&self) -> PathBuf {
         self.root
             .join(".dvc")
             .join("tmp")
@@ -162,6 +166,32 @@ impl Repo {
     }
 
     /// Hashes a workspace path (file or directory) into an `Out`, storing objects when `store`.
+    pub(crate) fn has_object(&self, hash: &str) -> bool {
+        self.object_path(hash).exists()
+    }
+
+    /// Restores one output (file or directory) from the cache.
+    pub(crate) fn restore_out(&self, rel: &str, hash: &str) -> Result<(), DataError> {
+        let dest = self.root.join(rel);
+        if hash.ends_with(".dir") {
+            for e in self.read_manifest(hash)? {
+                self.restore_file(&e.md5, &dest.join(&e.relpath), false)?;
+            }
+            Ok(())
+        } else {
+            self.restore_file(hash, &dest, false)
+        }
+    }
+
+    pub(crate) fn snapshot_out(
+        &self,
+        state: &mut StateCache,
+        rel: &str,
+        store: bool,
+    ) -> Result<Out, DataError> {
+        self.snapshot(state, rel, store)
+    }
+
     fn snapshot(&self, state: &mut StateCache, rel: &str, store: bool) -> Result<Out, DataError> {
         let abs = self.root.join(rel);
         let meta = std::fs::metadata(&abs).map_err(|_| DataError::Missing(abs.clone()))?;

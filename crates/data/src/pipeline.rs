@@ -1,0 +1,434 @@
+//! Pipelines in DVC's format: stages from `dvc.yaml` (cmd, deps, params from `params.yaml`, outs,
+//! metrics), the hashes of the last run in `dvc.lock` (schema 2.0, readable by `dvc`), a run cache
+//! that restores outputs of a (cmd, deps, params) seen before, and `repro` in dependency order.
+
+use crate::hashing::{StateCache, md5_bytes};
+use crate::pointer::Out;
+use crate::repo::{DataError, Repo};
+use serde_yaml_ng::{Mapping, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub name: String,
+    pub cmd: String,
+    pub deps: Vec<String>,
+    /// (params file, key) pairs.
+    pub params: Vec<(String, String)>,
+    /// (path, cached) — metrics are outs with `cache: false`.
+    pub outs: Vec<(String, bool)>,
+}
+
+/// What `repro` did with a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageRun {
+    Unchanged(String),
+    Restored(String),
+    Ran(String),
+}
+
+fn pipeline_err(m: impl Into<String>) -> DataError {
+    DataError::Pointer {
+        file: "dvc.yaml".into(),
+        message: m.into(),
+    }
+}
+
+fn str_list(v: Option<&Value>) -> Vec<Value> {
+    v.and_then(Value::as_sequence).cloned().unwrap_or_default()
+}
+
+/// Reads the stages of `dvc.yaml`.
+pub fn read_stages(root: &Path) -> Result<Vec<Stage>, DataError> {
+    let path = root.join("dvc.yaml");
+    let text = std::fs::read_to_string(&path).map_err(|source| DataError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let doc: Value = serde_yaml_ng::from_str(&text).map_err(|e| pipeline_err(e.to_string()))?;
+    let stages = doc
+        .get("stages")
+        .and_then(Value::as_mapping)
+        .ok_or_else(|| pipeline_err("no `stages:` mapping"))?;
+    let mut out = Vec::new();
+    for (name, body) in stages {
+        let name = name
+            .as_str()
+            .ok_or_else(|| pipeline_err("a stage name is not a string"))?
+            .to_owned();
+        let cmd = match body.get("cmd") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Sequence(cmds)) => cmds
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" && "),
+            _ => return Err(pipeline_err(format!("stage '{name}' has no cmd"))),
+        };
+        let deps = str_list(body.get("deps"))
+            .iter()
+            .filter_map(|d| d.as_str().map(str::to_owned))
+            .collect();
+        let mut params = Vec::new();
+        for p in str_list(body.get("params")) {
+            match p {
+                Value::String(k) => params.push(("params.yaml".to_owned(), k)),
+                Value::Mapping(m) => {
+                    for (file, keys) in m {
+                        let file = file.as_str().unwrap_or("params.yaml").to_owned();
+                        for k in str_list(Some(&keys)) {
+                            if let Some(k) = k.as_str() {
+                                params.push((file.clone(), k.to_owned()));
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    return Err(pipeline_err(format!(
+                        "stage '{name}': unreadable params entry"
+                    )));
+                }
+            }
+        }
+        let mut outs = Vec::new();
+        for (key, default_cache) in [("outs", true), ("metrics", true), ("plots", true)] {
+            for o in str_list(body.get(key)) {
+                match o {
+                    Value::String(p) => outs.push((p, default_cache)),
+                    Value::Mapping(m) => {
+                        for (p, opts) in m {
+                            let cache = opts
+                                .get("cache")
+                                .and_then(Value::as_bool)
+                                .unwrap_or(default_cache);
+                            outs.push((p.as_str().unwrap_or_default().to_owned(), cache));
+                        }
+                    }
+                    _ => {
+                        return Err(pipeline_err(format!(
+                            "stage '{name}': unreadable {key} entry"
+                        )));
+                    }
+                }
+            }
+        }
+        out.push(Stage {
+            name,
+            cmd,
+            deps,
+            params,
+            outs,
+        });
+    }
+    Ok(out)
+}
+
+fn produces(stage: &Stage, dep: &str) -> bool {
+    stage.outs.iter().any(|(o, _)| {
+        dep == o || dep.starts_with(&format!("{o}/")) || o.starts_with(&format!("{dep}/"))
+    })
+}
+
+/// Stages in dependency order; a cycle is an error naming its stages.
+pub fn order(stages: &[Stage]) -> Result<Vec<usize>, DataError> {
+    let n = stages.len();
+    let edges: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .filter(|&j| j != i && stages[i].deps.iter().any(|d| produces(&stages[j], d)))
+                .collect()
+        })
+        .collect();
+    let (mut done, mut visiting, mut out) = (vec![false; n], vec![false; n], Vec::new());
+    fn visit(
+        i: usize,
+        edges: &[Vec<usize>],
+        done: &mut [bool],
+        visiting: &mut [bool],
+        out: &mut Vec<usize>,
+        stages: &[Stage],
+    ) -> Result<(), DataError> {
+        if done[i] {
+            return Ok(());
+        }
+        if visiting[i] {
+            let cycle: Vec<&str> = (0..stages.len())
+                .filter(|&k| visiting[k])
+                .map(|k| stages[k].name.as_str())
+                .collect();
+            return Err(pipeline_err(format!(
+                "the pipeline has a cycle through stages {}",
+                cycle.join(", ")
+            )));
+        }
+        visiting[i] = true;
+        for &j in &edges[i] {
+            visit(j, edges, done, visiting, out, stages)?;
+        }
+        visiting[i] = false;
+        done[i] = true;
+        out.push(i);
+        Ok(())
+    }
+    for i in 0..n {
+        visit(i, &edges, &mut done, &mut visiting, &mut out, stages)?;
+    }
+    Ok(out)
+}
+
+/// The edges `upstream -> downstream`, for `capstan dag`.
+pub fn dag(stages: &[Stage]) -> Vec<(String, String)> {
+    let mut edges = Vec::new();
+    for a in stages {
+        for b in stages {
+            if a.name != b.name && b.deps.iter().any(|d| produces(a, d)) {
+                edges.push((a.name.clone(), b.name.clone()));
+            }
+        }
+    }
+    edges
+}
+
+fn param_value(
+    root: &Path,
+    file: &str,
+    key: &str,
+    cache: &mut HashMap<String, Value>,
+) -> Result<Value, DataError> {
+    if !cache.contains_key(file) {
+        let path = root.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|source| DataError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        cache.insert(
+            file.to_owned(),
+            serde_yaml_ng::from_str(&text).map_err(|e| pipeline_err(format!("{file}: {e}")))?,
+        );
+    }
+    let mut v = cache.get(file).cloned().unwrap_or(Value::Null);
+    for part in key.split('.') {
+        v = v
+            .get(part)
+            .cloned()
+            .ok_or_else(|| pipeline_err(format!("{file} has no parameter '{key}'")))?;
+    }
+    Ok(v)
+}
+
+fn out_entry(o: &Out) -> Value {
+    let mut m = Mapping::new();
+    m.insert("path".into(), o.path.clone().into());
+    m.insert("hash".into(), "md5".into());
+    m.insert("md5".into(), o.md5.clone().into());
+    m.insert("size".into(), o.size.into());
+    if let Some(n) = o.nfiles {
+        m.insert("nfiles".into(), n.into());
+    }
+    Value::Mapping(m)
+}
+
+/// One stage's lock entry as `dvc` writes it.
+fn lock_entry(
+    stage: &Stage,
+    deps: &[Out],
+    params: &BTreeMap<String, BTreeMap<String, Value>>,
+    outs: &[Out],
+) -> Value {
+    let mut m = Mapping::new();
+    m.insert("cmd".into(), stage.cmd.clone().into());
+    if !deps.is_empty() {
+        m.insert(
+            "deps".into(),
+            Value::Sequence(deps.iter().map(out_entry).collect()),
+        );
+    }
+    if !params.is_empty() {
+        let mut pm = Mapping::new();
+        for (file, kv) in params {
+            let mut inner = Mapping::new();
+            for (k, v) in kv {
+                inner.insert(k.clone().into(), v.clone());
+            }
+            pm.insert(file.clone().into(), Value::Mapping(inner));
+        }
+        m.insert("params".into(), Value::Mapping(pm));
+    }
+    if !outs.is_empty() {
+        m.insert(
+            "outs".into(),
+            Value::Sequence(outs.iter().map(out_entry).collect()),
+        );
+    }
+    Value::Mapping(m)
+}
+
+impl Repo {
+    /// Runs the stages whose inputs changed, in dependency order; a (cmd, deps, params) seen
+    /// before restores its outputs from the cache instead of running.
+    pub fn repro(&mut self, only: Option<&str>) -> Result<Vec<StageRun>, DataError> {
+        let root = self.root().to_owned();
+        let stages = read_stages(&root)?;
+        let ordered = order(&stages)?;
+        if let Some(name) = only
+            && !stages.iter().any(|s| s.name == name)
+        {
+            return Err(pipeline_err(format!("no stage named '{name}'")));
+        }
+        let lock_path = root.join("dvc.lock");
+        let mut lock: Value = match std::fs::read_to_string(&lock_path) {
+            Ok(t) => {
+                serde_yaml_ng::from_str(&t).map_err(|e| pipeline_err(format!("dvc.lock: {e}")))?
+            }
+            Err(_) => Value::Null,
+        };
+        let mut lock_stages = lock
+            .get("stages")
+            .and_then(Value::as_mapping)
+            .cloned()
+            .unwrap_or_default();
+        let mut state = StateCache::load(&self.state_path());
+        let mut param_files = HashMap::new();
+        let mut report = Vec::new();
+        for i in ordered {
+            let stage = &stages[i];
+            if only.is_some_and(|n| n != stage.name) {
+                continue;
+            }
+            let mut deps: Vec<Out> = stage
+                .deps
+                .iter()
+                .map(|d| self.snapshot_out(&mut state, d, false))
+                .collect::<Result<_, _>>()?;
+            deps.sort_by(|a, b| a.path.cmp(&b.path));
+            let mut params: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+            for (file, key) in &stage.params {
+                let v = param_value(&root, file, key, &mut param_files)?;
+                params
+                    .entry(file.clone())
+                    .or_default()
+                    .insert(key.clone(), v);
+            }
+            let current_outs: Option<Vec<Out>> = stage
+                .outs
+                .iter()
+                .map(|(o, _)| self.snapshot_out(&mut state, o, false).ok())
+                .collect();
+            let entry_now = |outs: &[Out]| lock_entry(stage, &deps, &params, outs);
+            if let (Some(outs), Some(locked)) =
+                (&current_outs, lock_stages.get(stage.name.as_str()))
+            {
+                let mut sorted = outs.clone();
+                sorted.sort_by(|a, b| a.path.cmp(&b.path));
+                if &entry_now(&sorted) == locked {
+                    report.push(StageRun::Unchanged(stage.name.clone()));
+                    continue;
+                }
+            }
+            let key = md5_bytes(
+                serde_yaml_ng::to_string(&entry_now(&[]))
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            let run_cache = root
+                .join(".dvc")
+                .join("tmp")
+                .join("capstan-runs")
+                .join(format!("{key}.json"));
+            let cached: Option<Vec<(String, String)>> = std::fs::read(&run_cache)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let restored = match cached {
+                Some(outs) if outs.iter().all(|(_, h)| self.has_object(h)) => {
+                    for (path, hash) in &outs {
+                        self.restore_out(path, hash)?;
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if !restored {
+                let status = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&stage.cmd)
+                    .current_dir(&root)
+                    .status()
+                    .map_err(|source| DataError::Io {
+                        path: root.clone(),
+                        source,
+                    })?;
+                if !status.success() {
+                    return Err(pipeline_err(format!(
+                        "stage '{}' failed: `{}` exited with {status}",
+                        stage.name, stage.cmd
+                    )));
+                }
+            }
+            let mut outs = Vec::new();
+            for (o, cache) in &stage.outs {
+                let out = self
+                    .snapshot_out(&mut state, o, *cache)
+                    .map_err(|e| match e {
+                        DataError::Missing(_) => pipeline_err(format!(
+                            "stage '{}' did not produce its output '{o}'",
+                            stage.name
+                        )),
+                        other => other,
+                    })?;
+                outs.push(out);
+            }
+            outs.sort_by(|a, b| a.path.cmp(&b.path));
+            let cached_outs: Vec<(String, String)> = outs
+                .iter()
+                .filter(|o| stage.outs.iter().any(|(p, c)| *c && p == &o.path))
+                .map(|o| (o.path.clone(), o.md5.clone()))
+                .collect();
+            if !restored && cached_outs.len() == stage.outs.iter().filter(|(_, c)| *c).count() {
+                if let Some(dir) = run_cache.parent() {
+                    std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+                }
+                std::fs::write(
+                    &run_cache,
+                    serde_json::to_vec(&cached_outs).unwrap_or_default(),
+                )
+                .map_err(|source| DataError::Io {
+                    path: run_cache.clone(),
+                    source,
+                })?;
+            }
+            lock_stages.insert(stage.name.clone().into(), entry_now(&outs));
+            report.push(if restored {
+                StageRun::Restored(stage.name.clone())
+            } else {
+                StageRun::Ran(stage.name.clone())
+            });
+        }
+        let mut doc = Mapping::new();
+        doc.insert("schema".into(), "2.0".into());
+        doc.insert("stages".into(), Value::Mapping(lock_stages));
+        lock = Value::Mapping(doc);
+        let tmp = lock_path.with_extension("lock.tmp");
+        std::fs::write(&tmp, serde_yaml_ng::to_string(&lock).unwrap_or_default()).map_err(
+            |source| DataError::Io {
+                path: tmp.clone(),
+                source,
+            },
+        )?;
+        std::fs::rename(&tmp, &lock_path).map_err(|source| DataError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+        self.last_hashed = state.hashed;
+        state
+            .save(&self.state_path())
+            .map_err(|source| DataError::Io {
+                path: self.state_path(),
+                source,
+            })?;
+        Ok(report)
+    }
+}
