@@ -50,3 +50,43 @@ def test_capstan_reads_dvc(tmp_path):
     (tmp_path / "table.csv").write_text("a,b\n3,4\n")
     capstan("add", "table.csv", cwd=tmp_path)
     assert "Data and pipelines are up to date" in run(DVC, "status", cwd=tmp_path)
+
+
+PIPELINE = """stages:
+  prepare:
+    cmd: mkdir -p out && awk -F, 'NR>1{print $1*2}' raw.csv > out/doubled.txt
+    deps:
+    - raw.csv
+    params:
+    - prepare.scale
+    outs:
+    - out
+  summarize:
+    cmd: wc -l out/doubled.txt > summary.txt
+    deps:
+    - out
+    outs:
+    - summary.txt
+"""
+
+
+def pipeline_project(root: Path):
+    (root / "dvc.yaml").write_text(PIPELINE)
+    (root / "params.yaml").write_text("prepare:\n  scale: 2\n")
+    (root / "raw.csv").write_text("a,b\n1,2\n3,4\n")
+
+
+def test_dvc_accepts_capstans_lock_and_the_reverse(tmp_path):
+    pipeline_project(tmp_path)
+    capstan("init", cwd=tmp_path)
+    out = capstan("repro", cwd=tmp_path)
+    assert "prepare: ran" in out and "summarize: ran" in out
+    assert "Data and pipelines are up to date" in run(DVC, "status", cwd=tmp_path)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    pipeline_project(other)
+    run(DVC, "init", "--no-scm", "-q", cwd=other)
+    run(DVC, "repro", "-q", cwd=other)
+    out = capstan("repro", cwd=other)
+    assert "prepare: unchanged" in out and "summarize: unchanged" in out

@@ -432,3 +432,112 @@ impl Repo {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIPELINE: &str = "stages:\n  prepare:\n    cmd: mkdir -p out && cat raw.txt raw.txt > out/double.txt\n    deps:\n    - raw.txt\n    params:\n    - prepare.scale\n    outs:\n    - out\n  count:\n    cmd: wc -c < out/double.txt > count.txt\n    deps:\n    - out\n    metrics:\n    - count.txt:\n        cache: false\n";
+
+    fn setup() -> (tempfile::TempDir, Repo) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("dvc.yaml"), PIPELINE).expect("yaml");
+        std::fs::write(dir.path().join("params.yaml"), "prepare:\n  scale: 2\n").expect("params");
+        std::fs::write(dir.path().join("raw.txt"), "abc\n").expect("raw");
+        let repo = Repo::init(dir.path()).expect("init");
+        (dir, repo)
+    }
+
+    #[test]
+    fn repro_runs_skips_and_restores() {
+        let (dir, mut repo) = setup();
+        assert_eq!(
+            repo.repro(None).expect("repro"),
+            vec![
+                StageRun::Ran("prepare".into()),
+                StageRun::Ran("count".into())
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("count.txt"))
+                .expect("count")
+                .trim(),
+            "8"
+        );
+        assert_eq!(
+            repo.repro(None).expect("again"),
+            vec![
+                StageRun::Unchanged("prepare".into()),
+                StageRun::Unchanged("count".into())
+            ]
+        );
+        // A param change reruns the stage that reads it (and what depends on its outputs only if they change).
+        std::fs::write(dir.path().join("params.yaml"), "prepare:\n  scale: 3\n").expect("params");
+        assert_eq!(
+            repo.repro(None).expect("param change")[0],
+            StageRun::Ran("prepare".into())
+        );
+        // Back to the first inputs: outputs come from the run cache.
+        std::fs::write(dir.path().join("params.yaml"), "prepare:\n  scale: 2\n").expect("params");
+        std::fs::remove_dir_all(dir.path().join("out")).expect("rm");
+        assert_eq!(
+            repo.repro(Some("prepare")).expect("restore"),
+            vec![StageRun::Restored("prepare".into())]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out/double.txt")).expect("restored"),
+            "abc\nabc\n"
+        );
+        let lock = std::fs::read_to_string(dir.path().join("dvc.lock")).expect("lock");
+        assert!(
+            lock.starts_with("schema: '2.0'") && lock.contains("prepare.scale: 2"),
+            "{lock}"
+        );
+    }
+
+    #[test]
+    fn pipeline_errors_name_the_stage() {
+        let (dir, mut repo) = setup();
+        std::fs::write(dir.path().join("dvc.yaml"), "stages:\n  a:\n    cmd: 'true'\n    deps: [y]\n    outs: [x]\n  b:\n    cmd: 'true'\n    deps: [x]\n    outs: [y]\n").expect("yaml");
+        let err = repo.repro(None).expect_err("cycle");
+        assert!(
+            err.to_string().contains("cycle")
+                && err.to_string().contains('a')
+                && err.to_string().contains('b'),
+            "{err}"
+        );
+        std::fs::write(
+            dir.path().join("dvc.yaml"),
+            "stages:\n  broken:\n    cmd: exit 3\n",
+        )
+        .expect("yaml");
+        assert!(
+            repo.repro(None)
+                .expect_err("fails")
+                .to_string()
+                .contains("stage 'broken' failed")
+        );
+        std::fs::write(
+            dir.path().join("dvc.yaml"),
+            "stages:\n  lazy:\n    cmd: 'true'\n    outs: [never.txt]\n",
+        )
+        .expect("yaml");
+        assert!(
+            repo.repro(None)
+                .expect_err("no output")
+                .to_string()
+                .contains("did not produce its output 'never.txt'")
+        );
+        std::fs::write(
+            dir.path().join("dvc.yaml"),
+            "stages:\n  p:\n    cmd: 'true'\n    params: [nope.key]\n",
+        )
+        .expect("yaml");
+        assert!(
+            repo.repro(None)
+                .expect_err("param")
+                .to_string()
+                .contains("no parameter 'nope.key'")
+        );
+    }
+}
