@@ -82,20 +82,26 @@ pub fn run(
         c.arg("data").arg("-C").arg(root).args(args);
         c
     };
-    // Both tools start from the same page cache state: read everything once first.
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cat {}/big.bin {}/images/*/* > /dev/null",
-            root.display(),
-            root.display()
-        ))
-        .status();
+    // Both tools start from the same state: the data written to disk (no writeback competing
+    // with the first tool) and read once into the page cache.
+    let settle = || {
+        let _ = Command::new("sync").status();
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cat {}/big.bin {}/images/*/* > /dev/null",
+                root.display(),
+                root.display()
+            ))
+            .status();
+    };
+    settle();
     time_cmd(&mut capstan(&["init"]))?;
     let ours_add_dir = time_cmd(&mut capstan(&["add", "images"]))?;
     let ours_add_big = time_cmd(&mut capstan(&["add", "big.bin"]))?;
     let ours_status = time_cmd(&mut capstan(&["status"]))?;
     clean(root)?;
+    settle();
     let (mut peer_dir, mut peer_big, mut peer_status) = (f64::NAN, f64::NAN, f64::NAN);
     if dvc != "none" {
         let d = |args: &[&str]| {

@@ -122,9 +122,36 @@ impl Repo {
         }
         let dir = dest.parent().unwrap_or(&dest).to_owned();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+        let tmp = dir.join(format!(".tmp-{}-{hash}", std::process::id()));
         std::fs::copy(src, &tmp).map_err(io(src))?;
         std::fs::rename(&tmp, &dest).map_err(io(&dest))
+    }
+
+    /// Stores many files at once, spread over the cores (small files are latency-bound).
+    fn store_objects(&self, files: &[PathBuf], hashes: &[(String, u64)]) -> Result<(), DataError> {
+        let todo: Vec<(&PathBuf, &str)> = files
+            .iter()
+            .zip(hashes)
+            .filter(|(_, (h, _))| !self.object_path(h).exists())
+            .map(|(f, (h, _))| (f, h.as_str()))
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 8);
+        let chunk = todo.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = todo
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || part.iter().try_for_each(|(f, h)| self.store_object(h, f)))
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(DataError::Remote("a copy thread panicked".into())))
+            })
+        })
     }
 
     fn store_bytes(&self, hash: &str, bytes: &[u8]) -> Result<(), DataError> {
@@ -212,12 +239,12 @@ impl Repo {
         }
         let files = Self::files_under(&abs)?;
         let hashes = state.hash_files(&files).map_err(io(&abs))?;
+        if store {
+            self.store_objects(&files, &hashes)?;
+        }
         let mut entries = Vec::with_capacity(files.len());
         let mut size = 0;
         for (f, (md5, s)) in files.iter().zip(&hashes) {
-            if store {
-                self.store_object(md5, f)?;
-            }
             size += s;
             let relpath = f
                 .strip_prefix(&abs)
