@@ -61,7 +61,12 @@ fn remote(target: &str, config: &Config) -> Result<Arc<dyn data::Remote>, Error>
     ))
 }
 
-pub async fn run(repo_dir: &std::path::Path, config: &Config, cmd: DataCmd) -> Result<(), Error> {
+pub async fn run(
+    repo_dir: &std::path::Path,
+    home: &std::path::Path,
+    config: &Config,
+    cmd: DataCmd,
+) -> Result<(), Error> {
     if let DataCmd::Init = cmd {
         Repo::init(repo_dir).map_err(data_err)?;
         println!("initialised a data repository in {}", repo_dir.display());
@@ -138,6 +143,8 @@ pub async fn run(repo_dir: &std::path::Path, config: &Config, cmd: DataCmd) -> R
                 }
             }
             println!("dvc.lock updated ({:.2}s)", t.elapsed().as_secs_f64());
+            let run_id = track_repro(repo_dir, home, config).await?;
+            println!("tracked as run {run_id} in experiment 'pipelines'");
         }
         DataCmd::Dag => {
             let stages = data::read_stages(repo_dir).map_err(data_err)?;
@@ -160,4 +167,94 @@ pub async fn run(repo_dir: &std::path::Path, config: &Config, cmd: DataCmd) -> R
         }
     }
     Ok(())
+}
+
+/// Records a pipeline run in experiment tracking: params, metrics, input data versions, commit.
+async fn track_repro(
+    repo_dir: &std::path::Path,
+    home: &std::path::Path,
+    config: &Config,
+) -> Result<String, Error> {
+    use tracking::{Dataset, DatasetInput, Metric, NewRun, RunStatus, RunUpdate, Tag};
+    let rec = data::run_record(repo_dir).map_err(data_err)?;
+    let p = crate::platform::Platform::open(home, config).await?;
+    let exp = match p.tracking.get_experiment_by_name("pipelines").await {
+        Ok(e) => e.id,
+        Err(_) => p.tracking.create_experiment("pipelines", None, &[]).await?,
+    };
+    let name = std::fs::canonicalize(repo_dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
+        .unwrap_or_else(|| "pipeline".into());
+    let mut tags = vec![Tag::new("mlflow.source.name", "capstan data repro")];
+    let commit = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo_dir)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    if let Some(c) = commit {
+        tags.push(Tag::new(
+            "mlflow.source.git.commit",
+            String::from_utf8_lossy(&c.stdout).trim(),
+        ));
+    }
+    let run = p
+        .tracking
+        .create_run(NewRun {
+            experiment_id: exp,
+            run_name: Some(format!("repro-{name}")),
+            user_id: String::new(),
+            start_time: base::now_millis(),
+            tags,
+        })
+        .await?;
+    let id = run.info.run_id;
+    let now = base::now_millis();
+    let metrics: Vec<Metric> = rec
+        .metrics
+        .iter()
+        .map(|(k, v)| Metric {
+            key: k.clone(),
+            value: *v,
+            timestamp: now,
+            step: 0,
+        })
+        .collect();
+    let params: Vec<Tag> = rec
+        .params
+        .iter()
+        .map(|(k, v)| Tag::new(k.clone(), v.clone()))
+        .collect();
+    p.tracking.log_batch(&id, &metrics, &params, &[]).await?;
+    let inputs: Vec<DatasetInput> = rec
+        .inputs
+        .iter()
+        .map(|(path, md5)| DatasetInput {
+            dataset: Dataset {
+                name: path.clone(),
+                digest: md5.clone(),
+                source_type: "dvc".into(),
+                source: path.clone(),
+                schema: None,
+                profile: None,
+            },
+            tags: vec![Tag::new("mlflow.data.context", "pipeline")],
+        })
+        .collect();
+    if !inputs.is_empty() {
+        p.tracking.log_inputs(&id, &inputs).await?;
+    }
+    p.tracking
+        .update_run(
+            &id,
+            RunUpdate {
+                status: Some(RunStatus::Finished),
+                end_time: Some(base::now_millis()),
+                run_name: None,
+            },
+        )
+        .await?;
+    Ok(id.to_string())
 }

@@ -232,7 +232,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Models(cmd) => {
             models::run(&platform::Platform::open(&home, &config).await?, cmd).await
         }
-        Command::Data { repo, cmd } => data_cmd::run(&repo, &config, cmd).await,
+        Command::Data { repo, cmd } => data_cmd::run(&repo, &home, &config, cmd).await,
         Command::Deploy(cmd) => {
             deploy::run(
                 &platform::Platform::open(&home, &config).await?,

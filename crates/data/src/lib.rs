@@ -10,6 +10,6 @@ mod pointer;
 mod repo;
 
 pub use hashing::{DirEntry, md5_bytes, md5_file};
-pub use pipeline::{Stage, StageRun, dag, order, read_stages};
+pub use pipeline::{RunRecord, Stage, StageRun, dag, order, read_stages, run_record};
 pub use pointer::{Out, Pointer};
 pub use repo::{DataError, Remote, Repo, Status, TransferReport};

@@ -541,3 +541,97 @@ mod tests {
         );
     }
 }
+
+/// What a pipeline run used and produced, read back from `dvc.lock` and the metrics files: the
+/// record a tracked run keeps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunRecord {
+    /// `param.key` → value (params files share one namespace).
+    pub params: Vec<(String, String)>,
+    /// (path, md5) of every dependency that is not produced by a stage: the input data versions.
+    pub inputs: Vec<(String, String)>,
+    /// Numeric values of the metrics files (JSON), keyed by their dotted path.
+    pub metrics: Vec<(String, f64)>,
+}
+
+fn flatten_json(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(x) = n.as_f64() {
+                out.push((prefix.to_owned(), x));
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_json(&key, v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn run_record(root: &Path) -> Result<RunRecord, DataError> {
+    let stages = read_stages(root)?;
+    let lock_path = root.join("dvc.lock");
+    let text = std::fs::read_to_string(&lock_path).map_err(|source| DataError::Io {
+        path: lock_path.clone(),
+        source,
+    })?;
+    let lock: Value =
+        serde_yaml_ng::from_str(&text).map_err(|e| pipeline_err(format!("dvc.lock: {e}")))?;
+    let mut rec = RunRecord::default();
+    for stage in &stages {
+        let Some(entry) = lock.get("stages").and_then(|s| s.get(stage.name.as_str())) else {
+            continue;
+        };
+        if let Some(files) = entry.get("params").and_then(Value::as_mapping) {
+            for (_, kv) in files {
+                for (k, v) in kv.as_mapping().into_iter().flatten() {
+                    let value = match v {
+                        Value::String(s) => s.clone(),
+                        other => serde_yaml_ng::to_string(other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
+                    };
+                    let key = k.as_str().unwrap_or_default().to_owned();
+                    if !rec.params.iter().any(|(p, _)| *p == key) {
+                        rec.params.push((key, value));
+                    }
+                }
+            }
+        }
+        for d in entry
+            .get("deps")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            let (Some(path), Some(md5)) = (
+                d.get("path").and_then(Value::as_str),
+                d.get("md5").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            if !stages.iter().any(|s| produces(s, path))
+                && !rec.inputs.iter().any(|(p, _)| p == path)
+            {
+                rec.inputs.push((path.to_owned(), md5.to_owned()));
+            }
+        }
+        for (path, cached) in &stage.outs {
+            if !cached
+                && let Ok(bytes) = std::fs::read(root.join(path))
+                && let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            {
+                flatten_json("", &json, &mut rec.metrics);
+            }
+        }
+    }
+    Ok(rec)
+}

@@ -381,3 +381,58 @@ async fn deploy_from_the_cli_and_read_ab_statistics() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("variant 'A'"));
 }
+
+#[test]
+fn pipeline_runs_are_tracked() {
+    let home = tempfile::tempdir().expect("home");
+    let proj = tempfile::tempdir().expect("project");
+    let p = proj.path();
+    std::fs::write(p.join("dvc.yaml"), "stages:\n  fit:\n    cmd: \"echo '{\\\"rmse\\\": 0.25, \\\"fold\\\": {\\\"n\\\": 3}}' > metrics.json\"\n    deps:\n    - data.csv\n    params:\n    - fit.alpha\n    metrics:\n    - metrics.json:\n        cache: false\n").expect("yaml");
+    std::fs::write(p.join("params.yaml"), "fit:\n  alpha: 0.1\n").expect("params");
+    std::fs::write(p.join("data.csv"), "x,y\n1,2\n").expect("data");
+    let run = |args: &[&str]| {
+        let out = capstan(home.path())
+            .args(["data", "-C"])
+            .arg(p)
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&["init"]);
+    let out = run(&["repro"]);
+    assert!(
+        out.contains("fit: ran") && out.contains("tracked as run"),
+        "{out}"
+    );
+    let list = capstan(home.path())
+        .args(["runs", "list", "-e", "pipelines"])
+        .output()
+        .expect("list");
+    let text = String::from_utf8_lossy(&list.stdout);
+    let id = text
+        .lines()
+        .nth(2)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a tracked run")
+        .to_owned();
+    let show = capstan(home.path())
+        .args(["runs", "show", &id])
+        .output()
+        .expect("show");
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("fit.alpha") && !text.contains("fit.fit.alpha"),
+        "{text}"
+    );
+    assert!(text.contains("fold.n") && text.contains("0.25"), "{text}");
+    assert!(
+        text.contains("data.csv") && text.contains(&data::md5_bytes(b"x,y\n1,2\n")),
+        "{text}"
+    );
+}
