@@ -22,51 +22,8 @@ impl Drop for Proc {
 }
 
 pub fn breast_cancer() -> Result<learn::Dataset, Error> {
-    let mut lines = BREAST_CANCER_CSV
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty());
-    let header: Vec<String> = lines
-        .next()
-        .unwrap_or("")
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let target = header
-        .iter()
-        .position(|h| h == "diagnosis")
-        .ok_or_else(|| Error::Other("breast_cancer.csv has no diagnosis column".into()))?;
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    for (n, line) in lines.enumerate() {
-        let cells: Vec<&str> = line.split(',').collect();
-        let mut row = Vec::with_capacity(header.len() - 1);
-        for (j, c) in cells.iter().enumerate() {
-            if j == target {
-                y.push((*c).to_owned());
-            } else {
-                row.push(c.parse::<f64>().map_err(|e| {
-                    Error::Other(format!(
-                        "breast_cancer.csv line {} column {}: {e}",
-                        n + 2,
-                        header[j]
-                    ))
-                })?);
-            }
-        }
-        x.push(row);
-    }
-    let features = header
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| *j != target)
-        .map(|(_, h)| h.clone())
-        .collect();
-    Ok(learn::Dataset {
-        features,
-        target: header[target].clone(),
-        x,
-        y,
-    })
+    learn::Dataset::from_csv(BREAST_CANCER_CSV, "diagnosis")
+        .map_err(|e| Error::Other(format!("breast_cancer.csv: {e}")))
 }
 
 /// Registers `package` as a new version of `name` and points `champion` at it.

@@ -15,41 +15,8 @@ const DIABETES_CSV: &str = include_str!("../../../data/diabetes.csv");
 
 /// The diabetes data as a numeric table (target `progression`).
 pub fn diabetes() -> Result<learn::Dataset, Error> {
-    let mut lines = DIABETES_CSV
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty());
-    let header: Vec<String> = lines
-        .next()
-        .unwrap_or("")
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let target = header.len().saturating_sub(1);
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    for (n, line) in lines.enumerate() {
-        let vals: Vec<f64> = line
-            .split(',')
-            .map(|v| v.parse::<f64>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::Other(format!("diabetes.csv line {}: {e}", n + 2)))?;
-        if vals.len() != header.len() {
-            return Err(Error::Other(format!(
-                "diabetes.csv line {}: {} fields, expected {}",
-                n + 2,
-                vals.len(),
-                header.len()
-            )));
-        }
-        y.push(vals[target].to_string());
-        x.push(vals[..target].to_vec());
-    }
-    Ok(learn::Dataset {
-        features: header[..target].to_vec(),
-        target: header[target].clone(),
-        x,
-        y,
-    })
+    learn::Dataset::from_csv(DIABETES_CSV, "progression")
+        .map_err(|e| Error::Other(format!("diabetes.csv: {e}")))
 }
 
 /// The code version the demo runs from, when it runs inside a git checkout.

@@ -397,3 +397,87 @@ mod tests {
         assert!(ModelPackage::from_json(&p.to_json()).is_err());
     }
 }
+
+impl Dataset {
+    /// Reads a numeric CSV with a header (plain comma-separated, no quoted fields): every column
+    /// but `target` must be a number; the target is kept as text (a label or a number).
+    pub fn from_csv(text: &str, target: &str) -> Result<Dataset, LearnError> {
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let header: Vec<String> = lines
+            .next()
+            .ok_or_else(|| LearnError::Data("an empty file".into()))?
+            .split(',')
+            .map(|h| h.trim().to_owned())
+            .collect();
+        let t = header.iter().position(|h| h == target).ok_or_else(|| {
+            LearnError::Data(format!(
+                "no column '{target}' (columns: {})",
+                header.join(", ")
+            ))
+        })?;
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (n, line) in lines.enumerate() {
+            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+            if cells.len() != header.len() {
+                return Err(LearnError::Data(format!(
+                    "line {}: {} fields, expected {}",
+                    n + 2,
+                    cells.len(),
+                    header.len()
+                )));
+            }
+            let mut row = Vec::with_capacity(header.len() - 1);
+            for (j, c) in cells.iter().enumerate() {
+                if j == t {
+                    y.push((*c).to_owned());
+                } else {
+                    row.push(c.parse::<f64>().map_err(|_| {
+                        LearnError::Data(format!(
+                            "line {} column '{}': '{c}' is not a number",
+                            n + 2,
+                            header[j]
+                        ))
+                    })?);
+                }
+            }
+            x.push(row);
+        }
+        let features = header
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != t)
+            .map(|(_, h)| h.clone())
+            .collect();
+        Ok(Dataset {
+            features,
+            target: target.to_owned(),
+            x,
+            y,
+        })
+    }
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::*;
+
+    #[test]
+    fn reads_numeric_csv_and_names_bad_cells() {
+        let d = Dataset::from_csv("a,label,b\r\n1,x,2\r\n3,y,4\r\n", "label").expect("csv");
+        assert_eq!(
+            (d.features.clone(), d.x.clone(), d.y.clone()),
+            (
+                vec!["a".to_owned(), "b".to_owned()],
+                vec![vec![1.0, 2.0], vec![3.0, 4.0]],
+                vec!["x".to_owned(), "y".to_owned()]
+            )
+        );
+        let e = Dataset::from_csv("a,label\n1,x\nfoo,y\n", "label")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("line 3 column 'a': 'foo'"), "{e}");
+        assert!(Dataset::from_csv("a,b\n1,2\n", "nope").is_err());
+        assert!(Dataset::from_csv("", "a").is_err());
+    }
+}
