@@ -2,9 +2,14 @@
 //! training record) and the algorithms that make them. Plain functions, no I/O, no async.
 
 mod linear;
+mod metrics;
 mod package;
+pub mod trees;
 
-pub use linear::{Dataset, Fit, TrainOptions, train_linear_regression, train_logistic_regression};
+pub use linear::{
+    Dataset, Fit, TrainOptions, train_linear_regression, train_logistic_regression, train_trees,
+};
+pub use metrics::{classification_metrics, regression_metrics};
 pub use package::{
     Algorithm, Column, DType, LearnError, ModelPackage, PACKAGE_FILE, Prediction, Task,
 };

@@ -1,7 +1,9 @@
 //! Linear and logistic regression by full-batch gradient descent on standardised features,
 //! reproducible by seed (the seed fixes the train/test split).
 
-use crate::package::{Algorithm, Column, DType, LearnError, ModelPackage, Task, dot, softmax};
+use crate::package::{
+    Algorithm, Column, DType, LearnError, ModelPackage, Prediction, Task, dot, softmax,
+};
 
 /// A numeric table: `x` row-major, `y` a number (regression) or a class label.
 pub struct Dataset {
@@ -480,4 +482,175 @@ mod csv_tests {
         assert!(Dataset::from_csv("a,b\n1,2\n", "nope").is_err());
         assert!(Dataset::from_csv("", "a").is_err());
     }
+}
+
+/// Trains gradient-boosted trees, a random forest or a decision tree; regression when the target
+/// parses as numbers and `classification` is false, else classification over the distinct labels.
+pub fn train_trees(
+    d: &Dataset,
+    classification: bool,
+    o: &crate::trees::TreeOptions,
+    mut on_round: impl FnMut(usize),
+) -> Result<Fit, LearnError> {
+    use crate::trees::{TreeKind, bin, fit_forest};
+    let s = split(
+        d,
+        &TrainOptions {
+            seed: o.seed,
+            test_fraction: o.test_fraction,
+            ..Default::default()
+        },
+    )?;
+    let (classes, targets, labels, values): (Vec<String>, Vec<Vec<f64>>, Vec<usize>, Vec<f64>) =
+        if classification {
+            let mut classes: Vec<String> = d.y.clone();
+            classes.sort();
+            classes.dedup();
+            if classes.len() < 2 {
+                return Err(LearnError::Data(format!(
+                    "target '{}' has fewer than two classes",
+                    d.target
+                )));
+            }
+            let labels: Vec<usize> =
+                d.y.iter()
+                    .map(|v| classes.iter().position(|c| c == v).unwrap_or(0))
+                    .collect();
+            let one_output = classes.len() == 2 && o.kind == TreeKind::GradientBoosting;
+            let targets = labels
+                .iter()
+                .map(|&l| {
+                    if one_output {
+                        vec![l as f64]
+                    } else {
+                        (0..classes.len())
+                            .map(|c| f64::from(u8::from(c == l)))
+                            .collect()
+                    }
+                })
+                .collect();
+            (classes, targets, labels, Vec::new())
+        } else {
+            let values: Vec<f64> =
+                d.y.iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.parse::<f64>().map_err(|_| {
+                            LearnError::Data(format!(
+                                "target '{}' row {i} is '{v}', not a number",
+                                d.target
+                            ))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            (
+                Vec::new(),
+                values.iter().map(|v| vec![*v]).collect(),
+                Vec::new(),
+                values,
+            )
+        };
+    let binned = bin(&d.x, &s.train, o.max_bins);
+    let every = (o.rounds / 20).max(1);
+    let probe: Vec<usize> = s
+        .train
+        .iter()
+        .copied()
+        .step_by((s.train.len() / 2000).max(1))
+        .collect();
+    let mut history = Vec::new();
+    let name = match o.kind {
+        TreeKind::GradientBoosting => "gradient_boosting",
+        TreeKind::RandomForest => "random_forest",
+        TreeKind::DecisionTree => "decision_tree",
+    };
+    let make_package = |forest: crate::trees::Forest| {
+        let k = d.features.len();
+        let output = Column {
+            name: d.target.clone(),
+            dtype: if classification {
+                DType::Bytes
+            } else {
+                DType::Fp64
+            },
+        };
+        ModelPackage::new(
+            if classification {
+                Task::Classification
+            } else {
+                Task::Regression
+            },
+            Algorithm::Trees {
+                name: name.to_owned(),
+                forest,
+                classes: classes.clone(),
+            },
+            columns(d),
+            output,
+            vec![0.0; k],
+            vec![1.0; k],
+        )
+    };
+    let score = |p: &ModelPackage, ids: &[usize]| -> f64 {
+        let rows: Vec<Vec<f64>> = ids.iter().map(|&i| d.x[i].clone()).collect();
+        let preds = p.predict(&rows).unwrap_or_default();
+        if classification {
+            let probs: Vec<Vec<f64>> = preds
+                .iter()
+                .map(|x| {
+                    if let Prediction::Class { probabilities, .. } = x {
+                        probabilities.clone()
+                    } else {
+                        vec![]
+                    }
+                })
+                .collect();
+            let l: Vec<usize> = ids.iter().map(|&i| labels[i]).collect();
+            crate::classification_metrics(&l, &probs)["log_loss"]
+        } else {
+            let v: Vec<f64> = preds
+                .iter()
+                .map(|x| {
+                    if let Prediction::Value(v) = x {
+                        *v
+                    } else {
+                        f64::NAN
+                    }
+                })
+                .collect();
+            let y: Vec<f64> = ids.iter().map(|&i| values[i]).collect();
+            crate::regression_metrics(&y, &v)["rmse"]
+        }
+    };
+    let forest = fit_forest(
+        &binned,
+        &d.x,
+        &targets,
+        &s.train,
+        classification,
+        o,
+        |round, f| {
+            on_round(round);
+            if (round + 1) % every == 0 {
+                let p = make_package(f.clone());
+                history.push((round, score(&p, &probe), score(&p, &s.test)));
+            }
+        },
+    );
+    let package = make_package(forest);
+    let test_accuracy = classification.then(|| {
+        let rows: Vec<Vec<f64>> = s.test.iter().map(|&i| d.x[i].clone()).collect();
+        let preds = package.predict(&rows).unwrap_or_default();
+        preds
+            .iter()
+            .zip(&s.test)
+            .filter(|(p, i)| matches!(p, Prediction::Class { label, .. } if *label == d.y[**i]))
+            .count() as f64
+            / s.test.len() as f64
+    });
+    Ok(Fit {
+        package,
+        history,
+        test_accuracy,
+    })
 }

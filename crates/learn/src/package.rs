@@ -72,6 +72,13 @@ pub enum Algorithm {
         bias: Vec<f64>,
         classes: Vec<String>,
     },
+    /// Gradient-boosted trees, a random forest or one decision tree (on raw, unstandardised
+    /// inputs: the package's mean is 0 and std 1). `classes` is empty for regression.
+    Trees {
+        name: String,
+        forest: crate::trees::Forest,
+        classes: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +165,11 @@ impl ModelPackage {
             {
                 bad("class weights do not match the inputs")
             }
+            Algorithm::Trees {
+                forest, classes, ..
+            } if !trees_ok(forest, d) || (!classes.is_empty() && classes.len() < 2) => {
+                bad("tree structure does not match the inputs")
+            }
             _ => Ok(p),
         }
     }
@@ -196,6 +208,40 @@ impl ModelPackage {
                     Algorithm::LinearRegression { weights, bias } => {
                         Prediction::Value(dot(weights, &z) + bias)
                     }
+                    Algorithm::Trees {
+                        forest, classes, ..
+                    } => {
+                        let raw = forest.raw(&z);
+                        if classes.is_empty() {
+                            Prediction::Value(raw[0])
+                        } else {
+                            let probabilities = match (forest.ensemble, raw.len()) {
+                                (crate::trees::Ensemble::Boosted, 1) => {
+                                    let p = 1.0 / (1.0 + (-raw[0]).exp());
+                                    vec![1.0 - p, p]
+                                }
+                                (crate::trees::Ensemble::Boosted, _) => softmax(&raw),
+                                (crate::trees::Ensemble::Averaged, _) => {
+                                    let clipped: Vec<f64> =
+                                        raw.iter().map(|v| v.max(0.0)).collect();
+                                    let s: f64 = clipped.iter().sum();
+                                    if s > 0.0 {
+                                        clipped.iter().map(|v| v / s).collect()
+                                    } else {
+                                        vec![1.0 / raw.len() as f64; raw.len()]
+                                    }
+                                }
+                            };
+                            let best = probabilities
+                                .iter()
+                                .enumerate()
+                                .fold(0, |b, (i, p)| if *p > probabilities[b] { i } else { b });
+                            Prediction::Class {
+                                label: classes[best].clone(),
+                                probabilities,
+                            }
+                        }
+                    }
                     Algorithm::LogisticRegression {
                         weights,
                         bias,
@@ -232,4 +278,19 @@ pub(crate) fn softmax(logits: &[f64]) -> Vec<f64> {
     let e: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
     let s: f64 = e.iter().sum();
     e.into_iter().map(|x| x / s).collect()
+}
+
+/// Every split names an input and every child index exists.
+fn trees_ok(f: &crate::trees::Forest, d: usize) -> bool {
+    !f.trees.is_empty()
+        && f.trees.len() == f.base.len()
+        && f.trees.iter().flatten().all(|t| {
+            !t.nodes.is_empty()
+                && t.nodes.iter().all(|n| {
+                    n.f < 0
+                        || ((n.f as usize) < d
+                            && (n.l as usize) < t.nodes.len()
+                            && (n.r as usize) < t.nodes.len())
+                })
+        })
 }
