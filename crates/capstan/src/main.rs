@@ -13,6 +13,7 @@ mod models;
 mod platform;
 mod progress;
 mod report;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -70,6 +71,8 @@ enum Command {
         #[command(subcommand)]
         cmd: data_cmd::DataCmd,
     },
+    /// Train a built-in algorithm on a CSV; tracked as a run, optionally registered.
+    Train(train::TrainArgs),
     /// Inspect experiments.
     #[command(subcommand)]
     Experiments(ExperimentsCmd),
@@ -231,6 +234,9 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         }
         Command::Models(cmd) => {
             models::run(&platform::Platform::open(&home, &config).await?, cmd).await
+        }
+        Command::Train(args) => {
+            train::run(&platform::Platform::open(&home, &config).await?, args).await
         }
         Command::Data { repo, cmd } => data_cmd::run(&repo, &home, &config, cmd).await,
         Command::Deploy(cmd) => {

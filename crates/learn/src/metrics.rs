@@ -135,6 +135,9 @@ mod tests {
             .collect();
         let c = classification_metrics(&[0, 0, 1, 1], &probs);
         assert!((c["roc_auc"] - 0.75).abs() < 1e-12);
-        assert!((c["accuracy"] - 0.75).abs() < 1e-12, "0.1, 0.4, 0.35 → class 0; 0.8 → class 1");
+        assert!(
+            (c["accuracy"] - 0.75).abs() < 1e-12,
+            "0.1, 0.4, 0.35 → class 0; 0.8 → class 1"
+        );
     }
 }

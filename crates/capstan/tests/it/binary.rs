@@ -436,3 +436,71 @@ fn pipeline_runs_are_tracked() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn train_register_and_serve_boosted_trees() {
+    let home = tempfile::tempdir().expect("home");
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/breast_cancer.csv");
+    let out = capstan(home.path())
+        .args([
+            "train",
+            "--data",
+            data,
+            "--target",
+            "diagnosis",
+            "--classify",
+            "--algorithm",
+            "gbm",
+            "--rounds",
+            "60",
+            "--register",
+            "bc",
+        ])
+        .output()
+        .expect("train");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acc: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("test_accuracy"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("accuracy line");
+    assert!(acc >= 0.92, "{text}");
+    assert!(text.contains("registered bc version 1"));
+    let promote = capstan(home.path())
+        .args(["models", "promote", "bc", "1", "--alias", "champion"])
+        .output()
+        .expect("promote");
+    assert!(promote.status.success());
+    let s = start(home.path(), &[]);
+    let csv = std::fs::read_to_string(data).expect("csv");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let first: Vec<&str> = lines.next().expect("row").trim().split(',').collect();
+    let label_at = header
+        .iter()
+        .position(|h| *h == "diagnosis")
+        .expect("target");
+    let row: Vec<f64> = first
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != label_at)
+        .map(|(_, v)| v.parse().expect("number"))
+        .collect();
+    let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, row.len()], "datatype": "FP64", "data": row}]});
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v2/models/bc/infer", s.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("infer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["outputs"][0]["data"][0], first[label_at].trim(), "{v}");
+    assert_eq!(v["outputs"][1]["shape"], serde_json::json!([1, 2]));
+}

@@ -1,0 +1,253 @@
+//! `capstan train`: train a built-in algorithm on a CSV, track it as a run (params, metrics per
+//! round, the data's md5 as a dataset input, the model package as an artifact), optionally register it.
+
+use crate::platform::{Error, Platform};
+use crate::progress::Progress;
+use clap::Args;
+use learn::trees::{TreeKind, TreeOptions};
+use learn::{Prediction, TrainOptions};
+use std::path::PathBuf;
+use tracking::{ArtifactIndex, Dataset, DatasetInput, Metric, NewRun, RunStatus, RunUpdate, Tag};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// A CSV with a header; every column but the target numeric.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    target: String,
+    #[arg(long, default_value = "gbm", value_parser = ["linear", "logistic", "gbm", "forest", "tree"])]
+    algorithm: String,
+    /// Classification (labels) rather than regression; implied by `logistic`.
+    #[arg(long)]
+    classify: bool,
+    /// Boosting rounds, trees in a forest, or gradient-descent epochs.
+    #[arg(long, default_value_t = 200)]
+    rounds: usize,
+    #[arg(long, default_value_t = 0.1)]
+    learning_rate: f64,
+    #[arg(long, default_value_t = 6)]
+    max_depth: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value = "training")]
+    experiment: String,
+    /// Register the trained package as a new version of this model.
+    #[arg(long)]
+    register: Option<String>,
+}
+
+pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
+    let bytes = std::fs::read(&a.data)?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| Error::Other(format!("{} is not UTF-8 text", a.data.display())))?;
+    let d = learn::Dataset::from_csv(&text, &a.target)
+        .map_err(|e| Error::Other(format!("{}: {e}", a.data.display())))?;
+    let classify = a.classify || a.algorithm == "logistic";
+    let mut bar = Progress::new(&format!("train {}", a.algorithm), a.rounds as u64);
+    let fit = match a.algorithm.as_str() {
+        "linear" | "logistic" => {
+            let o = TrainOptions {
+                learning_rate: a.learning_rate,
+                epochs: a.rounds,
+                seed: a.seed,
+                ..Default::default()
+            };
+            if classify {
+                learn::train_logistic_regression(&d, &o, |_| bar.inc(1))
+            } else {
+                learn::train_linear_regression(&d, &o, |_| bar.inc(1))
+            }
+        }
+        other => {
+            let kind = match other {
+                "forest" => TreeKind::RandomForest,
+                "tree" => TreeKind::DecisionTree,
+                _ => TreeKind::GradientBoosting,
+            };
+            let o = TreeOptions {
+                kind,
+                rounds: a.rounds,
+                learning_rate: a.learning_rate,
+                max_depth: a.max_depth,
+                seed: a.seed,
+                ..Default::default()
+            };
+            learn::train_trees(&d, classify, &o, |_| bar.inc(1))
+        }
+    }
+    .map_err(|e| Error::Other(format!("{}: {e}", a.data.display())))?;
+    bar.finish();
+
+    // Final metrics on the held-out split the history's last entry used.
+    let rows: Vec<Vec<f64>> = d.x.clone();
+    let preds = fit
+        .package
+        .predict(&rows)
+        .map_err(|e| Error::Other(e.to_string()))?;
+    let mut summary: Vec<(String, f64)> = Vec::new();
+    if let Some(acc) = fit.test_accuracy {
+        summary.push(("test_accuracy".into(), acc));
+    }
+    if let Some((_, tr, te)) = fit.history.last() {
+        let name = if classify { "log_loss" } else { "rmse" };
+        summary.push((format!("train_{name}"), *tr));
+        summary.push((format!("test_{name}"), *te));
+    }
+    if !classify {
+        let y: Vec<f64> = d.y.iter().map(|v| v.parse().unwrap_or(f64::NAN)).collect();
+        let v: Vec<f64> = preds
+            .iter()
+            .map(|p| {
+                if let Prediction::Value(x) = p {
+                    *x
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect();
+        summary.push(("all_r2".into(), learn::regression_metrics(&y, &v)["r2"]));
+    }
+
+    let exp = match p.tracking.get_experiment_by_name(&a.experiment).await {
+        Ok(e) => e.id,
+        Err(_) => {
+            p.tracking
+                .create_experiment(&a.experiment, None, &[])
+                .await?
+        }
+    };
+    let run = p
+        .tracking
+        .create_run(NewRun {
+            experiment_id: exp,
+            run_name: Some(format!("{}-{}", a.algorithm, a.target)),
+            user_id: String::new(),
+            start_time: base::now_millis(),
+            tags: vec![Tag::new("mlflow.source.name", "capstan train")],
+        })
+        .await?;
+    let id = run.info.run_id.clone();
+    let params = vec![
+        Tag::new("algorithm", a.algorithm.clone()),
+        Tag::new("rounds", a.rounds.to_string()),
+        Tag::new("learning_rate", a.learning_rate.to_string()),
+        Tag::new("max_depth", a.max_depth.to_string()),
+        Tag::new("seed", a.seed.to_string()),
+        Tag::new("target", a.target.clone()),
+        Tag::new(
+            "task",
+            if classify {
+                "classification"
+            } else {
+                "regression"
+            },
+        ),
+    ];
+    let now = base::now_millis();
+    let mut metrics: Vec<Metric> = Vec::new();
+    for (step, tr, te) in &fit.history {
+        let name = if classify { "log_loss" } else { "rmse" };
+        metrics.push(Metric {
+            key: format!("train_{name}"),
+            value: *tr,
+            timestamp: now,
+            step: *step as i64,
+        });
+        metrics.push(Metric {
+            key: format!("test_{name}"),
+            value: *te,
+            timestamp: now,
+            step: *step as i64,
+        });
+    }
+    metrics.extend(
+        summary
+            .iter()
+            .filter(|(k, _)| {
+                !k.starts_with("train_") && !k.starts_with("test_l") && !k.starts_with("test_r")
+            })
+            .map(|(k, v)| Metric {
+                key: k.clone(),
+                value: *v,
+                timestamp: now,
+                step: 0,
+            }),
+    );
+    p.tracking.log_batch(&id, &[], &params, &[]).await?;
+    for chunk in metrics.chunks(1000) {
+        p.tracking.log_batch(&id, chunk, &[], &[]).await?;
+    }
+    // The data version as DVC names it: the md5 of the file.
+    let digest = data::md5_bytes(&bytes);
+    p.tracking
+        .log_inputs(
+            &id,
+            &[DatasetInput {
+                dataset: Dataset {
+                    name: a
+                        .data
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default(),
+                    digest: digest.clone(),
+                    source_type: "local".into(),
+                    source: a.data.display().to_string(),
+                    schema: None,
+                    profile: None,
+                },
+                tags: vec![Tag::new("mlflow.data.context", "training")],
+            }],
+        )
+        .await?;
+    let mut package = fit.package;
+    package
+        .training
+        .insert("dataset_md5".into(), serde_json::json!(digest));
+    package
+        .training
+        .insert("seed".into(), serde_json::json!(a.seed));
+    let (hash, size) = p.blobs.put_bytes(package.to_json().into()).await?;
+    let root = run
+        .info
+        .artifact_uri
+        .trim_start_matches("mlflow-artifacts:")
+        .trim_start_matches('/')
+        .to_owned();
+    let path = base::ArtifactPath::parse(&format!("{root}/model/{}", learn::PACKAGE_FILE))
+        .map_err(tracking::Error::from)?;
+    p.db.put_artifact(&tracking::ArtifactEntry { path, hash, size })
+        .await?;
+    p.tracking
+        .update_run(
+            &id,
+            RunUpdate {
+                status: Some(RunStatus::Finished),
+                end_time: Some(base::now_millis()),
+                run_name: None,
+            },
+        )
+        .await?;
+    println!("run {id} in experiment '{}'", a.experiment);
+    for (k, v) in &summary {
+        println!("  {k:<16} {v:.4}");
+    }
+    if let Some(model) = a.register {
+        if p.registry.get_model(&model).await.is_err() {
+            p.registry.create_model(&model, "", &[]).await?;
+        }
+        let v = p
+            .registry
+            .create_version(
+                &model,
+                registry::NewVersion {
+                    source: format!("runs:/{id}/model"),
+                    run_id: Some(id.to_string()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        println!("registered {model} version {}", v.version);
+    }
+    Ok(())
+}
