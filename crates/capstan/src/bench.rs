@@ -35,6 +35,14 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Capstan's trainers beside scikit-learn on the same splits (quality and fit time).
+    Training {
+        /// Python with scikit-learn and pandas (bench/requirements.txt); "none" skips the peer.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// `data add` of many files and of one large file, then `status`, against the real `dvc`.
     Data {
         /// The `dvc` executable; "none" skips the peer.
@@ -397,6 +405,9 @@ pub async fn run(cmd: BenchCmd, _home: &Path) -> Result<(), Error> {
             scale_runs,
             out,
         ),
+        BenchCmd::Training { python, out } => {
+            return crate::bench_training::run(&python, out);
+        }
         BenchCmd::Data {
             dvc,
             files,

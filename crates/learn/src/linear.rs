@@ -64,6 +64,19 @@ struct Split {
     z: Vec<Vec<f64>>,
 }
 
+/// The seeded train/test split every trainer uses (Fisher–Yates with xorshift64*): the same seed
+/// gives the same rows, so peers can be evaluated on exactly these splits.
+pub fn split_indices(n: usize, seed: u64, test_fraction: f64) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut rng = Rng(seed.max(1));
+    for i in (1..n).rev() {
+        idx.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
+    let n_test = ((n as f64 * test_fraction) as usize).clamp(1, n.saturating_sub(1).max(1));
+    let (test, train) = idx.split_at(n_test);
+    (train.to_vec(), test.to_vec())
+}
+
 fn split(d: &Dataset, o: &TrainOptions) -> Result<Split, LearnError> {
     let n = d.x.len();
     if n < 5 {
@@ -76,13 +89,8 @@ fn split(d: &Dataset, o: &TrainOptions) -> Result<Split, LearnError> {
             r.len()
         )));
     }
-    let mut idx: Vec<usize> = (0..n).collect();
-    let mut rng = Rng(o.seed.max(1));
-    for i in (1..n).rev() {
-        idx.swap(i, (rng.next() % (i as u64 + 1)) as usize);
-    }
-    let n_test = ((n as f64 * o.test_fraction) as usize).clamp(1, n - 1);
-    let (test, train) = idx.split_at(n_test);
+    let (train, test) = split_indices(n, o.seed, o.test_fraction);
+    let (train, test) = (&train[..], &test[..]);
     let mean: Vec<f64> = (0..k)
         .map(|j| train.iter().map(|&i| d.x[i][j]).sum::<f64>() / train.len() as f64)
         .collect();
@@ -653,4 +661,122 @@ pub fn train_trees(
         history,
         test_accuracy,
     })
+}
+
+/// Ordinary least squares (with an optional ridge `l2`) solved exactly on standardised features:
+/// the optimum gradient descent approaches.
+pub fn train_least_squares(d: &Dataset, o: &TrainOptions) -> Result<Fit, LearnError> {
+    let y: Vec<f64> =
+        d.y.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.parse::<f64>().map_err(|_| {
+                    LearnError::Data(format!(
+                        "target '{}' row {i} is '{v}', not a number",
+                        d.target
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+    let s = split(d, o)?;
+    let k = d.features.len();
+    // Normal equations on [z, 1]: A w = b.
+    let m = k + 1;
+    let mut a = vec![vec![0.0; m]; m];
+    let mut b = vec![0.0; m];
+    for &i in &s.train {
+        let row: Vec<f64> = s.z[i].iter().copied().chain(std::iter::once(1.0)).collect();
+        for r in 0..m {
+            b[r] += row[r] * y[i];
+            for c in 0..m {
+                a[r][c] += row[r] * row[c];
+            }
+        }
+    }
+    for (r, a_r) in a.iter_mut().enumerate().take(k) {
+        a_r[r] += o.l2 * s.train.len() as f64;
+    }
+    let w = solve(a, b).ok_or_else(|| {
+        LearnError::Data("the features are collinear; add l2 regularisation".into())
+    })?;
+    let (weights, bias) = (w[..k].to_vec(), w[k]);
+    let rmse = |ids: &[usize]| {
+        (ids.iter()
+            .map(|&i| (dot(&weights, &s.z[i]) + bias - y[i]).powi(2))
+            .sum::<f64>()
+            / ids.len() as f64)
+            .sqrt()
+    };
+    let history = vec![(0, rmse(&s.train), rmse(&s.test))];
+    let output = Column {
+        name: d.target.clone(),
+        dtype: DType::Fp64,
+    };
+    let package = ModelPackage::new(
+        Task::Regression,
+        Algorithm::LinearRegression { weights, bias },
+        columns(d),
+        output,
+        s.mean,
+        s.std,
+    );
+    Ok(Fit {
+        package,
+        history,
+        test_accuracy: None,
+    })
+}
+
+/// Gaussian elimination with partial pivoting.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        let (head, tail) = a.split_at_mut(col + 1);
+        let pivot_row = &head[col];
+        for (off, row) in tail.iter_mut().enumerate() {
+            let f = row[col] / pivot_row[col];
+            for (x, p) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                *x -= f * p;
+            }
+            b[col + 1 + off] -= f * b[col];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for r in (0..n).rev() {
+        x[r] = (b[r] - (r + 1..n).map(|c| a[r][c] * x[c]).sum::<f64>()) / a[r][r];
+    }
+    Some(x)
+}
+
+#[cfg(test)]
+mod least_squares_tests {
+    use super::*;
+
+    #[test]
+    fn exact_solution_beats_or_matches_gradient_descent() {
+        let x: Vec<Vec<f64>> = (0..60)
+            .map(|i| vec![i as f64 % 7.0, (i * 3) as f64 % 11.0])
+            .collect();
+        let y = x
+            .iter()
+            .map(|r| (3.0 * r[0] - 2.0 * r[1] + 1.0).to_string())
+            .collect();
+        let d = Dataset {
+            features: vec!["a".into(), "b".into()],
+            target: "y".into(),
+            x,
+            y,
+        };
+        let exact = train_least_squares(&d, &TrainOptions::default()).expect("ols");
+        assert!(exact.history[0].2 < 1e-9, "{:?}", exact.history);
+        let (train, test) = split_indices(60, 42, 0.2);
+        assert_eq!((train.len(), test.len()), (48, 12));
+        assert_eq!(split_indices(60, 42, 0.2), (train, test), "seeded");
+    }
 }
