@@ -9,6 +9,7 @@ use std::time::Instant;
 
 const BREAST_CANCER: &str = include_str!("../../../data/breast_cancer.csv");
 const DIABETES: &str = include_str!("../../../data/diabetes.csv");
+const BIKES: &str = include_str!("../../../data/bike_sharing_hourly.csv");
 
 struct Case {
     name: &'static str,
@@ -17,6 +18,7 @@ struct Case {
     target: &'static str,
     peer_model: &'static str,
     metric: &'static str,
+    drop: &'static [&'static str],
 }
 
 fn ours(case: &Case, d: &Dataset) -> Result<(f64, f64), Error> {
@@ -30,6 +32,22 @@ fn ours(case: &Case, d: &Dataset) -> Result<(f64, f64), Error> {
     };
     let fit = match case.peer_model {
         "logistic" => learn::train_logistic_regression(d, &o, |_| {}),
+        "hgb_regressor" => learn::train_trees(
+            d,
+            false,
+            &TreeOptions {
+                kind: TreeKind::GradientBoosting,
+                rounds: 100,
+                learning_rate: 0.2,
+                max_depth: 8,
+                min_samples_leaf: 20,
+                lambda: 1.0,
+                max_bins: 255,
+                seed: 42,
+                test_fraction: 0.2,
+            },
+            |_| {},
+        ),
         "hgb" => learn::train_trees(
             d,
             true,
@@ -70,6 +88,8 @@ fn peer(python: &str, dir: &Path, case: &Case, split: &Path) -> Result<(f64, f64
             case.target,
             "--model",
             case.peer_model,
+            "--drop",
+            &case.drop.join(","),
             "--split",
         ])
         .arg(split)
@@ -102,6 +122,7 @@ pub fn run(python: &str, out: Option<PathBuf>) -> Result<(), Error> {
             target: "diagnosis",
             peer_model: "logistic",
             metric: "accuracy",
+            drop: &[],
         },
         Case {
             name: "breast_cancer, gradient boosting (vs HistGradientBoostingClassifier)",
@@ -110,6 +131,7 @@ pub fn run(python: &str, out: Option<PathBuf>) -> Result<(), Error> {
             target: "diagnosis",
             peer_model: "hgb",
             metric: "accuracy",
+            drop: &[],
         },
         Case {
             name: "diabetes, linear regression",
@@ -118,6 +140,16 @@ pub fn run(python: &str, out: Option<PathBuf>) -> Result<(), Error> {
             target: "progression",
             peer_model: "linear",
             metric: "rmse",
+            drop: &[],
+        },
+        Case {
+            name: "bike_sharing_hourly, gradient boosting (vs HistGradientBoostingRegressor)",
+            csv: BIKES,
+            file: "bike_sharing_hourly.csv",
+            target: "cnt",
+            peer_model: "hgb_regressor",
+            metric: "rmse",
+            drop: &["dteday", "casual", "registered"],
         },
     ];
     let dir = tempfile::tempdir()?;
@@ -125,8 +157,8 @@ pub fn run(python: &str, out: Option<PathBuf>) -> Result<(), Error> {
         "| case (same 80/20 split, seed 42) | metric | capstan | scikit-learn | difference | capstan fit (s) | scikit-learn fit (s) |\n|---|---|---|---|---|---|---|\n",
     );
     for case in &cases {
-        let d =
-            Dataset::from_csv(case.csv, case.target).map_err(|e| Error::Other(e.to_string()))?;
+        let d = Dataset::from_csv_encoded(case.csv, case.target, case.drop)
+            .map_err(|e| Error::Other(e.to_string()))?;
         let (train, test) = learn::split_indices(d.x.len(), 42, 0.2);
         let split = dir.path().join("split.json");
         std::fs::write(

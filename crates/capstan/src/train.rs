@@ -16,6 +16,9 @@ pub struct TrainArgs {
     data: PathBuf,
     #[arg(long)]
     target: String,
+    /// Columns to leave out (ids, dates, leaks of the target), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    drop: Vec<String>,
     #[arg(long, default_value = "gbm", value_parser = ["linear", "logistic", "gbm", "forest", "tree"])]
     algorithm: String,
     /// Classification (labels) rather than regression; implied by `logistic`.
@@ -41,7 +44,9 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
     let bytes = std::fs::read(&a.data)?;
     let text = String::from_utf8(bytes.clone())
         .map_err(|_| Error::Other(format!("{} is not UTF-8 text", a.data.display())))?;
-    let d = learn::Dataset::from_csv(&text, &a.target)
+    // Text columns are one-hot encoded and empty numeric cells imputed.
+    let drop: Vec<&str> = a.drop.iter().map(String::as_str).collect();
+    let d = learn::Dataset::from_csv_encoded(&text, &a.target, &drop)
         .map_err(|e| Error::Other(format!("{}: {e}", a.data.display())))?;
     let classify = a.classify || a.algorithm == "logistic";
     let mut bar = Progress::new(&format!("train {}", a.algorithm), a.rounds as u64);

@@ -630,6 +630,28 @@ pub fn train_trees(
             crate::regression_metrics(&y, &v)["rmse"]
         }
     };
+    let score_raw = |raw: &[Vec<f64>], ids: &[usize]| -> f64 {
+        if classification {
+            let probs: Vec<Vec<f64>> = ids
+                .iter()
+                .map(|&i| {
+                    let r = &raw[i];
+                    if r.len() == 1 {
+                        let p = 1.0 / (1.0 + (-r[0]).exp());
+                        vec![1.0 - p, p]
+                    } else {
+                        softmax(r)
+                    }
+                })
+                .collect();
+            let l: Vec<usize> = ids.iter().map(|&i| labels[i]).collect();
+            crate::classification_metrics(&l, &probs)["log_loss"]
+        } else {
+            let v: Vec<f64> = ids.iter().map(|&i| raw[i][0]).collect();
+            let y: Vec<f64> = ids.iter().map(|&i| values[i]).collect();
+            crate::regression_metrics(&y, &v)["rmse"]
+        }
+    };
     let forest = fit_forest(
         &binned,
         &d.x,
@@ -637,11 +659,18 @@ pub fn train_trees(
         &s.train,
         classification,
         o,
-        |round, f| {
+        |round, f, raw| {
             on_round(round);
             if (round + 1) % every == 0 {
-                let p = make_package(f.clone());
-                history.push((round, score(&p, &probe), score(&p, &s.test)));
+                // Boosting keeps every row's raw score: evaluate from it instead of re-predicting.
+                let entry = match raw {
+                    Some(raw) => (round, score_raw(raw, &probe), score_raw(raw, &s.test)),
+                    None => {
+                        let p = make_package(f.clone());
+                        (round, score(&p, &probe), score(&p, &s.test))
+                    }
+                };
+                history.push(entry);
             }
         },
     );
@@ -778,5 +807,129 @@ mod least_squares_tests {
         let (train, test) = split_indices(60, 42, 0.2);
         assert_eq!((train.len(), test.len()), (48, 12));
         assert_eq!(split_indices(60, 42, 0.2), (train, test), "seeded");
+    }
+}
+
+impl Dataset {
+    /// Reads a CSV with text columns too: `drop` columns are left out, a column whose values are
+    /// all numbers (or empty) stays numeric with empty cells imputed by the column median, any
+    /// other column is one-hot encoded into `column=value` features (values sorted). The target is
+    /// kept as text.
+    pub fn from_csv_encoded(
+        text: &str,
+        target: &str,
+        drop: &[&str],
+    ) -> Result<Dataset, LearnError> {
+        let mut lines = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| !l.trim().is_empty());
+        let header: Vec<String> = lines
+            .next()
+            .ok_or_else(|| LearnError::Data("an empty file".into()))?
+            .split(',')
+            .map(|h| h.trim().to_owned())
+            .collect();
+        let t = header.iter().position(|h| h == target).ok_or_else(|| {
+            LearnError::Data(format!(
+                "no column '{target}' (columns: {})",
+                header.join(", ")
+            ))
+        })?;
+        if let Some(d) = drop.iter().find(|d| !header.iter().any(|h| h == *d)) {
+            return Err(LearnError::Data(format!(
+                "cannot drop '{d}': no such column"
+            )));
+        }
+        let rows: Vec<Vec<String>> = lines
+            .map(|l| l.split(',').map(|c| c.trim().to_owned()).collect())
+            .collect();
+        if let Some((n, r)) = rows
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.len() != header.len())
+        {
+            return Err(LearnError::Data(format!(
+                "line {}: {} fields, expected {}",
+                n + 2,
+                r.len(),
+                header.len()
+            )));
+        }
+        let mut features = Vec::new();
+        let mut columns: Vec<Vec<f64>> = Vec::new();
+        for (j, name) in header.iter().enumerate() {
+            if j == t || drop.contains(&name.as_str()) {
+                continue;
+            }
+            let parsed: Vec<Option<f64>> = rows
+                .iter()
+                .map(|r| {
+                    if r[j].is_empty() {
+                        None
+                    } else {
+                        r[j].parse::<f64>().ok()
+                    }
+                })
+                .collect();
+            let numeric = rows
+                .iter()
+                .zip(&parsed)
+                .all(|(r, p)| r[j].is_empty() || p.is_some());
+            if numeric {
+                let mut present: Vec<f64> = parsed.iter().flatten().copied().collect();
+                present.sort_by(f64::total_cmp);
+                let median = present.get(present.len() / 2).copied().unwrap_or(0.0);
+                features.push(name.clone());
+                columns.push(parsed.iter().map(|p| p.unwrap_or(median)).collect());
+            } else {
+                let mut values: Vec<&str> = rows.iter().map(|r| r[j].as_str()).collect();
+                values.sort();
+                values.dedup();
+                for v in values {
+                    features.push(format!("{name}={v}"));
+                    columns.push(
+                        rows.iter()
+                            .map(|r| f64::from(u8::from(r[j] == v)))
+                            .collect(),
+                    );
+                }
+            }
+        }
+        let x = (0..rows.len())
+            .map(|i| columns.iter().map(|c| c[i]).collect())
+            .collect();
+        let y = rows.iter().map(|r| r[t].clone()).collect();
+        Ok(Dataset {
+            features,
+            target: target.to_owned(),
+            x,
+            y,
+        })
+    }
+}
+
+#[cfg(test)]
+mod encoded_tests {
+    use super::*;
+
+    #[test]
+    fn one_hot_and_impute() {
+        let d = Dataset::from_csv_encoded(
+            "day,season,temp,id,y\n1,winter,,a,3\n2,summer,20,b,4\n3,winter,10,c,5\n",
+            "y",
+            &["id"],
+        )
+        .expect("csv");
+        assert_eq!(
+            d.features,
+            ["day", "season=summer", "season=winter", "temp"]
+        );
+        assert_eq!(
+            d.x[0],
+            vec![1.0, 0.0, 1.0, 20.0],
+            "median of 20 and 10 (upper) imputed"
+        );
+        assert!(Dataset::from_csv_encoded("a,y\n1,2\n", "y", &["nope"]).is_err());
     }
 }

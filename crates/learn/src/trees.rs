@@ -51,6 +51,8 @@ pub struct TreeParams {
 pub struct Binned {
     pub edges: Vec<Vec<f64>>,
     pub bins: Vec<Vec<u8>>,
+    /// The same bins row-major (`rows[i * d + f]`): histograms are built in one pass over rows.
+    pub rows: Vec<u8>,
     pub n: usize,
 }
 
@@ -59,7 +61,7 @@ pub fn bin(x: &[Vec<f64>], fit_rows: &[usize], max_bins: usize) -> Binned {
     let n = x.len();
     let d = x.first().map_or(0, Vec::len);
     let mut edges = Vec::with_capacity(d);
-    let mut bins = Vec::with_capacity(d);
+    let mut bins: Vec<Vec<u8>> = Vec::with_capacity(d);
     for f in 0..d {
         let mut col: Vec<f64> = fit_rows.iter().map(|&i| x[i][f]).collect();
         col.sort_by(f64::total_cmp);
@@ -82,7 +84,19 @@ pub fn bin(x: &[Vec<f64>], fit_rows: &[usize], max_bins: usize) -> Binned {
         );
         edges.push(e);
     }
-    Binned { edges, bins, n }
+    let d = bins.len();
+    let mut rows = vec![0u8; n * d];
+    for (f, col) in bins.iter().enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            rows[i * d + f] = *v;
+        }
+    }
+    Binned {
+        edges,
+        bins,
+        rows,
+        n,
+    }
 }
 
 struct Rng(u64);
@@ -96,11 +110,79 @@ impl Rng {
     }
 }
 
+/// Per-feature histograms of (sum g, sum h, count), flat: `f * 256 + bin`.
+struct Hist {
+    g: Vec<f64>,
+    h: Vec<f64>,
+    c: Vec<u32>,
+}
+
+impl Hist {
+    fn build(b: &Binned, g: &[f64], h: &[f64], rows: &[usize]) -> Hist {
+        // Large nodes are split across the cores and the partial histograms summed.
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8);
+        if threads > 1 && rows.len() >= 8192 {
+            let chunk = rows.len().div_ceil(threads);
+            let parts: Vec<Hist> = std::thread::scope(|scope| {
+                let handles: Vec<_> = rows
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(move || Hist::build_serial(b, g, h, part)))
+                    .collect();
+                handles.into_iter().filter_map(|t| t.join().ok()).collect()
+            });
+            let mut it = parts.into_iter();
+            let mut total = it
+                .next()
+                .unwrap_or_else(|| Hist::build_serial(b, g, h, &[]));
+            for p in it {
+                total.g.iter_mut().zip(&p.g).for_each(|(a, x)| *a += x);
+                total.h.iter_mut().zip(&p.h).for_each(|(a, x)| *a += x);
+                total.c.iter_mut().zip(&p.c).for_each(|(a, x)| *a += x);
+            }
+            return total;
+        }
+        Hist::build_serial(b, g, h, rows)
+    }
+
+    fn build_serial(b: &Binned, g: &[f64], h: &[f64], rows: &[usize]) -> Hist {
+        let d = b.edges.len();
+        let mut hist = Hist {
+            g: vec![0.0; d * 256],
+            h: vec![0.0; d * 256],
+            c: vec![0; d * 256],
+        };
+        for &i in rows {
+            let (gi, hi) = (g[i], h[i]);
+            let bins = &b.rows[i * d..(i + 1) * d];
+            for (f, &bin) in bins.iter().enumerate() {
+                let k = f * 256 + bin as usize;
+                hist.g[k] += gi;
+                hist.h[k] += hi;
+                hist.c[k] += 1;
+            }
+        }
+        hist
+    }
+
+    /// `self - other`: the sibling's histogram without another pass over its rows.
+    fn minus(&self, other: &Hist) -> Hist {
+        Hist {
+            g: self.g.iter().zip(&other.g).map(|(a, b)| a - b).collect(),
+            h: self.h.iter().zip(&other.h).map(|(a, b)| a - b).collect(),
+            c: self.c.iter().zip(&other.c).map(|(a, b)| a - b).collect(),
+        }
+    }
+}
+
 /// Grows one tree on gradients `g` and hessians `h` of `rows`; leaves hold -G/(H + λ).
 pub fn grow(b: &Binned, g: &[f64], h: &[f64], rows: Vec<usize>, p: &TreeParams, seed: u64) -> Tree {
     let mut nodes = Vec::new();
     let mut rng = Rng(seed.max(1));
-    grow_node(b, g, h, rows, p, 0, &mut nodes, &mut rng);
+    let hist = Hist::build(b, g, h, &rows);
+    grow_node(b, g, h, rows, hist, p, 0, &mut nodes, &mut rng);
     Tree { nodes }
 }
 
@@ -110,6 +192,7 @@ fn grow_node(
     g: &[f64],
     h: &[f64],
     rows: Vec<usize>,
+    hist: Hist,
     p: &TreeParams,
     depth: usize,
     nodes: &mut Vec<Node>,
@@ -145,21 +228,12 @@ fn grow_node(
         if nb < 2 {
             continue;
         }
-        let mut hg = vec![0.0; nb];
-        let mut hh = vec![0.0; nb];
-        let mut hc = vec![0usize; nb];
-        let col = &b.bins[f];
-        for &i in &rows {
-            let k = col[i] as usize;
-            hg[k] += g[i];
-            hh[k] += h[i];
-            hc[k] += 1;
-        }
         let (mut gl, mut hl, mut cl) = (0.0, 0.0, 0usize);
         for k in 0..nb - 1 {
-            gl += hg[k];
-            hl += hh[k];
-            cl += hc[k];
+            let at = f * 256 + k;
+            gl += hist.g[at];
+            hl += hist.h[at];
+            cl += hist.c[at] as usize;
             let cr = rows.len() - cl;
             if cl < p.min_samples_leaf || cr < p.min_samples_leaf {
                 continue;
@@ -175,8 +249,19 @@ fn grow_node(
     let (left, right): (Vec<usize>, Vec<usize>) = rows
         .into_iter()
         .partition(|&i| (b.bins[f][i] as usize) <= k);
-    let l = grow_node(b, g, h, left, p, depth + 1, nodes, rng);
-    let r = grow_node(b, g, h, right, p, depth + 1, nodes, rng);
+    // Build the smaller child's histogram; the larger one is the parent's minus it.
+    let (lh, rh) = if left.len() <= right.len() {
+        let lh = Hist::build(b, g, h, &left);
+        let rh = hist.minus(&lh);
+        (lh, rh)
+    } else {
+        let rh = Hist::build(b, g, h, &right);
+        let lh = hist.minus(&rh);
+        (lh, rh)
+    };
+    drop(hist);
+    let l = grow_node(b, g, h, left, lh, p, depth + 1, nodes, rng);
+    let r = grow_node(b, g, h, right, rh, p, depth + 1, nodes, rng);
     nodes[id as usize] = Node {
         f: f as i32,
         t: b.edges[f][k],
@@ -276,7 +361,7 @@ pub(crate) fn fit_forest(
     train: &[usize],
     classification: bool,
     o: &TreeOptions,
-    mut on_round: impl FnMut(usize, &Forest),
+    mut on_round: impl FnMut(usize, &Forest, Option<&[Vec<f64>]>),
 ) -> Forest {
     let k = targets.first().map_or(1, Vec::len);
     let n = x.len();
@@ -336,7 +421,7 @@ pub(crate) fn fit_forest(
                     }
                     forest.trees[c].push(tree);
                 }
-                on_round(round, &forest);
+                on_round(round, &forest, Some(&raw));
             }
             forest
         }
@@ -376,7 +461,7 @@ pub(crate) fn fit_forest(
                     let g: Vec<f64> = targets.iter().map(|t| -t[c]).collect();
                     forest.trees[c].push(grow(b, &g, &h, rows.clone(), &params, seed));
                 }
-                on_round(round, &forest);
+                on_round(round, &forest, None);
             }
             forest
         }
