@@ -32,12 +32,13 @@ fn ours(case: &Case, d: &Dataset) -> Result<(f64, f64), Error> {
     };
     let fit = match case.peer_model {
         "logistic" => learn::train_logistic_regression(d, &o, |_| {}),
+        // Rounds chosen to reach scikit-learn's RMSE: the issue compares fit time at equal RMSE.
         "hgb_regressor" => learn::train_trees(
             d,
             false,
             &TreeOptions {
                 kind: TreeKind::GradientBoosting,
-                rounds: 100,
+                rounds: 60,
                 learning_rate: 0.2,
                 max_depth: 8,
                 min_samples_leaf: 20,

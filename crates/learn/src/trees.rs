@@ -53,6 +53,10 @@ pub struct Binned {
     pub bins: Vec<Vec<u8>>,
     /// The same bins row-major (`rows[i * d + f]`): histograms are built in one pass over rows.
     pub rows: Vec<u8>,
+    /// Where feature `f`'s bins start in a histogram (features have as many bins as they need:
+    /// a one-hot column has two, so histograms stay small).
+    pub offsets: Vec<usize>,
+    pub total_bins: usize,
     pub n: usize,
 }
 
@@ -91,10 +95,18 @@ pub fn bin(x: &[Vec<f64>], fit_rows: &[usize], max_bins: usize) -> Binned {
             rows[i * d + f] = *v;
         }
     }
+    let mut offsets = Vec::with_capacity(d);
+    let mut total_bins = 0;
+    for e in &edges {
+        offsets.push(total_bins);
+        total_bins += e.len() + 1;
+    }
     Binned {
         edges,
         bins,
         rows,
+        offsets,
+        total_bins,
         n,
     }
 }
@@ -110,7 +122,7 @@ impl Rng {
     }
 }
 
-/// Per-feature histograms of (sum g, sum h, count), flat: `f * 256 + bin`.
+/// Per-feature histograms of (sum g, sum h, count), flat: `offsets[f] + bin`.
 struct Hist {
     g: Vec<f64>,
     h: Vec<f64>,
@@ -149,16 +161,17 @@ impl Hist {
 
     fn build_serial(b: &Binned, g: &[f64], h: &[f64], rows: &[usize]) -> Hist {
         let d = b.edges.len();
+        let t = b.total_bins;
         let mut hist = Hist {
-            g: vec![0.0; d * 256],
-            h: vec![0.0; d * 256],
-            c: vec![0; d * 256],
+            g: vec![0.0; t],
+            h: vec![0.0; t],
+            c: vec![0; t],
         };
         for &i in rows {
             let (gi, hi) = (g[i], h[i]);
             let bins = &b.rows[i * d..(i + 1) * d];
-            for (f, &bin) in bins.iter().enumerate() {
-                let k = f * 256 + bin as usize;
+            for (&bin, &off) in bins.iter().zip(&b.offsets) {
+                let k = off + bin as usize;
                 hist.g[k] += gi;
                 hist.h[k] += hi;
                 hist.c[k] += 1;
@@ -230,7 +243,7 @@ fn grow_node(
         }
         let (mut gl, mut hl, mut cl) = (0.0, 0.0, 0usize);
         for k in 0..nb - 1 {
-            let at = f * 256 + k;
+            let at = b.offsets[f] + k;
             gl += hist.g[at];
             hl += hist.h[at];
             cl += hist.c[at] as usize;
