@@ -388,6 +388,17 @@ impl Repo {
         } else {
             std::fs::copy(&src, &tmp).map_err(io(&tmp))?;
         }
+        // A cache object whose bytes no longer match its name is refused; the workspace file
+        // is left as it was.
+        let got = md5_file(&tmp).map_err(io(&tmp))?;
+        if got != md5 {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(DataError::Corrupt {
+                key: format!("{} (for {})", src.display(), dest.display()),
+                expected: md5.to_owned(),
+                got,
+            });
+        }
         std::fs::rename(&tmp, dest).map_err(io(dest))
     }
 
@@ -671,5 +682,106 @@ mod tests {
             .expect("write");
         let err = repo.status().expect_err("bad pointer");
         assert!(err.to_string().contains("bad.dvc"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod damage_tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupted_cache_object_is_refused_and_the_workspace_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.csv"), "x\n1\n").expect("write");
+        let mut repo = Repo::init(dir.path()).expect("init");
+        let out = repo.add(Path::new("a.csv")).expect("add");
+        std::fs::write(dir.path().join("a.csv"), "edited by hand\n").expect("edit");
+        let obj = repo.object_path(&out.md5);
+        std::fs::write(&obj, "bit rot").expect("corrupt");
+        let err = repo.checkout(false).expect_err("corrupt");
+        assert!(
+            err.to_string().contains("failed verification") && err.to_string().contains("a.csv"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.csv")).expect("read"),
+            "edited by hand\n"
+        );
+    }
+
+    /// A remote that fails after `ok` uploads, as a dropped connection would.
+    struct Flaky {
+        dir: PathBuf,
+        ok: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Remote for Flaky {
+        async fn exists(&self, key: &str) -> Result<bool, DataError> {
+            Ok(self.dir.join(key).exists())
+        }
+        async fn put(&self, key: &str, file: &Path) -> Result<(), DataError> {
+            if self
+                .ok
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_err()
+            {
+                return Err(DataError::Remote("connection reset".into()));
+            }
+            let dest = self.dir.join(key);
+            std::fs::create_dir_all(dest.parent().unwrap_or(&self.dir)).map_err(|source| {
+                DataError::Io {
+                    path: dest.clone(),
+                    source,
+                }
+            })?;
+            std::fs::copy(file, &dest)
+                .map(|_| ())
+                .map_err(|source| DataError::Io { path: dest, source })
+        }
+        async fn get(&self, key: &str, dest: &Path) -> Result<(), DataError> {
+            std::fs::copy(self.dir.join(key), dest)
+                .map(|_| ())
+                .map_err(|source| DataError::Io {
+                    path: dest.to_owned(),
+                    source,
+                })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_push_resumes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for i in 0..30 {
+            std::fs::create_dir_all(dir.path().join("ds")).expect("mkdir");
+            std::fs::write(dir.path().join(format!("ds/{i}.txt")), format!("row {i}\n"))
+                .expect("write");
+        }
+        let mut repo = Repo::init(dir.path()).expect("init");
+        repo.add(Path::new("ds")).expect("add");
+        let remote_dir = tempfile::tempdir().expect("remote");
+        let flaky = std::sync::Arc::new(Flaky {
+            dir: remote_dir.path().to_owned(),
+            ok: 10.into(),
+        });
+        let err = repo.push(flaky.clone()).await.expect_err("interrupted");
+        assert!(err.to_string().contains("connection reset"));
+        flaky
+            .ok
+            .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+        let resumed = repo.push(flaky).await.expect("resume");
+        assert_eq!(
+            resumed.transferred + resumed.skipped,
+            31,
+            "30 files + the manifest"
+        );
+        assert!(
+            resumed.skipped >= 10,
+            "what arrived before the interruption is not sent again: {resumed:?}"
+        );
     }
 }
