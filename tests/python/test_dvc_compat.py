@@ -90,3 +90,18 @@ def test_dvc_accepts_capstans_lock_and_the_reverse(tmp_path):
     run(DVC, "repro", "-q", cwd=other)
     out = capstan("repro", cwd=other)
     assert "prepare: unchanged" in out and "summarize: unchanged" in out
+
+
+def test_templated_pipelines_match_dvc(tmp_path):
+    (tmp_path / "params.yaml").write_text("train:\n  lr: 0.5\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "vars:\n  - name: capstan\n"
+        "stages:\n"
+        "  greet:\n    cmd: echo \"${name} lr=${train.lr}\" > greet.txt\n    outs:\n    - greet.txt\n"
+        "  split:\n    foreach: [a, b]\n    do:\n      cmd: echo ${item} > part-${item}.txt\n      outs:\n      - part-${item}.txt\n"
+    )
+    capstan("init", cwd=tmp_path)
+    out = capstan("repro", cwd=tmp_path)
+    assert "split@a: ran" in out and "split@b: ran" in out
+    assert (tmp_path / "greet.txt").read_text().strip() == "capstan lr=0.5"
+    assert "Data and pipelines are up to date" in run(DVC, "status", cwd=tmp_path)

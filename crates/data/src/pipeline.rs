@@ -39,6 +39,146 @@ fn str_list(v: Option<&Value>) -> Vec<Value> {
     v.and_then(Value::as_sequence).cloned().unwrap_or_default()
 }
 
+/// The templating context, as DVC builds it: `params.yaml` when present, then each `vars:` entry
+/// (a params file to load, or an inline mapping).
+fn template_context(root: &Path, doc: &Value) -> Result<Mapping, DataError> {
+    let mut ctx = Mapping::new();
+    let load = |file: &str| -> Result<Mapping, DataError> {
+        let path = root.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|source| DataError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let v: Value =
+            serde_yaml_ng::from_str(&text).map_err(|e| pipeline_err(format!("{file}: {e}")))?;
+        Ok(v.as_mapping().cloned().unwrap_or_default())
+    };
+    if root.join("params.yaml").exists() {
+        ctx.extend(load("params.yaml")?);
+    }
+    for v in str_list(doc.get("vars")) {
+        match v {
+            Value::String(file) => ctx.extend(load(&file)?),
+            Value::Mapping(m) => ctx.extend(m),
+            _ => {
+                return Err(pipeline_err(
+                    "a `vars:` entry must be a file name or a mapping",
+                ));
+            }
+        }
+    }
+    Ok(ctx)
+}
+
+fn lookup(ctx: &Mapping, expr: &str) -> Option<Value> {
+    let mut parts = expr.trim().split('.');
+    let mut v = ctx.get(parts.next()?)?.clone();
+    for p in parts {
+        v = match &v {
+            Value::Sequence(items) => items.get(p.parse::<usize>().ok()?)?.clone(),
+            other => other.get(p)?.clone(),
+        };
+    }
+    Some(v)
+}
+
+/// Replaces every `${expr}` in the strings of `v`.
+fn interpolate(v: &Value, ctx: &Mapping) -> Result<Value, DataError> {
+    Ok(match v {
+        Value::String(s) => {
+            let mut out = String::new();
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                let end = rest[start..]
+                    .find('}')
+                    .ok_or_else(|| pipeline_err(format!("unclosed ${{ in '{s}'")))?
+                    + start;
+                let expr = &rest[start + 2..end];
+                let value = lookup(ctx, expr)
+                    .ok_or_else(|| pipeline_err(format!("'{expr}' is not defined (in '{s}')")))?;
+                out.push_str(&rest[..start]);
+                out.push_str(&match value {
+                    Value::String(x) => x,
+                    other => serde_yaml_ng::to_string(&other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
+                });
+                rest = &rest[end + 1..];
+            }
+            out.push_str(rest);
+            Value::String(out)
+        }
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .iter()
+                .map(|i| interpolate(i, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Mapping(m) => {
+            let mut out = Mapping::new();
+            for (k, v) in m {
+                out.insert(interpolate(k, ctx)?, interpolate(v, ctx)?);
+            }
+            Value::Mapping(out)
+        }
+        other => other.clone(),
+    })
+}
+
+/// Interpolates every stage and expands `foreach`/`do` into `name@key` stages.
+fn expand_stages(stages: &Mapping, ctx: &Mapping) -> Result<Vec<(Value, Value)>, DataError> {
+    let mut out = Vec::new();
+    for (name, body) in stages {
+        let n = name
+            .as_str()
+            .ok_or_else(|| pipeline_err("a stage name is not a string"))?;
+        match (body.get("foreach"), body.get("do")) {
+            (Some(items), Some(template)) => {
+                let items = interpolate(items, ctx)?;
+                let pairs: Vec<(String, Value)> = match items {
+                    Value::Sequence(list) => list
+                        .into_iter()
+                        .map(|i| {
+                            let key = match &i {
+                                Value::String(s) => s.clone(),
+                                other => serde_yaml_ng::to_string(other)
+                                    .unwrap_or_default()
+                                    .trim()
+                                    .to_owned(),
+                            };
+                            (key, i)
+                        })
+                        .collect(),
+                    Value::Mapping(m) => m
+                        .into_iter()
+                        .map(|(k, v)| (k.as_str().unwrap_or_default().to_owned(), v))
+                        .collect(),
+                    _ => {
+                        return Err(pipeline_err(format!(
+                            "stage '{n}': foreach needs a list or a mapping"
+                        )));
+                    }
+                };
+                for (key, item) in pairs {
+                    let mut local = ctx.clone();
+                    local.insert("item".into(), item);
+                    local.insert("key".into(), Value::String(key.clone()));
+                    out.push((
+                        Value::String(format!("{n}@{key}")),
+                        interpolate(template, &local)?,
+                    ));
+                }
+            }
+            (Some(_), None) => {
+                return Err(pipeline_err(format!("stage '{n}': foreach without do")));
+            }
+            _ => out.push((name.clone(), interpolate(body, ctx)?)),
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the stages of `dvc.yaml`.
 pub fn read_stages(root: &Path) -> Result<Vec<Stage>, DataError> {
     let path = root.join("dvc.yaml");
@@ -47,12 +187,14 @@ pub fn read_stages(root: &Path) -> Result<Vec<Stage>, DataError> {
         source,
     })?;
     let doc: Value = serde_yaml_ng::from_str(&text).map_err(|e| pipeline_err(e.to_string()))?;
-    let stages = doc
+    let raw_stages = doc
         .get("stages")
         .and_then(Value::as_mapping)
         .ok_or_else(|| pipeline_err("no `stages:` mapping"))?;
+    let context = template_context(root, &doc)?;
+    let stages = expand_stages(raw_stages, &context)?;
     let mut out = Vec::new();
-    for (name, body) in stages {
+    for (name, body) in &stages {
         let name = name
             .as_str()
             .ok_or_else(|| pipeline_err("a stage name is not a string"))?
@@ -634,4 +776,48 @@ pub fn run_record(root: &Path) -> Result<RunRecord, DataError> {
         }
     }
     Ok(rec)
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn vars_and_foreach_expand_like_dvc() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("params.yaml"),
+            "train:\n  lr: 0.5\n  layers: [8, 16]\n",
+        )
+        .expect("params");
+        std::fs::write(
+            dir.path().join("dvc.yaml"),
+            "vars:\n  - tag: v1\nstages:\n  fit:\n    cmd: fit --lr ${train.lr} --width ${train.layers.1} --tag ${tag}\n  per:\n    foreach:\n      x: {n: 1}\n      y: {n: 2}\n    do:\n      cmd: run ${key} ${item.n}\n",
+        )
+        .expect("yaml");
+        let stages = read_stages(dir.path()).expect("stages");
+        let cmds: Vec<(&str, &str)> = stages
+            .iter()
+            .map(|s| (s.name.as_str(), s.cmd.as_str()))
+            .collect();
+        assert_eq!(
+            cmds,
+            [
+                ("fit", "fit --lr 0.5 --width 16 --tag v1"),
+                ("per@x", "run x 1"),
+                ("per@y", "run y 2")
+            ]
+        );
+        std::fs::write(
+            dir.path().join("dvc.yaml"),
+            "stages:\n  bad:\n    cmd: echo ${nope}\n",
+        )
+        .expect("yaml");
+        assert!(
+            read_stages(dir.path())
+                .expect_err("undefined")
+                .to_string()
+                .contains("'nope' is not defined")
+        );
+    }
 }
