@@ -29,6 +29,7 @@ fn ours(case: &Case, d: &Dataset) -> Result<(f64, f64), Error> {
         seed: 42,
         test_fraction: 0.2,
         l2: 0.0,
+        holdout: None,
     };
     let fit = match case.peer_model {
         "logistic" => learn::train_logistic_regression(d, &o, |_| {}),
@@ -46,6 +47,7 @@ fn ours(case: &Case, d: &Dataset) -> Result<(f64, f64), Error> {
                 max_bins: 255,
                 seed: 42,
                 test_fraction: 0.2,
+                holdout: None,
             },
             |_| {},
         ),
@@ -62,6 +64,7 @@ fn ours(case: &Case, d: &Dataset) -> Result<(f64, f64), Error> {
                 max_bins: 255,
                 seed: 42,
                 test_fraction: 0.2,
+                holdout: None,
             },
             |_| {},
         ),

@@ -33,6 +33,9 @@ pub struct TrainArgs {
     max_depth: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Also report k-fold cross-validation of the same settings (k ≥ 2).
+    #[arg(long)]
+    cv: Option<usize>,
     #[arg(long, default_value = "training")]
     experiment: String,
     /// Register the trained package as a new version of this model.
@@ -49,41 +52,63 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
     let d = learn::Dataset::from_csv_encoded(&text, &a.target, &drop)
         .map_err(|e| Error::Other(format!("{}: {e}", a.data.display())))?;
     let classify = a.classify || a.algorithm == "logistic";
-    let mut bar = Progress::new(&format!("train {}", a.algorithm), a.rounds as u64);
-    let fit = match a.algorithm.as_str() {
-        "linear" | "logistic" => {
-            let o = TrainOptions {
-                learning_rate: a.learning_rate,
-                epochs: a.rounds,
-                seed: a.seed,
-                ..Default::default()
-            };
-            if classify {
-                learn::train_logistic_regression(&d, &o, |_| bar.inc(1))
-            } else {
-                // The exact least-squares optimum (gradient descent is the demo's teaching example).
-                learn::train_least_squares(&d, &o)
+    let train_once = |d: &learn::Dataset,
+                      holdout: Option<usize>,
+                      on: &mut dyn FnMut(usize)|
+     -> Result<learn::Fit, learn::LearnError> {
+        match a.algorithm.as_str() {
+            "linear" | "logistic" => {
+                let o = TrainOptions {
+                    learning_rate: a.learning_rate,
+                    epochs: a.rounds,
+                    seed: a.seed,
+                    holdout,
+                    ..Default::default()
+                };
+                if classify {
+                    learn::train_logistic_regression(d, &o, &mut *on)
+                } else {
+                    // The exact least-squares optimum (gradient descent is the demo's teaching example).
+                    learn::train_least_squares(d, &o)
+                }
+            }
+            other => {
+                let kind = match other {
+                    "forest" => TreeKind::RandomForest,
+                    "tree" => TreeKind::DecisionTree,
+                    _ => TreeKind::GradientBoosting,
+                };
+                let o = TreeOptions {
+                    kind,
+                    rounds: a.rounds,
+                    learning_rate: a.learning_rate,
+                    max_depth: a.max_depth,
+                    seed: a.seed,
+                    holdout,
+                    ..Default::default()
+                };
+                learn::train_trees(d, classify, &o, &mut *on)
             }
         }
-        other => {
-            let kind = match other {
-                "forest" => TreeKind::RandomForest,
-                "tree" => TreeKind::DecisionTree,
-                _ => TreeKind::GradientBoosting,
-            };
-            let o = TreeOptions {
-                kind,
-                rounds: a.rounds,
-                learning_rate: a.learning_rate,
-                max_depth: a.max_depth,
-                seed: a.seed,
-                ..Default::default()
-            };
-            learn::train_trees(&d, classify, &o, |_| bar.inc(1))
-        }
-    }
-    .map_err(|e| Error::Other(format!("{}: {e}", a.data.display())))?;
+    };
+    let mut bar = Progress::new(&format!("train {}", a.algorithm), a.rounds as u64);
+    let fit = train_once(&d, None, &mut |_| bar.inc(1))
+        .map_err(|e| Error::Other(format!("{}: {e}", a.data.display())))?;
     bar.finish();
+    let cv_scores = match a.cv {
+        Some(k) => Some(
+            learn::cross_validate(&d, k, a.seed, |part, holdout| {
+                let f = train_once(part, Some(holdout), &mut |_| {})?;
+                Ok(if classify {
+                    f.test_accuracy.unwrap_or(f64::NAN)
+                } else {
+                    f.history.last().map_or(f64::NAN, |h| h.2)
+                })
+            })
+            .map_err(|e| Error::Other(format!("cross-validation: {e}")))?,
+        ),
+        None => None,
+    };
 
     // Final metrics on the held-out split the history's last entry used.
     let rows: Vec<Vec<f64>> = d.x.clone();
@@ -99,6 +124,15 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
         let name = if classify { "log_loss" } else { "rmse" };
         summary.push((format!("train_{name}"), *tr));
         summary.push((format!("test_{name}"), *te));
+    }
+    if let Some(scores) = &cv_scores {
+        let name = if classify { "accuracy" } else { "rmse" };
+        let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+        let sd = (scores.iter().map(|v| (v - mean).powi(2)).sum::<f64>()
+            / (scores.len() - 1).max(1) as f64)
+            .sqrt();
+        summary.push((format!("cv_mean_{name}"), mean));
+        summary.push((format!("cv_std_{name}"), sd));
     }
     if !classify {
         let y: Vec<f64> = d.y.iter().map(|v| v.parse().unwrap_or(f64::NAN)).collect();

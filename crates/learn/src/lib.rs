@@ -7,8 +7,8 @@ mod package;
 pub mod trees;
 
 pub use linear::{
-    Dataset, Fit, TrainOptions, split_indices, train_least_squares, train_linear_regression,
-    train_logistic_regression, train_trees,
+    Dataset, Fit, TrainOptions, cross_validate, split_indices, train_least_squares,
+    train_linear_regression, train_logistic_regression, train_trees,
 };
 pub use metrics::{classification_metrics, regression_metrics};
 pub use package::{

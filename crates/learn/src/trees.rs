@@ -343,6 +343,8 @@ pub struct TreeOptions {
     pub max_bins: usize,
     pub seed: u64,
     pub test_fraction: f64,
+    /// Cross-validation: the last `n` rows are the test set.
+    pub holdout: Option<usize>,
 }
 
 impl Default for TreeOptions {
@@ -357,6 +359,7 @@ impl Default for TreeOptions {
             max_bins: 255,
             seed: 42,
             test_fraction: 0.2,
+            holdout: None,
         }
     }
 }
