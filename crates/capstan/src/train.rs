@@ -11,7 +11,7 @@ use tracking::{ArtifactIndex, Dataset, DatasetInput, Metric, NewRun, RunStatus, 
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// A CSV with a header; every column but the target numeric.
+    /// A CSV with a header, or a Parquet file (`.parquet`).
     #[arg(long)]
     data: PathBuf,
     #[arg(long)]
@@ -45,11 +45,10 @@ pub struct TrainArgs {
 
 pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
     let bytes = std::fs::read(&a.data)?;
-    let text = String::from_utf8(bytes.clone())
-        .map_err(|_| Error::Other(format!("{} is not UTF-8 text", a.data.display())))?;
-    // Text columns are one-hot encoded and empty numeric cells imputed.
+    // CSV or Parquet (by extension); text columns are one-hot encoded, numeric gaps imputed.
+    let table = data::read_table(&a.data).map_err(|e| Error::Other(e.to_string()))?;
     let drop: Vec<&str> = a.drop.iter().map(String::as_str).collect();
-    let d = learn::Dataset::from_csv_encoded(&text, &a.target, &drop)
+    let d = learn::Dataset::from_rows_encoded(&table.columns, &table.rows, &a.target, &drop)
         .map_err(|e| Error::Other(format!("{}: {e}", a.data.display())))?;
     let classify = a.classify || a.algorithm == "logistic";
     let train_once = |d: &learn::Dataset,

@@ -836,6 +836,22 @@ impl Dataset {
             .split(',')
             .map(|h| h.trim().to_owned())
             .collect();
+        let rows: Vec<Vec<String>> = lines
+            .map(|l| l.split(',').map(|c| c.trim().to_owned()).collect())
+            .collect();
+        Dataset::from_rows_encoded(&header, &rows, target, drop)
+    }
+
+    /// [`Dataset::from_csv_encoded`] over already split cells (CSV, Parquet, …).
+    pub fn from_rows_encoded(
+        header: &[String],
+        rows: &[Vec<String>],
+        target: &str,
+        drop: &[&str],
+    ) -> Result<Dataset, LearnError> {
+        if rows.is_empty() {
+            return Err(LearnError::Data("no rows".into()));
+        }
         let t = header.iter().position(|h| h == target).ok_or_else(|| {
             LearnError::Data(format!(
                 "no column '{target}' (columns: {})",
@@ -847,9 +863,6 @@ impl Dataset {
                 "cannot drop '{d}': no such column"
             )));
         }
-        let rows: Vec<Vec<String>> = lines
-            .map(|l| l.split(',').map(|c| c.trim().to_owned()).collect())
-            .collect();
         if let Some((n, r)) = rows
             .iter()
             .enumerate()
