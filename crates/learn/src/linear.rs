@@ -144,18 +144,7 @@ pub fn train_linear_regression(
     o: &TrainOptions,
     mut on_epoch: impl FnMut(usize),
 ) -> Result<Fit, LearnError> {
-    let y: Vec<f64> =
-        d.y.iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.parse::<f64>().map_err(|_| {
-                    LearnError::Data(format!(
-                        "target '{}' row {i} is '{v}', not a number",
-                        d.target
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+    let y: Vec<f64> = d.numeric_target()?;
     let s = split(d, o)?;
     let k = d.features.len();
     let (mut w, mut b) = (vec![0.0; k], 0.0);
@@ -415,6 +404,22 @@ mod tests {
 }
 
 impl Dataset {
+    /// The target as numbers (regression); a text value is an error naming its row.
+    pub fn numeric_target(&self) -> Result<Vec<f64>, LearnError> {
+        self.y
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.parse::<f64>().map_err(|_| {
+                    LearnError::Data(format!(
+                        "target '{}' row {i} is '{v}', not a number",
+                        self.target
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// Reads a numeric CSV with a header (plain comma-separated, no quoted fields): every column
     /// but `target` must be a number; the target is kept as text (a label or a number).
     pub fn from_csv(text: &str, target: &str) -> Result<Dataset, LearnError> {
@@ -545,18 +550,7 @@ pub fn train_trees(
                 .collect();
             (classes, targets, labels, Vec::new())
         } else {
-            let values: Vec<f64> =
-                d.y.iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        v.parse::<f64>().map_err(|_| {
-                            LearnError::Data(format!(
-                                "target '{}' row {i} is '{v}', not a number",
-                                d.target
-                            ))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
+            let values: Vec<f64> = d.numeric_target()?;
             (
                 Vec::new(),
                 values.iter().map(|v| vec![*v]).collect(),
@@ -701,18 +695,7 @@ pub fn train_trees(
 /// Ordinary least squares (with an optional ridge `l2`) solved exactly on standardised features:
 /// the optimum gradient descent approaches.
 pub fn train_least_squares(d: &Dataset, o: &TrainOptions) -> Result<Fit, LearnError> {
-    let y: Vec<f64> =
-        d.y.iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.parse::<f64>().map_err(|_| {
-                    LearnError::Data(format!(
-                        "target '{}' row {i} is '{v}', not a number",
-                        d.target
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+    let y: Vec<f64> = d.numeric_target()?;
     let s = split(d, o)?;
     let k = d.features.len();
     // Normal equations on [z, 1]: A w = b.
