@@ -12,6 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracking::{Error, Lifecycle, Metric, Param, Result, Tag};
 
 const RUN_NAME_TAG: &str = "mlflow.runName";
+/// Sets a run tag, replacing its value.
+pub(crate) const UPSERT_RUN_TAG: &str = "INSERT INTO tags (run_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value";
 /// Most requests one group commit takes.
 const MAX_GROUP: usize = 64;
 /// Rows per multi-row INSERT: a fixed size keeps the statement text (and its cached prepared
@@ -211,7 +213,7 @@ async fn try_apply_group(db: &Db, jobs: &[BatchJob], lost: &[Option<Error>]) -> 
         }
     }
     for (id, t) in tags {
-        sqlx::query("INSERT INTO tags (run_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value")
+        sqlx::query(UPSERT_RUN_TAG)
             .bind(id.to_owned())
             .bind(t.key.clone())
             .bind(t.value.clone())

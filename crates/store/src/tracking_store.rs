@@ -14,6 +14,9 @@ use tracking::{
 };
 
 const RUN_NAME_TAG: &str = "mlflow.runName";
+/// Sets an experiment tag, replacing its value.
+const UPSERT_EXPERIMENT_TAG: &str = "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
+     ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value";
 
 fn experiment_not_found(id: impl std::fmt::Display) -> Error {
     Error::NotFound(format!("No Experiment with id={id} exists"))
@@ -279,16 +282,13 @@ impl TrackingStore for Db {
             .await
             .map_err(map_err)?;
         for t in tags {
-            sqlx::query(
-                "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(id)
-            .bind(t.key.clone())
-            .bind(t.value.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            sqlx::query(UPSERT_EXPERIMENT_TAG)
+                .bind(id)
+                .bind(t.key.clone())
+                .bind(t.value.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(ExperimentId::new(id))
@@ -385,16 +385,13 @@ impl TrackingStore for Db {
     async fn set_experiment_tag(&self, id: ExperimentId, tag: &Tag) -> Result<()> {
         self.get_experiment(id).await?;
         let _g = self.write_guard().await;
-        sqlx::query(
-            "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
-             ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(id.get())
-        .bind(tag.key.clone())
-        .bind(tag.value.clone())
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
+        sqlx::query(UPSERT_EXPERIMENT_TAG)
+            .bind(id.get())
+            .bind(tag.key.clone())
+            .bind(tag.value.clone())
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 
@@ -422,7 +419,7 @@ impl TrackingStore for Db {
             .await
             .map_err(map_err)?;
             for t in &new.tags {
-                sqlx::query("INSERT INTO tags (run_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value")
+                sqlx::query(crate::batch::UPSERT_RUN_TAG)
                     .bind(run_id.as_str().to_owned())
                     .bind(t.key.clone())
                     .bind(t.value.clone())
@@ -460,7 +457,7 @@ impl TrackingStore for Db {
             q.push(" WHERE run_id = ").bind_text(id.as_str());
             q.build().execute(&mut *tx).await.map_err(map_err)?;
             if let Some(n) = &update.run_name {
-                sqlx::query("INSERT INTO tags (run_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value")
+                sqlx::query(crate::batch::UPSERT_RUN_TAG)
                     .bind(id.as_str().to_owned())
                     .bind(RUN_NAME_TAG)
                     .bind(n.clone())
