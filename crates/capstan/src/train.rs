@@ -45,8 +45,10 @@ pub struct TrainArgs {
 
 pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
     let bytes = std::fs::read(&a.data)?;
+    // The data version as DVC names it: the md5 of the file (read once, parsed from memory).
+    let digest = data::md5_bytes(&bytes);
     // CSV or Parquet (by extension); text columns are one-hot encoded, numeric gaps imputed.
-    let table = data::read_table(&a.data).map_err(|e| Error::Other(e.to_string()))?;
+    let table = data::parse_table(&a.data, bytes).map_err(|e| Error::Other(e.to_string()))?;
     let drop: Vec<&str> = a.drop.iter().map(String::as_str).collect();
     let d = learn::Dataset::from_rows_encoded(&table.columns, &table.rows, &a.target, &drop)
         .map_err(|e| Error::Other(format!("{}: {e}", a.data.display())))?;
@@ -217,8 +219,6 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
     for chunk in metrics.chunks(1000) {
         p.tracking.log_batch(&id, chunk, &[], &[]).await?;
     }
-    // The data version as DVC names it: the md5 of the file.
-    let digest = data::md5_bytes(&bytes);
     p.tracking
         .log_inputs(
             &id,

@@ -14,4 +14,4 @@ pub use hashing::{DirEntry, md5_bytes, md5_file};
 pub use pipeline::{RunRecord, Stage, StageRun, dag, order, read_stages, run_record};
 pub use pointer::{Out, Pointer};
 pub use repo::{DataError, Remote, Repo, Status, TransferReport};
-pub use table::{Table, read_table};
+pub use table::{Table, parse_table, read_table};

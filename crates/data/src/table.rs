@@ -23,6 +23,11 @@ pub fn read_table(path: &Path) -> Result<Table, DataError> {
         path: path.to_owned(),
         source,
     })?;
+    parse_table(path, bytes)
+}
+
+/// [`read_table`] on bytes already read (`path` names the file and picks the format).
+pub fn parse_table(path: &Path, bytes: Vec<u8>) -> Result<Table, DataError> {
     if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
