@@ -693,94 +693,8 @@ mod tests {
     }
 }
 
-/// A clause of an experiment search: `name LIKE 'x%'`, `tags.team = 'ml'`, `creation_time > 0`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExperimentClause {
-    Name(StrOp, String),
-    Tag(String, StrOp, String),
-    CreationTime(NumOp, f64),
-    LastUpdateTime(NumOp, f64),
-}
-
-/// Parses MLflow's experiment filter (`search_experiments(filter_string=…)`).
-pub fn parse_experiment_filter(src: &str) -> Result<Vec<ExperimentClause>> {
-    let toks = tokenize(src)?;
-    let mut p = Parser { toks, pos: 0, src };
-    let mut out = Vec::new();
-    if p.peek().is_none() {
-        return Ok(out);
-    }
-    loop {
-        let (entity, key) = match p.next() {
-            Some(Tok::Word(w)) => match w.split_once('.') {
-                Some((e, "")) => match p.next() {
-                    Some(Tok::Ident(k) | Tok::Quoted(k)) => (e.to_ascii_lowercase(), k),
-                    _ => return Err(p.err("expected a quoted key")),
-                },
-                Some((e, k)) => (e.to_ascii_lowercase(), k.to_owned()),
-                None => ("attributes".to_owned(), w),
-            },
-            _ => return Err(p.err("expected an identifier")),
-        };
-        let op = match p.next() {
-            Some(Tok::Op(op)) => op.to_owned(),
-            Some(Tok::Word(w))
-                if w.eq_ignore_ascii_case("like") || w.eq_ignore_ascii_case("ilike") =>
-            {
-                w.to_ascii_lowercase()
-            }
-            _ => return Err(p.err("expected a comparator")),
-        };
-        let str_op = || match op.as_str() {
-            "=" => Ok(StrOp::Eq),
-            "!=" => Ok(StrOp::Ne),
-            "like" => Ok(StrOp::Like),
-            "ilike" => Ok(StrOp::ILike),
-            other => Err(p.err(&format!("comparator '{other}' is not allowed on strings"))),
-        };
-        let num_op = || match op.as_str() {
-            "=" => Ok(NumOp::Eq),
-            "!=" => Ok(NumOp::Ne),
-            "<" => Ok(NumOp::Lt),
-            "<=" => Ok(NumOp::Le),
-            ">" => Ok(NumOp::Gt),
-            ">=" => Ok(NumOp::Ge),
-            other => Err(p.err(&format!("comparator '{other}' is not allowed on numbers"))),
-        };
-        let clause = match (entity.as_str(), key.as_str()) {
-            ("tags" | "tag", k) => {
-                let op = str_op()?;
-                ExperimentClause::Tag(k.to_owned(), op, p.string_value()?)
-            }
-            ("attributes" | "attribute" | "attr", "name") => {
-                let op = str_op()?;
-                ExperimentClause::Name(op, p.string_value()?)
-            }
-            ("attributes" | "attribute" | "attr", k @ ("creation_time" | "last_update_time")) => {
-                let op = num_op()?;
-                let v = match p.next() {
-                    Some(Tok::Num(n)) => {
-                        n.parse::<f64>().map_err(|_| p.err("expected a number"))?
-                    }
-                    _ => return Err(p.err("expected a number")),
-                };
-                if k == "creation_time" {
-                    ExperimentClause::CreationTime(op, v)
-                } else {
-                    ExperimentClause::LastUpdateTime(op, v)
-                }
-            }
-            (e, k) => return Err(p.err(&format!("invalid experiment search key '{e}.{k}'"))),
-        };
-        out.push(clause);
-        if p.peek().is_none() {
-            return Ok(out);
-        }
-        if !p.keyword("and") {
-            return Err(p.err("expected AND between clauses"));
-        }
-    }
-}
+/// The attributes an experiment search may name (besides `tags.<key>`).
+pub const EXPERIMENT_ATTRS: &[&str] = &["name", "creation_time", "last_update_time"];
 
 /// The operand of a [`SimpleClause`].
 #[derive(Debug, Clone, PartialEq)]
@@ -898,6 +812,11 @@ pub fn parse_simple_filter(src: &str, attrs: &[&str]) -> Result<Vec<SimpleClause
                 _ => return Err(p.err("expected a quoted string or a number")),
             }
         };
+        if matches!(value, Literal::Num(_))
+            && !matches!(op.as_str(), "=" | "!=" | "<" | "<=" | ">" | ">=")
+        {
+            return Err(p.err(&format!("comparator '{op}' is not allowed on numbers")));
+        }
         if matches!(value, Literal::Str(_)) && !matches!(op.as_str(), "=" | "!=" | "LIKE" | "ILIKE")
         {
             return Err(p.err(&format!("comparator '{op}' is not allowed on strings")));
@@ -954,17 +873,32 @@ mod experiment_filter_tests {
 
     #[test]
     fn parses_experiment_filters() {
-        let f =
-            parse_experiment_filter("name LIKE 'exp%' and tags.team = 'ml' and creation_time > 5");
+        let f = parse_simple_filter(
+            "name LIKE 'exp%' and tags.team = 'ml' and creation_time > 5",
+            EXPERIMENT_ATTRS,
+        )
+        .unwrap_or_default();
+        let shape: Vec<(Option<&str>, Option<&str>, &str, Literal)> = f
+            .iter()
+            .map(|c| {
+                (
+                    c.attr.as_deref(),
+                    c.tag.as_deref(),
+                    c.op.as_str(),
+                    c.value.clone(),
+                )
+            })
+            .collect();
         assert_eq!(
-            f.ok(),
-            Some(vec![
-                ExperimentClause::Name(StrOp::Like, "exp%".into()),
-                ExperimentClause::Tag("team".into(), StrOp::Eq, "ml".into()),
-                ExperimentClause::CreationTime(NumOp::Gt, 5.0),
-            ])
+            shape,
+            vec![
+                (Some("name"), None, "LIKE", Literal::Str("exp%".into())),
+                (None, Some("team"), "=", Literal::Str("ml".into())),
+                (Some("creation_time"), None, ">", Literal::Num(5.0)),
+            ]
         );
-        assert!(parse_experiment_filter("metrics.x > 1").is_err());
+        assert!(parse_simple_filter("metrics.x > 1", EXPERIMENT_ATTRS).is_err());
+        assert!(parse_simple_filter("creation_time LIKE 5", EXPERIMENT_ATTRS).is_err());
         assert!(like_matches("exp%", "experiment", false));
         assert!(!like_matches("EXP%", "experiment", false));
         assert!(like_matches("EXP%", "experiment", true));

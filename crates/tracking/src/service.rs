@@ -91,47 +91,55 @@ impl Tracking {
         max_results: u32,
         offset: u64,
     ) -> Result<Page<Experiment>> {
-        use crate::filter::{
-            ExperimentClause, NumOp, StrOp, like_matches, parse_experiment_filter,
-        };
+        use crate::filter::{EXPERIMENT_ATTRS, parse_simple_filter};
         if max_results == 0 || max_results > LIMITS.max_search_results {
             return Err(Error::invalid(format!(
                 "max_results must be between 1 and {}",
                 LIMITS.max_search_results
             )));
         }
-        let clauses = parse_experiment_filter(filter)?;
-        let str_ok = |op: StrOp, pat: &str, v: &str| match op {
-            StrOp::Eq => v == pat,
-            StrOp::Ne => v != pat,
-            StrOp::Like => like_matches(pat, v, false),
-            StrOp::ILike => like_matches(pat, v, true),
-        };
-        let num_ok = |op: NumOp, x: f64, v: f64| match op {
-            NumOp::Eq => v == x,
-            NumOp::Ne => v != x,
-            NumOp::Lt => v < x,
-            NumOp::Le => v <= x,
-            NumOp::Gt => v > x,
-            NumOp::Ge => v >= x,
-        };
+        let clauses = parse_simple_filter(filter, EXPERIMENT_ATTRS)?;
+        // Times compare with numbers; the name and tags with quoted strings.
+        for c in &clauses {
+            let numeric = matches!(
+                c.attr.as_deref(),
+                Some("creation_time" | "last_update_time")
+            );
+            if numeric != matches!(c.value, crate::filter::Literal::Num(_)) {
+                let what = c
+                    .attr
+                    .clone()
+                    .or_else(|| c.tag.as_ref().map(|t| format!("tags.{t}")))
+                    .unwrap_or_default();
+                return Err(Error::invalid(format!(
+                    "Invalid filter '{filter}': {what} needs {}",
+                    if numeric {
+                        "a number"
+                    } else {
+                        "a quoted string"
+                    }
+                )));
+            }
+        }
         let mut all = self
             .store
             .list_experiments(view, LIMITS.max_search_results, 0)
             .await?
             .items;
         all.retain(|e| {
-            clauses.iter().all(|c| match c {
-                ExperimentClause::Name(op, pat) => str_ok(*op, pat, &e.name),
-                ExperimentClause::Tag(k, op, pat) => e
-                    .tags
-                    .iter()
-                    .any(|t| &t.key == k && str_ok(*op, pat, &t.value)),
-                ExperimentClause::CreationTime(op, x) => num_ok(*op, *x, e.creation_time as f64),
-                ExperimentClause::LastUpdateTime(op, x) => {
-                    num_ok(*op, *x, e.last_update_time as f64)
-                }
-            })
+            clauses
+                .iter()
+                .all(|c| match (c.attr.as_deref(), c.tag.as_deref()) {
+                    (Some("name"), _) => c.accepts(Some(&e.name)),
+                    (Some("creation_time"), _) => c.accepts(Some(&e.creation_time.to_string())),
+                    (Some(_), _) => c.accepts(Some(&e.last_update_time.to_string())),
+                    // An experiment without the tag matches no tag clause.
+                    (None, Some(k)) => e
+                        .tags
+                        .iter()
+                        .any(|t| t.key == k && c.accepts(Some(&t.value))),
+                    (None, None) => false,
+                })
         });
         let mut keys: Vec<(String, bool)> = Vec::new();
         for item in order_by {
