@@ -28,7 +28,6 @@ pub fn breast_cancer() -> Result<learn::Dataset, Error> {
 
 /// Registers `package` as a new version of `name` and points `champion` at it.
 async fn register(p: &Platform, name: &str, package: &learn::ModelPackage) -> Result<i64, Error> {
-    use tracking::ArtifactIndex;
     let run = p
         .tracking
         .create_run(tracking::NewRun {
@@ -39,30 +38,9 @@ async fn register(p: &Platform, name: &str, package: &learn::ModelPackage) -> Re
             tags: vec![],
         })
         .await?;
-    let root = run
-        .info
-        .artifact_uri
-        .trim_start_matches("mlflow-artifacts:")
-        .trim_start_matches('/')
-        .to_owned();
-    let (hash, size) = p.blobs.put_bytes(package.to_json().into()).await?;
-    let path = base::ArtifactPath::parse(&format!("{root}/model/{}", learn::PACKAGE_FILE))
-        .map_err(tracking::Error::from)?;
-    p.db.put_artifact(&tracking::ArtifactEntry { path, hash, size })
-        .await?;
-    if p.registry.get_model(name).await.is_err() {
-        p.registry.create_model(name, "", &[]).await?;
-    }
+    p.log_package(&run.info, package).await?;
     let v = p
-        .registry
-        .create_version(
-            name,
-            registry::NewVersion {
-                source: format!("runs:/{}/model", run.info.run_id),
-                run_id: Some(run.info.run_id.to_string()),
-                ..Default::default()
-            },
-        )
+        .register_run_model(name, &run.info.run_id, "model")
         .await?;
     p.registry.set_alias(name, "champion", v.version).await?;
     Ok(v.version)

@@ -3,7 +3,6 @@
 use crate::platform::{Error, Platform};
 use crate::report::table;
 use clap::Subcommand;
-use registry::NewVersion;
 use tracking::Tag;
 
 #[derive(Subcommand)]
@@ -108,19 +107,7 @@ pub async fn run(p: &Platform, cmd: ModelsCmd) -> Result<(), Error> {
         ModelsCmd::Register { name, run, path } => {
             let run_id = base::RunId::parse(&run).map_err(tracking::Error::from)?;
             p.tracking.get_run(&run_id).await?;
-            if r.get_model(&name).await.is_err() {
-                r.create_model(&name, "", &[]).await?;
-            }
-            let v = r
-                .create_version(
-                    &name,
-                    NewVersion {
-                        source: format!("runs:/{run_id}/{path}"),
-                        run_id: Some(run_id.to_string()),
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            let v = p.register_run_model(&name, &run_id, &path).await?;
             println!("registered {name} version {}", v.version);
         }
         ModelsCmd::SetCheck { name, key, clause } => {

@@ -51,6 +51,44 @@ impl Platform {
         })
     }
 
+    /// Uploads a model package as the run's `model/model.json` artifact (where serving finds it).
+    pub async fn log_package(
+        &self,
+        run: &tracking::RunInfo,
+        package: &learn::ModelPackage,
+    ) -> Result<(), Error> {
+        use tracking::ArtifactIndex;
+        let root = run
+            .artifact_uri
+            .trim_start_matches("mlflow-artifacts:")
+            .trim_start_matches('/');
+        let path = base::ArtifactPath::parse(&format!("{root}/model/{}", learn::PACKAGE_FILE))
+            .map_err(tracking::Error::from)?;
+        let (hash, size) = self.blobs.put_bytes(package.to_json().into()).await?;
+        self.db
+            .put_artifact(&tracking::ArtifactEntry { path, hash, size })
+            .await?;
+        Ok(())
+    }
+
+    /// Registers `runs:/<run>/<path>` as a new version of `model`, creating the model if needed.
+    pub async fn register_run_model(
+        &self,
+        model: &str,
+        run_id: &base::RunId,
+        path: &str,
+    ) -> Result<registry::ModelVersion, Error> {
+        if self.registry.get_model(model).await.is_err() {
+            self.registry.create_model(model, "", &[]).await?;
+        }
+        let new = registry::NewVersion {
+            source: format!("runs:/{run_id}/{path}"),
+            run_id: Some(run_id.to_string()),
+            ..Default::default()
+        };
+        Ok(self.registry.create_version(model, new).await?)
+    }
+
     pub fn state(
         &self,
         config: &Config,

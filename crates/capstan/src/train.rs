@@ -7,7 +7,7 @@ use clap::Args;
 use learn::trees::{TreeKind, TreeOptions};
 use learn::{Prediction, TrainOptions};
 use std::path::PathBuf;
-use tracking::{ArtifactIndex, Dataset, DatasetInput, Metric, NewRun, RunStatus, RunUpdate, Tag};
+use tracking::{Dataset, DatasetInput, Metric, NewRun, RunStatus, RunUpdate, Tag};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -246,17 +246,7 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
     package
         .training
         .insert("seed".into(), serde_json::json!(a.seed));
-    let (hash, size) = p.blobs.put_bytes(package.to_json().into()).await?;
-    let root = run
-        .info
-        .artifact_uri
-        .trim_start_matches("mlflow-artifacts:")
-        .trim_start_matches('/')
-        .to_owned();
-    let path = base::ArtifactPath::parse(&format!("{root}/model/{}", learn::PACKAGE_FILE))
-        .map_err(tracking::Error::from)?;
-    p.db.put_artifact(&tracking::ArtifactEntry { path, hash, size })
-        .await?;
+    p.log_package(&run.info, &package).await?;
     p.tracking
         .update_run(
             &id,
@@ -272,20 +262,7 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
         println!("  {k:<16} {v:.4}");
     }
     if let Some(model) = a.register {
-        if p.registry.get_model(&model).await.is_err() {
-            p.registry.create_model(&model, "", &[]).await?;
-        }
-        let v = p
-            .registry
-            .create_version(
-                &model,
-                registry::NewVersion {
-                    source: format!("runs:/{id}/model"),
-                    run_id: Some(id.to_string()),
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let v = p.register_run_model(&model, &id, "model").await?;
         println!("registered {model} version {}", v.version);
     }
     Ok(())
