@@ -2,8 +2,10 @@
 //! cache `files/md5/<2 hex>/<30 hex>` with `.dir` manifests, a stat cache so unchanged files are
 //! not re-hashed, checkout, garbage collection, and push/pull through a `Remote` (implemented for
 //! local directories and S3 by the `store` crate). Existing DVC projects work; the real `dvc`
-//! reads what Capstan writes.
+//! reads what Capstan writes. Tables are read as text rows for training ([`read_table`]) or as
+//! typed columns for analysis ([`frame::read_frame`]).
 
+pub mod frame;
 mod hashing;
 mod pipeline;
 mod pointer;

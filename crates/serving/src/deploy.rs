@@ -298,7 +298,7 @@ pub fn report(
     weights: &[f64],
     records: &[RequestRecord],
 ) -> DeploymentReport {
-    use crate::stats;
+    use stats::ab as stats;
     let mut variants = Vec::new();
     let mut outcomes: Vec<Vec<f64>> = Vec::new();
     for (v, w) in spec.variants.iter().zip(weights) {

@@ -5,6 +5,5 @@
 mod batcher;
 pub mod deploy;
 mod service;
-pub mod stats;
 
 pub use service::{PackageSource, Selector, ServeError, Served, Serving, ServingConfig};

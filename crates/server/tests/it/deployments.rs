@@ -93,7 +93,7 @@ async fn ab_split_is_sticky_and_reports_a_winner() {
         )
     };
     let ((xa, na), (xb, nb)) = (arm(0), arm(1));
-    let z = serving::stats::two_proportion_z(xa.round(), na, xb.round(), nb);
+    let z = stats::ab::two_proportion_z(xa.round(), na, xb.round(), nb);
     assert!((cmp["p_value"].as_f64().unwrap_or(1.0) - z.p_value).abs() < 1e-12);
     assert!(
         stats["sample_ratio_p"].as_f64().unwrap_or(0.0) > 0.001,

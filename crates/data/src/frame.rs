@@ -1,0 +1,400 @@
+//! Typed columnar tables for analysis (drift, expectations): each column is either numbers
+//! (`f64`, NaN = missing) or categories (dictionary codes), read straight from Parquet column
+//! chunks or parsed from CSV without building a string per cell. A column is numeric when every
+//! present cell is a number.
+
+use crate::repo::DataError;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Code of a missing categorical cell.
+pub const MISSING: u32 = u32::MAX;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnData {
+    Numeric(Vec<f64>),
+    /// Codes into `levels`; [`MISSING`] for a missing cell.
+    Categorical {
+        codes: Vec<u32>,
+        levels: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub data: ColumnData,
+}
+
+impl Column {
+    pub fn len(&self) -> usize {
+        match &self.data {
+            ColumnData::Numeric(v) => v.len(),
+            ColumnData::Categorical { codes, .. } => codes.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The cells as text (numbers formatted), for a column that must be compared as categories.
+    pub fn to_categorical(&self) -> Column {
+        match &self.data {
+            ColumnData::Categorical { .. } => self.clone(),
+            ColumnData::Numeric(v) => {
+                let mut b = CategoryBuilder::default();
+                let codes = v
+                    .iter()
+                    .map(|x| {
+                        if x.is_nan() {
+                            MISSING
+                        } else {
+                            b.code(&format_number(*x))
+                        }
+                    })
+                    .collect();
+                Column {
+                    name: self.name.clone(),
+                    data: ColumnData::Categorical {
+                        codes,
+                        levels: b.levels,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Shortest text of a number (`3` for 3.0, `0.1` for 0.1).
+pub fn format_number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
+}
+
+#[derive(Default)]
+struct CategoryBuilder {
+    index: HashMap<String, u32>,
+    levels: Vec<String>,
+}
+
+impl CategoryBuilder {
+    fn code(&mut self, s: &str) -> u32 {
+        if let Some(&c) = self.index.get(s) {
+            return c;
+        }
+        let c = self.levels.len() as u32;
+        self.levels.push(s.to_owned());
+        self.index.insert(s.to_owned(), c);
+        c
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Frame {
+    pub columns: Vec<Column>,
+}
+
+impl Frame {
+    pub fn rows(&self) -> usize {
+        self.columns.first().map_or(0, Column::len)
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Rows whose index passes `keep`, in order.
+    pub fn filter_rows(&self, keep: &[bool]) -> Frame {
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                data: match &c.data {
+                    ColumnData::Numeric(v) => ColumnData::Numeric(
+                        v.iter()
+                            .zip(keep)
+                            .filter(|(_, k)| **k)
+                            .map(|(x, _)| *x)
+                            .collect(),
+                    ),
+                    ColumnData::Categorical { codes, levels } => ColumnData::Categorical {
+                        codes: codes
+                            .iter()
+                            .zip(keep)
+                            .filter(|(_, k)| **k)
+                            .map(|(x, _)| *x)
+                            .collect(),
+                        levels: levels.clone(),
+                    },
+                },
+            })
+            .collect();
+        Frame { columns }
+    }
+}
+
+fn frame_err(path: &Path, m: impl std::fmt::Display) -> DataError {
+    DataError::Pointer {
+        file: path.to_owned(),
+        message: m.to_string(),
+    }
+}
+
+/// Reads a `.parquet` file, or anything else as CSV with a header row.
+pub fn read_frame(path: &Path) -> Result<Frame, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    {
+        read_parquet_frame(path, bytes)
+    } else {
+        let text = String::from_utf8(bytes).map_err(|_| frame_err(path, "not UTF-8 text"))?;
+        parse_csv_frame(&text).map_err(|m| frame_err(path, m))
+    }
+}
+
+fn is_missing(cell: &str) -> bool {
+    matches!(
+        cell,
+        "" | "NA" | "N/A" | "NaN" | "nan" | "null" | "NULL" | "None"
+    )
+}
+
+/// Splits one CSV record (RFC 4180 quoting) into `out`.
+fn split_record<'a>(line: &'a str, out: &mut Vec<std::borrow::Cow<'a, str>>) {
+    use std::borrow::Cow;
+    out.clear();
+    if !line.contains('"') {
+        out.extend(line.split(',').map(|c| Cow::Borrowed(c.trim())));
+        return;
+    }
+    let mut cell = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cell.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(Cow::Owned(std::mem::take(&mut cell).trim().to_owned())),
+            c => cell.push(c),
+        }
+    }
+    out.push(Cow::Owned(cell.trim().to_owned()));
+}
+
+/// Parses CSV text with a header row into typed columns.
+pub fn parse_csv_frame(text: &str) -> Result<Frame, String> {
+    let mut lines = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty());
+    let header = lines.next().ok_or("an empty file")?;
+    let mut cells = Vec::new();
+    split_record(header, &mut cells);
+    let names: Vec<String> = cells.iter().map(|c| c.to_string()).collect();
+    let width = names.len();
+    let mut raw: Vec<Vec<std::borrow::Cow<'_, str>>> = vec![Vec::new(); width];
+    for (i, line) in lines.enumerate() {
+        split_record(line, &mut cells);
+        if cells.len() != width {
+            return Err(format!(
+                "row {} has {} fields, the header has {width}",
+                i + 2,
+                cells.len()
+            ));
+        }
+        for (col, cell) in raw.iter_mut().zip(cells.drain(..)) {
+            col.push(cell);
+        }
+    }
+    let columns = std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .into_iter()
+            .zip(raw)
+            .map(|(name, cells)| s.spawn(move || typed_column(name, &cells)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| "a column parser panicked".to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok(Frame { columns })
+}
+
+fn typed_column(name: String, cells: &[std::borrow::Cow<'_, str>]) -> Column {
+    let mut numbers = Vec::with_capacity(cells.len());
+    let mut numeric = true;
+    for c in cells {
+        if is_missing(c) {
+            numbers.push(f64::NAN);
+        } else if let Ok(x) = c.parse::<f64>() {
+            numbers.push(x);
+        } else {
+            numeric = false;
+            break;
+        }
+    }
+    if numeric {
+        return Column {
+            name,
+            data: ColumnData::Numeric(numbers),
+        };
+    }
+    let mut b = CategoryBuilder::default();
+    let codes = cells
+        .iter()
+        .map(|c| if is_missing(c) { MISSING } else { b.code(c) })
+        .collect();
+    Column {
+        name,
+        data: ColumnData::Categorical {
+            codes,
+            levels: b.levels,
+        },
+    }
+}
+
+/// A column being read: name, numbers, or categories and their codes.
+type Building = (String, Vec<f64>, Option<CategoryBuilder>, Vec<u32>);
+
+fn read_parquet_frame(path: &Path, bytes: Vec<u8>) -> Result<Frame, DataError> {
+    use parquet::column::reader::ColumnReader;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let err = |e: parquet::errors::ParquetError| frame_err(path, e);
+    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).map_err(err)?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let mut columns: Vec<Building> = (0..schema.num_columns())
+        .map(|i| {
+            (
+                schema.column(i).name().to_owned(),
+                Vec::new(),
+                None,
+                Vec::new(),
+            )
+        })
+        .collect();
+    const BATCH: usize = 64 * 1024;
+    for g in 0..reader.num_row_groups() {
+        let group = reader.get_row_group(g).map_err(err)?;
+        for (i, col) in columns.iter_mut().enumerate() {
+            let max_def = schema.column(i).max_def_level();
+            let mut defs: Vec<i16> = Vec::new();
+            // Pushes one batch: `present` values placed where the definition level says so.
+            macro_rules! numeric {
+                ($r:expr, $conv:expr) => {{
+                    let mut r = $r;
+                    loop {
+                        let mut vals = Vec::new();
+                        defs.clear();
+                        let (records, _, _) = r
+                            .read_records(BATCH, Some(&mut defs), None, &mut vals)
+                            .map_err(err)?;
+                        if records == 0 {
+                            break;
+                        }
+                        let mut it = vals.into_iter();
+                        for k in 0..records {
+                            let present = max_def == 0 || defs.get(k) == Some(&max_def);
+                            let v = if present { it.next().map($conv) } else { None };
+                            col.1.push(v.unwrap_or(f64::NAN));
+                        }
+                    }
+                }};
+            }
+            match group.get_column_reader(i).map_err(err)? {
+                ColumnReader::DoubleColumnReader(r) => numeric!(r, |v: f64| v),
+                ColumnReader::FloatColumnReader(r) => numeric!(r, |v: f32| v as f64),
+                ColumnReader::Int32ColumnReader(r) => numeric!(r, |v: i32| v as f64),
+                ColumnReader::Int64ColumnReader(r) => numeric!(r, |v: i64| v as f64),
+                ColumnReader::BoolColumnReader(r) => {
+                    numeric!(r, |v: bool| if v { 1.0 } else { 0.0 })
+                }
+                ColumnReader::ByteArrayColumnReader(mut r) => {
+                    let b = col.2.get_or_insert_with(CategoryBuilder::default);
+                    loop {
+                        let mut vals = Vec::new();
+                        defs.clear();
+                        let (records, _, _) = r
+                            .read_records(BATCH, Some(&mut defs), None, &mut vals)
+                            .map_err(err)?;
+                        if records == 0 {
+                            break;
+                        }
+                        let mut it = vals.into_iter();
+                        for k in 0..records {
+                            let present = max_def == 0 || defs.get(k) == Some(&max_def);
+                            let code = match it.next().filter(|_| present) {
+                                Some(v) => b.code(&String::from_utf8_lossy(v.data())),
+                                None => MISSING,
+                            };
+                            col.3.push(code);
+                        }
+                    }
+                }
+                _ => {
+                    return Err(frame_err(
+                        path,
+                        format!("column {} has an unsupported Parquet type", col.0),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Frame {
+        columns: columns
+            .into_iter()
+            .map(|(name, nums, cats, codes)| Column {
+                name,
+                data: match cats {
+                    Some(b) => ColumnData::Categorical {
+                        codes,
+                        levels: b.levels,
+                    },
+                    None => ColumnData::Numeric(nums),
+                },
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_columns_are_typed_and_missing_cells_kept() {
+        let f = parse_csv_frame("a,b,c\n1,x,\n2.5,\"y, z\",3\nNA,x,4\n").unwrap();
+        assert_eq!(f.rows(), 3);
+        match &f.column("a").unwrap().data {
+            ColumnData::Numeric(v) => {
+                assert_eq!(v[..2], [1.0, 2.5]);
+                assert!(v[2].is_nan());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            f.column("b").unwrap().data,
+            ColumnData::Categorical {
+                codes: vec![0, 1, 0],
+                levels: vec!["x".into(), "y, z".into()]
+            }
+        );
+        assert!(matches!(
+            f.column("c").unwrap().data,
+            ColumnData::Numeric(_)
+        ));
+        assert!(parse_csv_frame("a,b\n1\n").unwrap_err().contains("row 2"));
+    }
+}

@@ -1,0 +1,16 @@
+//! Model monitoring: data, prediction and target drift between a reference and a current table,
+//! with the statistical test per column chosen exactly as Evidently chooses it (so verdicts
+//! match), and a self-contained HTML report that shows each column's distributions side by side.
+
+pub mod drift;
+pub mod html;
+
+pub use drift::{ColumnDrift, ColumnRole, DriftOptions, DriftReport, Kind, Method, drift};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+}
