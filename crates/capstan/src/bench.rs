@@ -58,6 +58,16 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The seasonal drift table on bike-sharing data, and a 1M-row drift report vs Evidently.
+    Drift {
+        /// Python with evidently, pandas<3, pyarrow (bench/requirements.txt); "none" skips the peer.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Requests/s and latency of `capstan serve` vs FastAPI + scikit-learn, and a hot swap under load.
     Serving {
         /// Python with fastapi, uvicorn, scikit-learn, pandas (bench/requirements.txt); "none" skips the peer.
@@ -405,6 +415,9 @@ pub async fn run(cmd: BenchCmd, _home: &Path) -> Result<(), Error> {
             scale_runs,
             out,
         ),
+        BenchCmd::Drift { python, rows, out } => {
+            return crate::bench_drift::run(&python, rows, out);
+        }
         BenchCmd::Training { python, out } => {
             return crate::bench_training::run(&python, out);
         }

@@ -25,6 +25,14 @@ pub struct ServingSection {
     pub latency_budget_ms: u64,
     pub poll_ms: u64,
     pub max_rows: usize,
+    /// Log every served prediction to Parquet segments under the artifact store.
+    pub prediction_log: bool,
+    /// Predictions that may wait for the log writer; more are dropped and counted.
+    pub log_queue: usize,
+    /// A segment is written at least this often (seconds)…
+    pub log_rotate_secs: u64,
+    /// …or when it holds this many rows.
+    pub log_max_rows: usize,
 }
 
 impl Default for ServingSection {
@@ -37,6 +45,10 @@ impl Default for ServingSection {
             latency_budget_ms: d.latency_budget.as_millis() as u64,
             poll_ms: d.poll.as_millis() as u64,
             max_rows: 10_000,
+            prediction_log: true,
+            log_queue: 65_536,
+            log_rotate_secs: 60,
+            log_max_rows: 100_000,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_data;
+mod bench_drift;
 mod bench_serving;
 mod bench_training;
 mod client;
@@ -10,6 +11,7 @@ mod config;
 mod data_cmd;
 mod demo;
 mod deploy;
+mod drift_cmd;
 mod models;
 mod platform;
 mod progress;
@@ -89,6 +91,8 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// Data drift between a reference and a current table (CSV or Parquet), Evidently's tests.
+    Drift(drift_cmd::DriftArgs),
     /// Run the end-to-end demo on embedded defaults.
     Demo {
         /// Exit when the demo is done instead of serving its results.
@@ -172,6 +176,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(platform::Error::DriftDetected) => ExitCode::from(3),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -255,6 +260,12 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
                 TokensCmd::List => report::list_tokens(&p).await,
                 TokensCmd::Revoke { id } => report::revoke_token(&p, id).await,
             }
+        }
+        Command::Drift(args) => {
+            if drift_cmd::run(&args)? && args.fail_on_drift {
+                return Err(platform::Error::DriftDetected);
+            }
+            Ok(())
         }
         Command::Demo { no_serve, port } => demo::run(&home, config, no_serve, port).await,
         Command::Bench(cmd) => bench::run(cmd, &home).await,

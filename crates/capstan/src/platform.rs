@@ -21,6 +21,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Other(String),
+    #[error("dataset drift detected")]
+    DriftDetected,
 }
 
 pub struct Platform {
@@ -103,6 +105,11 @@ impl Platform {
                 tokens: Arc::new(self.db.clone()),
                 blobs: self.blobs.clone(),
                 deployments: Arc::new(self.db.clone()),
+                prediction_log: sv.prediction_log.then(|| monitor::predlog::LogConfig {
+                    queue: sv.log_queue.max(1),
+                    rotate: std::time::Duration::from_secs(sv.log_rotate_secs.max(1)),
+                    max_rows: sv.log_max_rows.max(1),
+                }),
             },
             server::ServerConfig {
                 auth: config.server.auth,

@@ -107,6 +107,35 @@ impl Frame {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// Splits the rows by a key computed from a text column's value (e.g. the month of a date),
+    /// keeping row order within each part. `None` when the column is missing or numeric.
+    pub fn partition_by(
+        &self,
+        column: &str,
+        key: impl Fn(&str) -> String,
+    ) -> Option<std::collections::BTreeMap<String, Frame>> {
+        let ColumnData::Categorical { codes, levels } = &self.column(column)?.data else {
+            return None;
+        };
+        let level_keys: Vec<String> = levels.iter().map(|l| key(l)).collect();
+        let mut parts = std::collections::BTreeMap::<String, Vec<bool>>::new();
+        for (row, &c) in codes.iter().enumerate() {
+            if c == MISSING {
+                continue;
+            }
+            let mask = parts
+                .entry(level_keys[c as usize].clone())
+                .or_insert_with(|| vec![false; codes.len()]);
+            mask[row] = true;
+        }
+        Some(
+            parts
+                .into_iter()
+                .map(|(k, mask)| (k, self.filter_rows(&mask)))
+                .collect(),
+        )
+    }
+
     /// Rows whose index passes `keep`, in order.
     pub fn filter_rows(&self, keep: &[bool]) -> Frame {
         let columns = self

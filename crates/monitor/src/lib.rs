@@ -1,9 +1,11 @@
 //! Model monitoring: data, prediction and target drift between a reference and a current table,
 //! with the statistical test per column chosen exactly as Evidently chooses it (so verdicts
-//! match), and a self-contained HTML report that shows each column's distributions side by side.
+//! match), a self-contained HTML report that shows each column's distributions side by side, and
+//! the prediction log (Parquet segments written off the request path).
 
 pub mod drift;
 pub mod html;
+pub mod predlog;
 
 pub use drift::{ColumnDrift, ColumnRole, DriftOptions, DriftReport, Kind, Method, drift};
 

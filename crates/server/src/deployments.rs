@@ -128,7 +128,15 @@ async fn infer(
     let chosen = assign(&spec.name, &key, &weights);
     let variant = &spec.variants[chosen];
     let start = Instant::now();
-    let result = predict_request(&s, &variant.model, &variant.selector(), &req).await;
+    let result = predict_request(
+        &s,
+        &variant.model,
+        &variant.selector(),
+        &req,
+        &variant.name,
+        &request_id,
+    )
+    .await;
     // Written before the answer, so feedback on this request id always finds it.
     let logged = s
         .deployments
@@ -155,7 +163,15 @@ async fn infer(
         );
         tokio::spawn(async move {
             let start = Instant::now();
-            let r = predict_request(&s2, &shadow.model, &shadow.selector(), &req2).await;
+            let r = predict_request(
+                &s2,
+                &shadow.model,
+                &shadow.selector(),
+                &req2,
+                &shadow.name,
+                &rid,
+            )
+            .await;
             record(
                 &s2,
                 RequestRecord {

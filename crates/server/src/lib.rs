@@ -11,6 +11,7 @@ mod error;
 mod mlflow;
 mod mlflow_registry;
 mod model_source;
+pub mod monitoring;
 mod oip;
 mod openapi;
 mod wire;
@@ -67,6 +68,10 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub serving: Serving,
     pub deployments: Arc<dyn serving::deploy::DeploymentStore>,
+    /// Request counts and latency per model, version and variant (`/metrics`).
+    pub metrics: serving::metrics::RequestMetrics,
+    /// Where served predictions are logged; `None` turns logging off.
+    pub predictions: Option<monitor::predlog::PredictionLog>,
 }
 
 /// The stores the server reads and writes besides tracking and the registry.
@@ -75,6 +80,8 @@ pub struct Backends {
     pub tokens: Arc<dyn TokenStore>,
     pub blobs: Blobs,
     pub deployments: Arc<dyn serving::deploy::DeploymentStore>,
+    /// Prediction log settings; `None` turns logging off.
+    pub prediction_log: Option<monitor::predlog::LogConfig>,
 }
 
 impl AppState {
@@ -93,6 +100,12 @@ impl AppState {
             blobs: b.blobs.clone(),
         };
         let serving = Serving::new(Arc::new(source), serving_config);
+        let predictions = b.prediction_log.map(|c| {
+            monitor::predlog::PredictionLog::start(
+                Arc::new(monitoring::BlobSink(b.blobs.clone())),
+                c,
+            )
+        });
         AppState {
             tracking,
             registry,
@@ -102,6 +115,8 @@ impl AppState {
             config: Arc::new(config),
             serving,
             deployments: b.deployments,
+            metrics: serving::metrics::RequestMetrics::default(),
+            predictions,
         }
     }
 }
@@ -117,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { mlflow::COMPATIBLE_VERSION }))
         .route("/openapi.json", get(openapi::document))
+        .route("/metrics", get(monitoring::metrics))
         .merge(api)
         .merge(artifacts::routes().layer(DefaultBodyLimit::disable()))
         .merge(

@@ -1,7 +1,7 @@
 //! The Open Inference Protocol v2 (`/v2/...`) and MLflow's scoring protocol (`/invocations`),
 //! mapped to `serving::Serving`. Errors are `{"error": "..."}` with 400/404/503.
 
-use crate::AppState;
+use crate::{AppState, monitoring};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -313,17 +313,67 @@ pub fn parse_body(body: &[u8]) -> Result<Value, OipError> {
 }
 
 /// Predicts an OIP request body with `name`/`sel`; returns the served version and the outputs.
+/// The request is counted under `variant` and, when it succeeds, logged under `request_id`.
 pub async fn predict_request(
     s: &AppState,
     name: &str,
     sel: &Selector,
     req: &Value,
+    variant: &str,
+    request_id: &str,
 ) -> Result<(std::sync::Arc<serving::Served>, Value), OipError> {
+    let start = std::time::Instant::now();
+    let mut served = None;
+    let result = predict_inner(s, name, sel, req, &mut served).await;
+    match result {
+        Ok((rows, preds)) => {
+            let outputs = served
+                .as_ref()
+                .map(|v: &std::sync::Arc<serving::Served>| outputs_json(&v.package, &preds))
+                .unwrap_or(Value::Null);
+            monitoring::observe(
+                s,
+                name,
+                served.as_ref(),
+                variant,
+                request_id,
+                rows,
+                Some(&preds),
+                start,
+            );
+            let served = served.ok_or_else(|| bad("no model served"))?;
+            Ok((served, outputs))
+        }
+        Err(e) => {
+            monitoring::observe(
+                s,
+                name,
+                served.as_ref(),
+                variant,
+                request_id,
+                None,
+                None,
+                start,
+            );
+            Err(e)
+        }
+    }
+}
+
+/// The rows (kept only when the prediction log wants them) and the predictions.
+async fn predict_inner(
+    s: &AppState,
+    name: &str,
+    sel: &Selector,
+    req: &Value,
+    served_out: &mut Option<std::sync::Arc<serving::Served>>,
+) -> Result<(Option<Vec<Vec<f64>>>, Vec<Prediction>), OipError> {
     let inputs = req["inputs"]
         .as_array()
         .filter(|a| !a.is_empty())
         .ok_or_else(|| bad("'inputs' must be a non-empty list of tensors"))?;
     let served = s.serving.get(name, sel).await?;
+    *served_out = Some(served.clone());
     let rows = rows_from_tensors(&served.package, inputs)?;
     if rows.len() > s.config.max_infer_rows {
         return Err(OipError(
@@ -335,9 +385,17 @@ pub async fn predict_request(
             ),
         ));
     }
+    let kept = s.predictions.as_ref().map(|_| rows.clone());
     let preds = served.predict(rows).await?;
-    let outputs = outputs_json(&served.package, &preds);
-    Ok((served, outputs))
+    Ok((kept, preds))
+}
+
+/// The caller's request id (`id` in the body), or a fresh one.
+pub fn request_id_of(req: &Value) -> String {
+    req["id"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
 async fn infer_with(
@@ -347,16 +405,23 @@ async fn infer_with(
     body: axum::body::Bytes,
 ) -> Result<Response, OipError> {
     let req = parse_body(&body)?;
-    let (served, outputs) = predict_request(s, name, &sel, &req).await?;
+    let request_id = request_id_of(&req);
+    let (served, outputs) = predict_request(s, name, &sel, &req, "default", &request_id).await?;
     let mut out = json!({"model_name": name, "model_version": served.version.to_string(), "outputs": outputs});
     if let Some(id) = req.get("id") {
         out["id"] = id.clone();
     }
     Ok((
-        [(
-            axum::http::header::HeaderName::from_static("x-model-version"),
-            served.version.to_string(),
-        )],
+        [
+            (
+                axum::http::header::HeaderName::from_static("x-model-version"),
+                served.version.to_string(),
+            ),
+            (
+                axum::http::header::HeaderName::from_static("x-request-id"),
+                request_id,
+            ),
+        ],
         Json(out),
     )
         .into_response())
@@ -471,8 +536,72 @@ async fn invocations(
     })?;
     let req: Value =
         serde_json::from_slice(&body).map_err(|e| bad(format!("request body is not JSON: {e}")))?;
-    let served = s.serving.get(&name, &sel).await?;
-    let rows = rows_from_scoring(&served.package, &req)?;
+    let start = std::time::Instant::now();
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let served = match s.serving.get(&name, &sel).await {
+        Ok(v) => v,
+        Err(e) => {
+            monitoring::observe(&s, &name, None, "default", &request_id, None, None, start);
+            return Err(e.into());
+        }
+    };
+    let result = score(&s, &served, &req).await;
+    let (rows, preds) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            monitoring::observe(
+                &s,
+                &name,
+                Some(&served),
+                "default",
+                &request_id,
+                None,
+                None,
+                start,
+            );
+            return Err(e);
+        }
+    };
+    monitoring::observe(
+        &s,
+        &name,
+        Some(&served),
+        "default",
+        &request_id,
+        rows,
+        Some(&preds),
+        start,
+    );
+    let predictions: Vec<Value> = preds
+        .iter()
+        .map(|p| match p {
+            Prediction::Value(v) => json!(v),
+            Prediction::Class { label, .. } => json!(label),
+        })
+        .collect();
+    Ok((
+        [
+            (
+                axum::http::header::HeaderName::from_static("x-model-version"),
+                served.version.to_string(),
+            ),
+            (
+                axum::http::header::HeaderName::from_static("x-request-id"),
+                request_id,
+            ),
+        ],
+        Json(json!({"predictions": predictions})),
+    )
+        .into_response())
+}
+
+/// MLflow scoring body → rows → predictions (rows kept for the prediction log).
+async fn score(
+    s: &AppState,
+    served: &std::sync::Arc<serving::Served>,
+    req: &Value,
+) -> Result<(Option<Vec<Vec<f64>>>, Vec<Prediction>), OipError> {
+    let rows = rows_from_scoring(&served.package, req)?;
     if rows.len() > s.config.max_infer_rows {
         return Err(OipError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -483,20 +612,7 @@ async fn invocations(
             ),
         ));
     }
+    let kept = s.predictions.as_ref().map(|_| rows.clone());
     let preds = served.predict(rows).await?;
-    let predictions: Vec<Value> = preds
-        .iter()
-        .map(|p| match p {
-            Prediction::Value(v) => json!(v),
-            Prediction::Class { label, .. } => json!(label),
-        })
-        .collect();
-    Ok((
-        [(
-            axum::http::header::HeaderName::from_static("x-model-version"),
-            served.version.to_string(),
-        )],
-        Json(json!({"predictions": predictions})),
-    )
-        .into_response())
+    Ok((kept, preds))
 }

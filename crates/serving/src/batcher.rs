@@ -22,6 +22,8 @@ pub(crate) struct Batcher {
     ns_per_row: Arc<AtomicU64>,
     budget: Duration,
     max_wait: Duration,
+    /// Rows per predicted batch.
+    pub(crate) batch_sizes: Arc<crate::metrics::Histogram>,
 }
 
 impl Batcher {
@@ -34,7 +36,11 @@ impl Batcher {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
         let queued_rows = Arc::new(AtomicUsize::new(0));
         let ns_per_row = Arc::new(AtomicU64::new(1_000));
-        let (q, cost) = (queued_rows.clone(), ns_per_row.clone());
+        let batch_sizes = Arc::new(crate::metrics::Histogram::new(
+            crate::metrics::BATCH_BOUNDS,
+            1.0,
+        ));
+        let (q, cost, sizes) = (queued_rows.clone(), ns_per_row.clone(), batch_sizes.clone());
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut jobs = vec![first];
@@ -60,6 +66,7 @@ impl Batcher {
                         _ => break,
                     }
                 }
+                sizes.observe(rows as f64);
                 let start = Instant::now();
                 let all: Vec<Vec<f64>> = jobs.iter().flat_map(|j| j.rows.iter().cloned()).collect();
                 let result = package.predict(&all);
@@ -93,6 +100,7 @@ impl Batcher {
             ns_per_row,
             budget,
             max_wait,
+            batch_sizes,
         }
     }
 

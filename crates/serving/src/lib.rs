@@ -4,6 +4,7 @@
 
 mod batcher;
 pub mod deploy;
+pub mod metrics;
 mod service;
 
 pub use service::{PackageSource, Selector, ServeError, Served, Serving, ServingConfig};

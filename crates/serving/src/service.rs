@@ -74,6 +74,8 @@ pub struct Served {
     pub name: String,
     pub version: i64,
     pub package: Arc<ModelPackage>,
+    /// The package's input names, shared with every logged prediction.
+    pub input_names: Arc<Vec<String>>,
     batcher: Batcher,
 }
 
@@ -97,6 +99,11 @@ impl Served {
             }
         }
         self.batcher.predict(rows).await
+    }
+
+    /// Rows per batch this version predicted.
+    pub fn batch_sizes(&self) -> &crate::metrics::Histogram {
+        &self.batcher.batch_sizes
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -147,6 +154,13 @@ impl Serving {
         Ok(Arc::new(Served {
             name: name.to_owned(),
             version,
+            input_names: Arc::new(
+                package
+                    .input_names()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
             package,
             batcher,
         }))

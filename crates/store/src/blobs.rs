@@ -201,6 +201,45 @@ impl Blobs {
         }
     }
 
+    fn named(&self, rel: &str) -> StorePath {
+        if self.prefix.is_empty() {
+            StorePath::from(rel)
+        } else {
+            StorePath::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    /// Stores an object under a name of its own (outside the content-addressed `sha256/` tree),
+    /// atomically: readers see the whole object or none. Used for the prediction log.
+    pub async fn put_named(&self, rel: &str, bytes: Bytes) -> Result<(), BlobError> {
+        self.store
+            .put(&self.named(rel), object_store::PutPayload::from(bytes))
+            .await?;
+        Ok(())
+    }
+
+    /// Names (relative, sorted) and sizes of the objects under `rel_prefix`.
+    pub async fn list_named(&self, rel_prefix: &str) -> Result<Vec<(String, u64)>, BlobError> {
+        let base = self.named(rel_prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut out = Vec::new();
+        let mut s = self.store.list(Some(&base));
+        while let Some(m) = s.next().await {
+            let m = m?;
+            out.push((m.location.as_ref()[strip..].to_owned(), m.size));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub async fn get_named(&self, rel: &str) -> Result<Bytes, BlobError> {
+        Ok(self.store.get(&self.named(rel)).await?.bytes().await?)
+    }
+
     pub async fn get_bytes(&self, hash: &ContentHash) -> Result<Bytes, BlobError> {
         let mut s = self.get(hash).await?;
         let mut out = Vec::new();

@@ -504,3 +504,69 @@ async fn train_register_and_serve_boosted_trees() {
     assert_eq!(v["outputs"][0]["data"][0], first[label_at].trim(), "{v}");
     assert_eq!(v["outputs"][1]["shape"], serde_json::json!([1, 2]));
 }
+
+#[test]
+fn drift_cli_prints_table_writes_json_and_html_and_gates() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitor/tests/fixtures");
+    let (reference, current) = (
+        fixtures.join("large_reference.csv"),
+        fixtures.join("large_current.csv"),
+    );
+    let (json_path, html_path) = (dir.path().join("drift.json"), dir.path().join("drift.html"));
+    let out = capstan(dir.path())
+        .arg("drift")
+        .args([&reference, &current])
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--html")
+        .arg(&html_path)
+        .args(["--column-threshold", "stable=0.01"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("shifted     numeric      wasserstein"), "{table}");
+    assert!(table.contains("DATASET DRIFT: 5 of 7"), "{table}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let stable = report["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["column"] == "stable")
+        .unwrap();
+    assert_eq!(stable["threshold"], 0.01);
+    assert_eq!(stable["drifted"], true);
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.contains("<svg") && html.contains("Dataset drift detected"));
+    assert_eq!(html.matches("<section").count(), 7, "one chart per column");
+
+    // A CI gate: exit status 3 on dataset drift, 0 without.
+    let gate = |args: &[&str]| {
+        capstan(dir.path())
+            .arg("drift")
+            .args([&reference, &current])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(gate(&["--fail-on-drift"]).status.code(), Some(3));
+    let same = capstan(dir.path())
+        .args(["drift", "--fail-on-drift"])
+        .args([&reference, &reference])
+        .output()
+        .unwrap();
+    assert_eq!(same.status.code(), Some(0));
+    // Mistakes are explained.
+    let bad = gate(&["--method", "nope"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown drift test \"nope\""));
+    let missing = capstan(dir.path())
+        .args(["drift", "/nonexistent.csv"])
+        .arg(&current)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.csv"));
+}

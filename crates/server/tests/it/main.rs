@@ -1,10 +1,11 @@
 //! The router served on a real loopback socket (port 0), driven over HTTP: MLflow wire shapes,
-//! error codes and statuses, artifacts, limits and tokens.
+//! error codes and statuses, artifacts, limits and tokens, /metrics and the prediction log.
 
 mod api;
 mod artifacts;
 mod auth;
 mod deployments;
+mod monitoring;
 mod registry;
 mod serving;
 mod support;

@@ -8,7 +8,7 @@ pub struct TestServer {
     pub url: String,
     pub http: reqwest::Client,
     pub db: Db,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 pub async fn start(config: server::ServerConfig) -> TestServer {
@@ -45,6 +45,10 @@ pub async fn start_with(
             tokens: Arc::new(db.clone()),
             blobs,
             deployments: Arc::new(db.clone()),
+            prediction_log: Some(monitor::predlog::LogConfig {
+                rotate: std::time::Duration::from_millis(100),
+                ..Default::default()
+            }),
         },
         config,
         serving_config,
@@ -58,7 +62,7 @@ pub async fn start_with(
         url,
         http: reqwest::Client::new(),
         db,
-        _dir: dir,
+        dir,
     }
 }
 

@@ -1,0 +1,230 @@
+//! Operational visibility of serving: every prediction is counted (requests, errors, rows,
+//! latency per model/version/variant) and logged to the prediction log; `/metrics` renders the
+//! counters, batch sizes, queue depths and the log's own health as Prometheus text.
+
+use crate::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use learn::Prediction;
+use monitor::predlog::{Output, PredictionEvent, SegmentMeta, SegmentSink};
+use serving::Served;
+use serving::metrics::label_value;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Prediction segments under the artifact store (`predictions/…` beside `sha256/…`).
+pub struct BlobSink(pub store::Blobs);
+
+#[async_trait::async_trait]
+impl SegmentSink for BlobSink {
+    async fn put_segment(&self, meta: &SegmentMeta, bytes: Vec<u8>) -> Result<(), String> {
+        self.0
+            .put_named(&meta.key(), bytes.into())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Counts one inference and, when it succeeded, logs it.
+#[allow(clippy::too_many_arguments)]
+pub fn observe(
+    s: &AppState,
+    model: &str,
+    served: Option<&Arc<Served>>,
+    variant: &str,
+    request_id: &str,
+    rows: Option<Vec<Vec<f64>>>,
+    predictions: Option<&[Prediction]>,
+    start: Instant,
+) {
+    let latency = start.elapsed();
+    let version = served.map_or("unknown".to_owned(), |v| v.version.to_string());
+    let n = predictions.map_or(0, <[Prediction]>::len);
+    s.metrics
+        .observe(model, &version, variant, n, latency, predictions.is_some());
+    let (Some(log), Some(served), Some(rows), Some(preds)) =
+        (&s.predictions, served, rows, predictions)
+    else {
+        return;
+    };
+    let outputs = preds
+        .iter()
+        .map(|p| match p {
+            Prediction::Value(v) => Output::Value(*v),
+            Prediction::Class {
+                label,
+                probabilities,
+            } => Output::Class {
+                label: label.clone(),
+                score: probabilities.iter().copied().reduce(f64::max),
+            },
+        })
+        .collect();
+    log.log(PredictionEvent {
+        ts_ms: base::now_millis(),
+        request_id: request_id.to_owned(),
+        model: model.to_owned(),
+        version: served.version,
+        variant: variant.to_owned(),
+        latency_us: latency.as_micros() as i64,
+        input_names: served.input_names.clone(),
+        rows,
+        outputs,
+    });
+}
+
+fn help(out: &mut String, name: &str, kind: &str, text: &str) {
+    let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
+}
+
+/// `GET /metrics`: Prometheus text exposition format 0.0.4.
+pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let mut out = String::new();
+    let series = s.metrics.snapshot();
+    let labels = |k: &serving::metrics::SeriesKey| {
+        format!(
+            "model=\"{}\",version=\"{}\",variant=\"{}\"",
+            label_value(&k.model),
+            label_value(&k.version),
+            label_value(&k.variant)
+        )
+    };
+    help(
+        &mut out,
+        "capstan_inference_requests_total",
+        "counter",
+        "Inference requests, by model, version and variant.",
+    );
+    for (k, v) in &series {
+        let _ = writeln!(
+            out,
+            "capstan_inference_requests_total{{{}}} {}",
+            labels(k),
+            v.requests.load(Ordering::Relaxed)
+        );
+    }
+    help(
+        &mut out,
+        "capstan_inference_errors_total",
+        "counter",
+        "Inference requests that failed.",
+    );
+    for (k, v) in &series {
+        let _ = writeln!(
+            out,
+            "capstan_inference_errors_total{{{}}} {}",
+            labels(k),
+            v.errors.load(Ordering::Relaxed)
+        );
+    }
+    help(
+        &mut out,
+        "capstan_inference_rows_total",
+        "counter",
+        "Rows predicted.",
+    );
+    for (k, v) in &series {
+        let _ = writeln!(
+            out,
+            "capstan_inference_rows_total{{{}}} {}",
+            labels(k),
+            v.rows.load(Ordering::Relaxed)
+        );
+    }
+    help(
+        &mut out,
+        "capstan_inference_duration_seconds",
+        "histogram",
+        "Inference latency, request received to predictions ready.",
+    );
+    for (k, v) in &series {
+        v.latency
+            .render(&mut out, "capstan_inference_duration_seconds", &labels(k));
+    }
+    let loaded = s.serving.loaded();
+    help(
+        &mut out,
+        "capstan_batch_size_rows",
+        "histogram",
+        "Rows per micro-batch, by served model version.",
+    );
+    for m in &loaded {
+        let l = format!(
+            "model=\"{}\",version=\"{}\"",
+            label_value(&m.name),
+            m.version
+        );
+        m.batch_sizes()
+            .render(&mut out, "capstan_batch_size_rows", &l);
+    }
+    help(
+        &mut out,
+        "capstan_batch_queue_rows",
+        "gauge",
+        "Rows waiting in a model version's batch queue.",
+    );
+    for m in &loaded {
+        let _ = writeln!(
+            out,
+            "capstan_batch_queue_rows{{model=\"{}\",version=\"{}\"}} {}",
+            label_value(&m.name),
+            m.version,
+            m.queue_depth()
+        );
+    }
+    help(
+        &mut out,
+        "capstan_models_loaded",
+        "gauge",
+        "Model versions loaded for serving.",
+    );
+    let _ = writeln!(out, "capstan_models_loaded {}", loaded.len());
+    if let Some(log) = &s.predictions {
+        let st = &log.stats;
+        for (name, kind, text, value) in [
+            (
+                "capstan_prediction_log_queue_depth",
+                "gauge",
+                "Predictions waiting to be written to the prediction log.",
+                log.queue_depth() as u64,
+            ),
+            (
+                "capstan_prediction_log_dropped_total",
+                "counter",
+                "Predictions not logged because the log's queue was full.",
+                st.dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "capstan_prediction_log_rows_total",
+                "counter",
+                "Prediction rows written to Parquet segments.",
+                st.rows_written.load(Ordering::Relaxed),
+            ),
+            (
+                "capstan_prediction_log_segments_total",
+                "counter",
+                "Parquet segments written.",
+                st.segments_written.load(Ordering::Relaxed),
+            ),
+            (
+                "capstan_prediction_log_write_errors_total",
+                "counter",
+                "Segments that could not be written.",
+                st.write_errors.load(Ordering::Relaxed),
+            ),
+        ] {
+            help(&mut out, name, kind, text);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}

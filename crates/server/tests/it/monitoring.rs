@@ -1,0 +1,128 @@
+//! `/metrics` in Prometheus text and the prediction log: served predictions counted per model,
+//! version and variant, and written to Parquet segments under the artifact store.
+
+use crate::serving::{alias_to, package, register};
+use crate::support::start;
+use data::frame::{ColumnData, read_frame};
+use serde_json::json;
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+}
+
+#[tokio::test]
+async fn predictions_are_counted_and_logged() {
+    let s = start(Default::default()).await;
+    let v = register(&s, "lin", package(3.0).to_json()).await;
+    alias_to(&s, "lin", "champion", &v).await;
+    for i in 0..5 {
+        let body = json!({"id": format!("req-{i}"), "inputs": [
+            {"name": "a", "shape": [2], "datatype": "FP64", "data": [i as f64, 1.0]},
+            {"name": "b", "shape": [2], "datatype": "FP64", "data": [2.0, 3.0]}
+        ]});
+        let (st, out) = s.post("/v2/models/lin/infer", body).await;
+        assert_eq!(st, 200, "{out}");
+    }
+    // A bad request is counted as an error of the served version.
+    let (st, _) = s
+        .post(
+            "/v2/models/lin/infer",
+            json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]}]}),
+        )
+        .await;
+    assert_eq!(st, 400);
+
+    let r = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+    let series = format!("{{model=\"lin\",version=\"{v}\",variant=\"default\"}}");
+    assert_eq!(
+        metric(&text, &format!("capstan_inference_requests_total{series}")),
+        6.0
+    );
+    assert_eq!(
+        metric(&text, &format!("capstan_inference_errors_total{series}")),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, &format!("capstan_inference_rows_total{series}")),
+        10.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("capstan_inference_duration_seconds_count{series}")
+        ),
+        6.0
+    );
+    assert!(text.contains("# TYPE capstan_inference_duration_seconds histogram"));
+    assert!(
+        text.contains(&format!(
+            "capstan_batch_size_rows_bucket{{model=\"lin\",version=\"{v}\",le=\"+Inf\"}} 5"
+        )),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "capstan_prediction_log_dropped_total"), 0.0);
+
+    // The log writes a segment within its rotation interval (100 ms in tests).
+    let dir = s
+        .dir
+        .path()
+        .join(format!("objects/predictions/model=lin/version={v}"));
+    let mut files = Vec::new();
+    for _ in 0..100 {
+        files = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if !files.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(files.len(), 1, "{dir:?}");
+    let f = read_frame(&files[0]).unwrap();
+    assert_eq!(f.rows(), 10);
+    assert_eq!(
+        f.column("a").unwrap().data,
+        ColumnData::Numeric(vec![0.0, 1.0, 1.0, 1.0, 2.0, 1.0, 3.0, 1.0, 4.0, 1.0])
+    );
+    match &f.column("_request_id").unwrap().data {
+        ColumnData::Categorical { codes, levels } => {
+            assert_eq!(levels[codes[0] as usize], "req-0");
+            assert_eq!(levels[codes[9] as usize], "req-4");
+        }
+        other => panic!("{other:?}"),
+    }
+    let ColumnData::Numeric(pred) = &f.column("_prediction").unwrap().data else {
+        panic!("numeric predictions")
+    };
+    assert!(
+        (pred[2] - (3.0 * 1.0 - 2.0 * 2.0 + 1.0)).abs() < 1e-3,
+        "{pred:?}"
+    );
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&text, "capstan_prediction_log_rows_total"), 10.0);
+}
