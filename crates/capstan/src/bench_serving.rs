@@ -133,6 +133,32 @@ async fn load(url: &str, body: &Value, connections: usize, seconds: u64) -> Load
     }
 }
 
+/// `capstan serve breast-cancer@champion` on a free port, with the prediction log on or off.
+async fn start_serve(home: &Path, prediction_log: bool) -> Result<(Proc, String), Error> {
+    let port = free_port()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--home")
+        .arg(home)
+        .args([
+            "serve",
+            "breast-cancer@champion",
+            "--port",
+            &port.to_string(),
+        ])
+        .env("CAPSTAN_LOG", "error")
+        .env("CAPSTAN_SERVING__POLL_MS", "200")
+        .env(
+            "CAPSTAN_SERVING__PREDICTION_LOG",
+            if prediction_log { "true" } else { "false" },
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_up(&format!("{url}/v2/health/ready"), &mut child).await?;
+    Ok((Proc(child), url))
+}
+
 pub async fn run(
     python: &str,
     connections: usize,
@@ -167,24 +193,28 @@ pub async fn run(
         .collect();
     let body = json!({"dataframe_records": [row]});
 
-    let port = free_port()?;
-    let mut ours = Command::new(std::env::current_exe()?)
-        .arg("--home")
-        .arg(&home)
-        .args([
-            "serve",
-            "breast-cancer@champion",
-            "--port",
-            &port.to_string(),
-        ])
-        .env("CAPSTAN_LOG", "error")
-        .env("CAPSTAN_SERVING__POLL_MS", "200")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let ours_url = format!("http://127.0.0.1:{port}");
-    wait_up(&format!("{ours_url}/v2/health/ready"), &mut ours).await?;
-    let ours = Proc(ours);
+    // Prediction logging off and on, alternated so drift in machine load hits both alike.
+    let (mut rps_off, mut rps_on) = (Vec::new(), Vec::new());
+    for round in 0..2 {
+        for log in [false, true] {
+            let (_p, url) = start_serve(&home, log).await?;
+            eprintln!(
+                "capstan serve, prediction log {}: round {}",
+                if log { "on" } else { "off" },
+                round + 1
+            );
+            let l = load(&format!("{url}/invocations"), &body, connections, seconds).await;
+            if log {
+                rps_on.push(l.rps)
+            } else {
+                rps_off.push(l.rps)
+            }
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (rps_off, rps_on) = (mean(&rps_off), mean(&rps_on));
+
+    let (ours, ours_url) = start_serve(&home, true).await?;
     eprintln!("capstan serve: {connections} connections for {seconds}s");
     let capstan = load(
         &format!("{ours_url}/invocations"),
@@ -285,6 +315,10 @@ pub async fn run(
         "| hot swap under load: failed requests | {} of {} | not applicable | |\n",
         swap.failed,
         swap.ok + swap.failed
+    );
+    t += &format!(
+        "| prediction log on vs off (requests/s, mean of 2 alternated runs each) | {rps_on:.0} vs {rps_off:.0}: {:+.1}% | not applicable | |\n",
+        (rps_on / rps_off - 1.0) * 100.0
     );
     println!("\n{t}");
     if let Some(path) = out {

@@ -105,6 +105,7 @@ impl Platform {
                 tokens: Arc::new(self.db.clone()),
                 blobs: self.blobs.clone(),
                 deployments: Arc::new(self.db.clone()),
+                labels: Arc::new(self.db.clone()),
                 prediction_log: sv.prediction_log.then(|| monitor::predlog::LogConfig {
                     queue: sv.log_queue.max(1),
                     rotate: std::time::Duration::from_secs(sv.log_rotate_secs.max(1)),
@@ -163,7 +164,12 @@ impl Platform {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
+        let predictions = state.predictions.clone();
         server::serve(listener, state, shutdown).await?;
+        // Predictions still buffered reach the log before the process exits.
+        if let Some(log) = predictions {
+            log.flush().await;
+        }
         Ok(())
     }
 }

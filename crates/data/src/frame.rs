@@ -298,7 +298,8 @@ fn typed_column(name: String, cells: &[std::borrow::Cow<'_, str>]) -> Column {
 /// A column being read: name, numbers, or categories and their codes.
 type Building = (String, Vec<f64>, Option<CategoryBuilder>, Vec<u32>);
 
-fn read_parquet_frame(path: &Path, bytes: Vec<u8>) -> Result<Frame, DataError> {
+/// Reads Parquet bytes (`path` only names them in errors).
+pub fn read_parquet_frame(path: &Path, bytes: Vec<u8>) -> Result<Frame, DataError> {
     use parquet::column::reader::ColumnReader;
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let err = |e: parquet::errors::ParquetError| frame_err(path, e);

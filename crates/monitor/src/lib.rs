@@ -5,6 +5,7 @@
 
 pub mod drift;
 pub mod html;
+pub mod performance;
 pub mod predlog;
 
 pub use drift::{ColumnDrift, ColumnRole, DriftOptions, DriftReport, Kind, Method, drift};

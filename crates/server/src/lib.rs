@@ -72,6 +72,8 @@ pub struct AppState {
     pub metrics: serving::metrics::RequestMetrics,
     /// Where served predictions are logged; `None` turns logging off.
     pub predictions: Option<monitor::predlog::PredictionLog>,
+    /// Feedback labels, joined to the prediction log for live performance.
+    pub labels: Arc<dyn monitor::performance::LabelStore>,
 }
 
 /// The stores the server reads and writes besides tracking and the registry.
@@ -82,6 +84,7 @@ pub struct Backends {
     pub deployments: Arc<dyn serving::deploy::DeploymentStore>,
     /// Prediction log settings; `None` turns logging off.
     pub prediction_log: Option<monitor::predlog::LogConfig>,
+    pub labels: Arc<dyn monitor::performance::LabelStore>,
 }
 
 impl AppState {
@@ -117,6 +120,7 @@ impl AppState {
             deployments: b.deployments,
             metrics: serving::metrics::RequestMetrics::default(),
             predictions,
+            labels: b.labels,
         }
     }
 }
@@ -133,6 +137,10 @@ pub fn router(state: AppState) -> Router {
         .route("/version", get(|| async { mlflow::COMPATIBLE_VERSION }))
         .route("/openapi.json", get(openapi::document))
         .route("/metrics", get(monitoring::metrics))
+        .route(
+            "/api/2.0/capstan/monitoring/performance",
+            get(monitoring::performance),
+        )
         .merge(api)
         .merge(artifacts::routes().layer(DefaultBodyLimit::disable()))
         .merge(

@@ -228,3 +228,134 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
         out,
     )
 }
+
+/// `POST /v2/models/{name}/feedback`: `{"id": REQUEST_ID, "label": L}` for a one-row request, or
+/// `{"id": …, "labels": [L, …]}` with one label per row (a label is a number or a class).
+pub async fn feedback(
+    State(s): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<serde_json::Value>, crate::oip::OipError> {
+    use crate::oip::bad;
+    use monitor::performance::{Label, LabelValue};
+    let req = crate::oip::parse_body(&body)?;
+    let id = req["id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("'id' must be the request id of the prediction (x-request-id)"))?;
+    let values: Vec<&serde_json::Value> = match (req.get("label"), req.get("labels")) {
+        (Some(l), None) => vec![l],
+        (None, Some(serde_json::Value::Array(ls))) if !ls.is_empty() => ls.iter().collect(),
+        _ => {
+            return Err(bad(
+                "give 'label' (one row) or 'labels' (a non-empty list, one per row)",
+            ));
+        }
+    };
+    let now = base::now_millis();
+    let labels = values
+        .iter()
+        .enumerate()
+        .map(|(row, v)| {
+            let value = match v {
+                serde_json::Value::Number(n) => {
+                    n.as_f64().filter(|x| x.is_finite()).map(LabelValue::Number)
+                }
+                serde_json::Value::String(s) => Some(LabelValue::Class(s.clone())),
+                serde_json::Value::Bool(b) => Some(LabelValue::Class(b.to_string())),
+                _ => None,
+            }
+            .ok_or_else(|| bad(format!("label {row} must be a number or a string, got {v}")))?;
+            Ok(Label {
+                request_id: id.to_owned(),
+                row: row as i64,
+                value,
+                ts_ms: now,
+            })
+        })
+        .collect::<Result<Vec<_>, crate::oip::OipError>>()?;
+    s.labels.put_labels(&name, &labels).await.map_err(|e| {
+        tracing::error!(error = %e, "could not store labels");
+        crate::oip::OipError(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "could not store labels".into(),
+        )
+    })?;
+    Ok(axum::Json(serde_json::json!({"accepted": labels.len()})))
+}
+
+#[derive(serde::Deserialize)]
+pub struct PerformanceQuery {
+    model: String,
+    /// Window length in seconds (default one hour).
+    window_seconds: Option<i64>,
+    /// Only predictions at or after this time (epoch ms).
+    since_ms: Option<i64>,
+}
+
+/// `GET /api/2.0/capstan/monitoring/performance?model=M&window_seconds=3600`: live accuracy or
+/// RMSE / MAE per version and window, from the prediction log joined with feedback labels.
+pub async fn performance(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<PerformanceQuery>,
+) -> Result<axum::Json<serde_json::Value>, crate::error::ApiError> {
+    use crate::error::ApiError;
+    let window_ms = q.window_seconds.unwrap_or(3600).saturating_mul(1000);
+    if window_ms <= 0 {
+        return Err(ApiError::invalid("window_seconds must be positive"));
+    }
+    let since = q.since_ms.unwrap_or(0);
+    let Some(log) = &s.predictions else {
+        return Err(ApiError::invalid(
+            "the prediction log is off (serving.prediction_log = false)",
+        ));
+    };
+    // What is buffered becomes visible first.
+    log.flush().await;
+    let prefix = SegmentMeta {
+        model: q.model.clone(),
+        version: 0,
+        start_ms: 0,
+        end_ms: 0,
+        rows: 0,
+    }
+    .key();
+    let prefix = prefix[..prefix.find("/version=").unwrap_or(prefix.len()) + 1].to_owned();
+    let objects = s
+        .blobs
+        .list_named(&prefix)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut predictions = Vec::new();
+    for (key, _) in objects {
+        // …/<start>-<end>-<rows>.parquet: skip segments that ended before `since`.
+        let end = key
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.split('-').nth(1))
+            .and_then(|e| e.parse::<i64>().ok())
+            .unwrap_or(i64::MAX);
+        if end < since {
+            continue;
+        }
+        let bytes = s.blobs.get_named(&key).await.map_err(ApiError::internal)?;
+        let frame = data::frame::read_parquet_frame(std::path::Path::new(&key), bytes.to_vec())
+            .map_err(ApiError::internal)?;
+        let rows = monitor::performance::logged_predictions(&frame).map_err(ApiError::internal)?;
+        predictions.extend(rows.into_iter().filter(|p| p.ts_ms >= since));
+    }
+    let mut ids: Vec<String> = predictions.iter().map(|p| p.request_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let labels = s
+        .labels
+        .labels_for(&q.model, &ids)
+        .await
+        .map_err(ApiError::internal)?;
+    let windows = monitor::performance::live_performance(&predictions, &labels, window_ms);
+    Ok(axum::Json(serde_json::json!({
+        "model": q.model,
+        "window_seconds": window_ms / 1000,
+        "windows": windows,
+    })))
+}

@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
             get(model_ready_v),
         )
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/v2/models/{name}/feedback", post(monitoring::feedback))
         .route("/invocations", post(invocations))
 }
 

@@ -175,6 +175,21 @@ CREATE TABLE deployment_requests (
 );
 "#,
     },
+    Migration {
+        version: 4,
+        name: "prediction_labels",
+        sql: r#"
+CREATE TABLE prediction_labels (
+    model TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    row_index BIGINT NOT NULL,
+    label_num {REAL},
+    label_text TEXT,
+    created BIGINT NOT NULL,
+    PRIMARY KEY (model, request_id, row_index)
+);
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

@@ -524,9 +524,16 @@ fn drift_cli_prints_table_writes_json_and_html_and_gates() {
         .args(["--column-threshold", "stable=0.01"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = String::from_utf8(out.stdout).unwrap();
-    assert!(table.contains("shifted     numeric      wasserstein"), "{table}");
+    assert!(
+        table.contains("shifted     numeric      wasserstein"),
+        "{table}"
+    );
     assert!(table.contains("DATASET DRIFT: 5 of 7"), "{table}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();

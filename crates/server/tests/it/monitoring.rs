@@ -126,3 +126,70 @@ async fn predictions_are_counted_and_logged() {
         .unwrap();
     assert_eq!(metric(&text, "capstan_prediction_log_rows_total"), 10.0);
 }
+
+#[tokio::test]
+async fn feedback_joins_predictions_into_live_performance() {
+    let s = start(Default::default()).await;
+    let v = register(&s, "lin", package(3.0).to_json()).await;
+    alias_to(&s, "lin", "champion", &v).await;
+    let mut preds = Vec::new();
+    for i in 0..4 {
+        let body = json!({"id": format!("q{i}"), "inputs": [
+            {"name": "a", "shape": [2], "datatype": "FP64", "data": [i as f64, 2.0]},
+            {"name": "b", "shape": [2], "datatype": "FP64", "data": [1.0, 1.0]}
+        ]});
+        let (st, out) = s.post("/v2/models/lin/infer", body).await;
+        assert_eq!(st, 200, "{out}");
+        let data: Vec<f64> = out["outputs"][0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        preds.push(data);
+    }
+    // Labels for three of the four requests: each prediction off by exactly +1 / -1.
+    for (i, p) in preds.iter().enumerate().take(3) {
+        let (st, out) = s
+            .post(
+                "/v2/models/lin/feedback",
+                json!({"id": format!("q{i}"), "labels": [p[0] + 1.0, p[1] - 1.0]}),
+            )
+            .await;
+        assert_eq!(st, 200, "{out}");
+        assert_eq!(out["accepted"], 2);
+    }
+    let (st, perf) = s
+        .get(
+            "/api/2.0/capstan/monitoring/performance",
+            &[("model", "lin"), ("window_seconds", "86400")],
+        )
+        .await;
+    assert_eq!(st, 200, "{perf}");
+    let w = &perf["windows"][0];
+    assert_eq!(perf["windows"].as_array().unwrap().len(), 1, "{perf}");
+    assert_eq!(w["version"], v.parse::<i64>().unwrap());
+    assert_eq!(w["predictions"], 8);
+    assert_eq!(w["labeled"], 6);
+    assert!((w["rmse"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{perf}");
+    assert!((w["mae"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{perf}");
+
+    // Bad feedback is refused with a reason; nothing is stored.
+    for (body, needle) in [
+        (json!({"labels": [1.0]}), "'id'"),
+        (json!({"id": "q0"}), "'label'"),
+        (json!({"id": "q0", "labels": []}), "'label'"),
+        (json!({"id": "q0", "label": {"x": 1}}), "number or a string"),
+    ] {
+        let (st, out) = s.post("/v2/models/lin/feedback", body).await;
+        assert_eq!(st, 400, "{out}");
+        assert!(out["error"].as_str().unwrap().contains(needle), "{out}");
+    }
+    let (st, _) = s
+        .get(
+            "/api/2.0/capstan/monitoring/performance",
+            &[("model", "lin"), ("window_seconds", "0")],
+        )
+        .await;
+    assert_eq!(st, 400);
+}

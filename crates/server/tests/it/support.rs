@@ -45,6 +45,7 @@ pub async fn start_with(
             tokens: Arc::new(db.clone()),
             blobs,
             deployments: Arc::new(db.clone()),
+            labels: Arc::new(db.clone()),
             prediction_log: Some(monitor::predlog::LogConfig {
                 rotate: std::time::Duration::from_millis(100),
                 ..Default::default()

@@ -47,3 +47,45 @@ db_test!(deployments_and_feedback, |db: Db| async move {
     assert!(db.requests("d").await.expect("requests").is_empty());
     assert!(!db.delete_deployment("d").await.expect("delete again"));
 });
+
+db_test!(labels_upsert_and_join_by_request, |db: Db| async move {
+    use monitor::performance::{Label, LabelStore, LabelValue};
+    let label = |id: &str, row: i64, value: LabelValue| Label {
+        request_id: id.into(),
+        row,
+        value,
+        ts_ms: 5,
+    };
+    db.put_labels(
+        "m",
+        &[
+            label("r1", 0, LabelValue::Class("yes".into())),
+            label("r1", 1, LabelValue::Number(2.5)),
+            label("r2", 0, LabelValue::Number(1.0)),
+        ],
+    )
+    .await
+    .expect("put");
+    // A corrected label replaces the first one.
+    db.put_labels("m", &[label("r1", 0, LabelValue::Class("no".into()))])
+        .await
+        .expect("upsert");
+    db.put_labels("other", &[label("r1", 0, LabelValue::Number(9.0))])
+        .await
+        .expect("other model");
+    let mut got = db
+        .labels_for("m", &["r1".into(), "missing".into()])
+        .await
+        .expect("get");
+    got.sort_by_key(|l| l.row);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].value, LabelValue::Class("no".into()));
+    assert_eq!(got[1].value, LabelValue::Number(2.5));
+    let many: Vec<String> = (0..1200)
+        .map(|i| format!("x{i}"))
+        .chain(["r2".into()])
+        .collect();
+    let got = db.labels_for("m", &many).await.expect("chunked");
+    assert_eq!(got.len(), 1, "ids beyond one chunk are found");
+    assert_eq!(got[0].request_id, "r2");
+});
