@@ -176,7 +176,7 @@ pub fn run(a: &DriftArgs) -> Result<bool, Error> {
 }
 
 /// Writes through a temporary file in the same directory, then renames.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -16,6 +16,7 @@ mod models;
 mod platform;
 mod progress;
 mod report;
+mod test_cmd;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -91,6 +92,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// Data and model tests (expectation suites); exit status 3 when a check fails.
+    #[command(subcommand)]
+    Test(test_cmd::TestCmd),
     /// Data drift between a reference and a current table (CSV or Parquet), Evidently's tests.
     Drift(drift_cmd::DriftArgs),
     /// Run the end-to-end demo on embedded defaults.
@@ -176,7 +180,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(platform::Error::DriftDetected) => ExitCode::from(3),
+        Err(platform::Error::DriftDetected | platform::Error::ChecksFailed) => ExitCode::from(3),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -259,6 +263,19 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
                 TokensCmd::Create { name, scope } => report::create_token(&p, &name, &scope).await,
                 TokensCmd::List => report::list_tokens(&p).await,
                 TokensCmd::Revoke { id } => report::revoke_token(&p, id).await,
+            }
+        }
+        Command::Test(cmd) => {
+            let result = test_cmd::run(&cmd)?;
+            let test_cmd::TestCmd::Data { run: run_id, .. } = &cmd;
+            if let Some(run_id) = run_id {
+                let p = platform::Platform::open(&home, &config).await?;
+                test_cmd::log_to_run(&p, run_id, &result).await?;
+            }
+            if result.success {
+                Ok(())
+            } else {
+                Err(platform::Error::ChecksFailed)
             }
         }
         Command::Drift(args) => {

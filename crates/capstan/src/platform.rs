@@ -23,6 +23,8 @@ pub enum Error {
     Other(String),
     #[error("dataset drift detected")]
     DriftDetected,
+    #[error("checks failed")]
+    ChecksFailed,
 }
 
 pub struct Platform {

@@ -4,6 +4,7 @@
 //! the prediction log (Parquet segments written off the request path).
 
 pub mod drift;
+pub mod expect;
 pub mod html;
 pub mod performance;
 pub mod predlog;

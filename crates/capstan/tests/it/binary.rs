@@ -577,3 +577,98 @@ fn drift_cli_prints_table_writes_json_and_html_and_gates() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.csv"));
 }
+
+#[test]
+fn data_tests_gate_promotion_through_the_registry() {
+    let home = tempfile::tempdir().expect("home");
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/breast_cancer.csv");
+    let out = capstan(home.path())
+        .args([
+            "train",
+            "--data",
+            data,
+            "--target",
+            "diagnosis",
+            "--classify",
+        ])
+        .args(["--register", "bc"])
+        .output()
+        .expect("train");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let run_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("run id")
+        .to_owned();
+    let check = capstan(home.path())
+        .args(["models", "set-check", "bc", "data"])
+        .arg("metrics.`expectations.bc_data.passed` = 1")
+        .output()
+        .expect("set-check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let promote = || {
+        capstan(home.path())
+            .args(["models", "promote", "bc", "1"])
+            .output()
+            .expect("promote")
+    };
+    assert!(!promote().status.success(), "no data test logged yet");
+
+    let suite = home.path().join("bc.yaml");
+    let write_suite = |max_radius: f64| {
+        std::fs::write(
+            &suite,
+            format!(
+                "name: bc_data\nexpectations:\n  - {{expect: not_null, column: diagnosis}}\n  - {{expect: between, column: mean_radius, min: 0, max: {max_radius}}}\n"
+            ),
+        )
+        .unwrap()
+    };
+    let test = || {
+        capstan(home.path())
+            .args(["test", "data"])
+            .arg(&suite)
+            .arg(data)
+            .args(["--run", &run_id])
+            .output()
+            .expect("test data")
+    };
+    write_suite(10.0); // too strict: the data has larger tumours
+    let failed = test();
+    assert_eq!(
+        failed.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    let out = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        out.contains("FAIL") && out.contains("1 passed, 1 failed"),
+        "{out}"
+    );
+    assert!(
+        !promote().status.success(),
+        "a failed data test blocks promotion"
+    );
+
+    write_suite(100.0);
+    let passed = test();
+    assert!(
+        passed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&passed.stdout)
+    );
+    let p = promote();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    assert!(String::from_utf8_lossy(&p.stdout).contains("1 check(s) passed"));
+}
