@@ -266,12 +266,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
             }
         }
         Command::Test(cmd) => {
-            let result = test_cmd::run(&cmd)?;
-            let test_cmd::TestCmd::Data { run: run_id, .. } = &cmd;
-            if let Some(run_id) = run_id {
-                let p = platform::Platform::open(&home, &config).await?;
-                test_cmd::log_to_run(&p, run_id, &result).await?;
-            }
+            let result = test_cmd::run(&cmd, &home, &config).await?;
             if result.success {
                 Ok(())
             } else {
@@ -290,7 +285,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
 }
 
 /// `name@alias` or `name/version`.
-fn parse_model_ref(s: &str) -> Result<(String, serving::Selector), platform::Error> {
+pub(crate) fn parse_model_ref(s: &str) -> Result<(String, serving::Selector), platform::Error> {
     if let Some((name, alias)) = s.split_once('@') {
         return Ok((name.to_owned(), serving::Selector::Alias(alias.to_owned())));
     }

@@ -174,6 +174,16 @@ impl ModelPackage {
         }
     }
 
+    /// The classes of a classifier, in probability order; empty for regression.
+    pub fn class_names(&self) -> &[String] {
+        match &self.algorithm {
+            Algorithm::LogisticRegression { classes, .. } | Algorithm::Trees { classes, .. } => {
+                classes
+            }
+            Algorithm::LinearRegression { .. } => &[],
+        }
+    }
+
     pub fn input_names(&self) -> Vec<&str> {
         self.inputs.iter().map(|c| c.name.as_str()).collect()
     }

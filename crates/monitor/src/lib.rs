@@ -6,6 +6,7 @@
 pub mod drift;
 pub mod expect;
 pub mod html;
+pub mod modeltest;
 pub mod performance;
 pub mod predlog;
 

@@ -26,6 +26,7 @@ use store::Blobs;
 use tracking::{ArtifactIndex, TokenStore, Tracking};
 
 pub use auth::{hash_token, new_token};
+pub use model_source::RegistrySource;
 
 /// Limits and switches of the server.
 #[derive(Debug, Clone)]

@@ -672,3 +672,87 @@ fn data_tests_gate_promotion_through_the_registry() {
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
     assert!(String::from_utf8_lossy(&p.stdout).contains("1 check(s) passed"));
 }
+
+#[test]
+fn model_tests_compare_with_the_champion_and_gate_promotion() {
+    let home = tempfile::tempdir().expect("home");
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/breast_cancer.csv");
+    let train = |rounds: &str| {
+        let out = capstan(home.path())
+            .args([
+                "train",
+                "--data",
+                data,
+                "--target",
+                "diagnosis",
+                "--classify",
+            ])
+            .args([
+                "--algorithm",
+                "logistic",
+                "--learning-rate",
+                "0.5",
+                "--rounds",
+                rounds,
+            ])
+            .args(["--register", "bc"])
+            .output()
+            .expect("train");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ok = |args: &[&str]| {
+        let out = capstan(home.path()).args(args).output().expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    train("1");
+    ok(&["models", "promote", "bc", "1"]);
+    train("300");
+    ok(&[
+        "models",
+        "set-check",
+        "bc",
+        "tests",
+        "metrics.`model_tests.bc_model.passed` = 1",
+    ]);
+    let suite = home.path().join("model.yaml");
+    std::fs::write(
+        &suite,
+        "name: bc_model\ntarget: diagnosis\ntests:\n  - {test: metric, metric: accuracy, min: 0.9}\n  - {test: beats_champion, metric: accuracy, margin: 0.01}\n",
+    )
+    .unwrap();
+    let test = |model: &str| {
+        capstan(home.path())
+            .args(["test", "model"])
+            .arg(&suite)
+            .args(["--model", model, "--data", data])
+            .output()
+            .expect("test model")
+    };
+    let promote2 = || {
+        capstan(home.path())
+            .args(["models", "promote", "bc", "2"])
+            .output()
+            .expect("promote")
+    };
+    assert!(!promote2().status.success(), "untested");
+    let out = test("bc/2");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("champion 0."), "{text}");
+    assert!(
+        promote2().status.success(),
+        "tested and better than the champion"
+    );
+    // Now version 1 is tested against the new champion, and loses.
+    let out = test("bc/1");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
+}
