@@ -13,6 +13,7 @@ mod demo;
 mod deploy;
 mod drift_cmd;
 mod models;
+mod monitors_cmd;
 mod platform;
 mod progress;
 mod report;
@@ -92,6 +93,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// Monitors over served models (drift, live accuracy, latency, errors) and their alerts.
+    #[command(subcommand)]
+    Monitors(monitors_cmd::MonitorsCmd),
     /// Data and model tests (expectation suites); exit status 3 when a check fails.
     #[command(subcommand)]
     Test(test_cmd::TestCmd),
@@ -265,6 +269,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
                 TokensCmd::Revoke { id } => report::revoke_token(&p, id).await,
             }
         }
+        Command::Monitors(cmd) => monitors_cmd::run(&home, &config, cmd).await,
         Command::Test(cmd) => {
             let result = test_cmd::run(&cmd, &home, &config).await?;
             if result.success {

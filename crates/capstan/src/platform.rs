@@ -108,6 +108,7 @@ impl Platform {
                 blobs: self.blobs.clone(),
                 deployments: Arc::new(self.db.clone()),
                 labels: Arc::new(self.db.clone()),
+                monitors: Arc::new(self.db.clone()),
                 prediction_log: sv.prediction_log.then(|| monitor::predlog::LogConfig {
                     queue: sv.log_queue.max(1),
                     rotate: std::time::Duration::from_secs(sv.log_rotate_secs.max(1)),
@@ -121,6 +122,7 @@ impl Platform {
                 serving_alias: sv.alias.clone(),
                 default_model,
                 max_infer_rows: sv.max_rows,
+                monitor_scheduler: true,
             },
             serving::ServingConfig {
                 max_batch: sv.max_batch,

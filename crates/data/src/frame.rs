@@ -136,6 +136,62 @@ impl Frame {
         )
     }
 
+    /// The rows of `parts` one after the other; columns matched by name (a column missing from a
+    /// part is missing there; numbers and text in one column make it text).
+    pub fn concat(parts: &[Frame]) -> Frame {
+        let mut names: Vec<String> = Vec::new();
+        for p in parts {
+            for c in &p.columns {
+                if !names.contains(&c.name) {
+                    names.push(c.name.clone());
+                }
+            }
+        }
+        let columns = names
+            .into_iter()
+            .map(|name| {
+                let all_numeric = parts.iter().all(|p| {
+                    p.column(&name)
+                        .is_none_or(|c| matches!(c.data, ColumnData::Numeric(_)))
+                });
+                let data = if all_numeric {
+                    let mut v = Vec::new();
+                    for p in parts {
+                        match p.column(&name).map(|c| &c.data) {
+                            Some(ColumnData::Numeric(x)) => v.extend_from_slice(x),
+                            _ => v.extend(std::iter::repeat_n(f64::NAN, p.rows())),
+                        }
+                    }
+                    ColumnData::Numeric(v)
+                } else {
+                    let mut b = CategoryBuilder::default();
+                    let mut codes = Vec::new();
+                    for p in parts {
+                        match p.column(&name).map(Column::to_categorical) {
+                            Some(Column {
+                                data: ColumnData::Categorical { codes: c, levels },
+                                ..
+                            }) => codes.extend(c.iter().map(|&k| {
+                                if k == MISSING {
+                                    MISSING
+                                } else {
+                                    b.code(&levels[k as usize])
+                                }
+                            })),
+                            _ => codes.extend(std::iter::repeat_n(MISSING, p.rows())),
+                        }
+                    }
+                    ColumnData::Categorical {
+                        codes,
+                        levels: b.levels,
+                    }
+                };
+                Column { name, data }
+            })
+            .collect();
+        Frame { columns }
+    }
+
     /// Rows whose index passes `keep`, in order.
     pub fn filter_rows(&self, keep: &[bool]) -> Frame {
         let columns = self
@@ -402,6 +458,25 @@ pub fn read_parquet_frame(path: &Path, bytes: Vec<u8>) -> Result<Frame, DataErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_concatenate_by_column_name() {
+        let a = parse_csv_frame("x,k\n1,a\n2,b\n").unwrap();
+        let b = parse_csv_frame("k,y\nb,5\nc,6\n").unwrap();
+        let f = Frame::concat(&[a, b]);
+        assert_eq!(f.rows(), 4);
+        match &f.column("x").unwrap().data {
+            ColumnData::Numeric(v) => assert!(v[0] == 1.0 && v[1] == 2.0 && v[2].is_nan()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            f.column("k").unwrap().data,
+            ColumnData::Categorical {
+                codes: vec![0, 1, 1, 2],
+                levels: vec!["a".into(), "b".into(), "c".into()]
+            }
+        );
+    }
 
     #[test]
     fn csv_columns_are_typed_and_missing_cells_kept() {

@@ -7,6 +7,7 @@ pub mod drift;
 pub mod expect;
 pub mod html;
 pub mod modeltest;
+pub mod monitors;
 pub mod performance;
 pub mod predlog;
 

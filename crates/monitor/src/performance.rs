@@ -65,6 +65,7 @@ pub struct LoggedPrediction {
     pub version: i64,
     pub value: Option<f64>,
     pub class: Option<String>,
+    pub latency_us: i64,
 }
 
 fn numbers(f: &Frame, name: &str) -> Option<Vec<f64>> {
@@ -99,6 +100,7 @@ pub fn logged_predictions(segment: &Frame) -> Result<Vec<LoggedPrediction>, Stri
     let versions = numbers(segment, "_version").ok_or_else(|| missing("_version"))?;
     let values = numbers(segment, "_prediction").ok_or_else(|| missing("_prediction"))?;
     let classes = texts(segment, "_label");
+    let latency = numbers(segment, "_latency_us").ok_or_else(|| missing("_latency_us"))?;
     Ok((0..ts.len())
         .map(|i| LoggedPrediction {
             ts_ms: ts[i] as i64,
@@ -107,6 +109,7 @@ pub fn logged_predictions(segment: &Frame) -> Result<Vec<LoggedPrediction>, Stri
             version: versions[i] as i64,
             value: (!values[i].is_nan()).then_some(values[i]),
             class: classes.as_ref().and_then(|c| c[i].clone()),
+            latency_us: latency[i] as i64,
         })
         .collect())
 }
@@ -191,6 +194,7 @@ mod tests {
             version,
             value: Some(value),
             class: class.map(str::to_owned),
+            latency_us: 100,
         }
     }
 

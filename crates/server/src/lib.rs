@@ -12,6 +12,7 @@ mod mlflow;
 mod mlflow_registry;
 mod model_source;
 pub mod monitoring;
+pub mod monitors;
 mod oip;
 mod openapi;
 mod wire;
@@ -43,6 +44,8 @@ pub struct ServerConfig {
     pub default_model: Option<(String, serving::Selector)>,
     /// Most rows one inference request may carry.
     pub max_infer_rows: usize,
+    /// Evaluate monitors on their schedule while serving.
+    pub monitor_scheduler: bool,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             serving_alias: "champion".into(),
             default_model: None,
             max_infer_rows: 10_000,
+            monitor_scheduler: true,
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct AppState {
     pub predictions: Option<monitor::predlog::PredictionLog>,
     /// Feedback labels, joined to the prediction log for live performance.
     pub labels: Arc<dyn monitor::performance::LabelStore>,
+    pub monitors: Arc<dyn monitor::monitors::MonitorStore>,
+    pub monitor_gauges: monitors::MonitorGauges,
 }
 
 /// The stores the server reads and writes besides tracking and the registry.
@@ -86,6 +92,7 @@ pub struct Backends {
     /// Prediction log settings; `None` turns logging off.
     pub prediction_log: Option<monitor::predlog::LogConfig>,
     pub labels: Arc<dyn monitor::performance::LabelStore>,
+    pub monitors: Arc<dyn monitor::monitors::MonitorStore>,
 }
 
 impl AppState {
@@ -122,6 +129,8 @@ impl AppState {
             metrics: serving::metrics::RequestMetrics::default(),
             predictions,
             labels: b.labels,
+            monitors: b.monitors,
+            monitor_gauges: monitors::MonitorGauges::default(),
         }
     }
 }
@@ -132,6 +141,7 @@ pub fn router(state: AppState) -> Router {
     let api = mlflow::routes()
         .merge(mlflow_registry::routes())
         .merge(admin::routes())
+        .merge(monitors::routes())
         .layer(DefaultBodyLimit::max(json_limit));
     Router::new()
         .route("/health", get(|| async { "OK" }))
@@ -163,6 +173,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if state.config.monitor_scheduler {
+        tokio::spawn(monitors::scheduler(state.clone()));
+    }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -220,6 +220,7 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
             let _ = writeln!(out, "{name} {value}");
         }
     }
+    crate::monitors::render_metrics(&s, &mut out);
     (
         [(
             header::CONTENT_TYPE,
@@ -305,45 +306,12 @@ pub async fn performance(
         return Err(ApiError::invalid("window_seconds must be positive"));
     }
     let since = q.since_ms.unwrap_or(0);
-    let Some(log) = &s.predictions else {
+    if s.predictions.is_none() {
         return Err(ApiError::invalid(
             "the prediction log is off (serving.prediction_log = false)",
         ));
-    };
-    // What is buffered becomes visible first.
-    log.flush().await;
-    let prefix = SegmentMeta {
-        model: q.model.clone(),
-        version: 0,
-        start_ms: 0,
-        end_ms: 0,
-        rows: 0,
     }
-    .key();
-    let prefix = prefix[..prefix.find("/version=").unwrap_or(prefix.len()) + 1].to_owned();
-    let objects = s
-        .blobs
-        .list_named(&prefix)
-        .await
-        .map_err(ApiError::internal)?;
-    let mut predictions = Vec::new();
-    for (key, _) in objects {
-        // …/<start>-<end>-<rows>.parquet: skip segments that ended before `since`.
-        let end = key
-            .rsplit('/')
-            .next()
-            .and_then(|f| f.split('-').nth(1))
-            .and_then(|e| e.parse::<i64>().ok())
-            .unwrap_or(i64::MAX);
-        if end < since {
-            continue;
-        }
-        let bytes = s.blobs.get_named(&key).await.map_err(ApiError::internal)?;
-        let frame = data::frame::read_parquet_frame(std::path::Path::new(&key), bytes.to_vec())
-            .map_err(ApiError::internal)?;
-        let rows = monitor::performance::logged_predictions(&frame).map_err(ApiError::internal)?;
-        predictions.extend(rows.into_iter().filter(|p| p.ts_ms >= since));
-    }
+    let (_, predictions) = load_window(&s, &q.model, since).await?;
     let mut ids: Vec<String> = predictions.iter().map(|p| p.request_id.clone()).collect();
     ids.sort();
     ids.dedup();
@@ -358,4 +326,58 @@ pub async fn performance(
         "window_seconds": window_ms / 1000,
         "windows": windows,
     })))
+}
+
+/// The model's logged predictions at or after `since_ms`: their inputs as one table (the window
+/// a drift check reads) and the prediction rows (what labels join to).
+pub async fn load_window(
+    s: &AppState,
+    model: &str,
+    since_ms: i64,
+) -> Result<
+    (
+        data::frame::Frame,
+        Vec<monitor::performance::LoggedPrediction>,
+    ),
+    crate::error::ApiError,
+> {
+    use crate::error::ApiError;
+    if let Some(log) = &s.predictions {
+        log.flush().await;
+    }
+    let prefix = SegmentMeta {
+        model: model.to_owned(),
+        version: 0,
+        start_ms: 0,
+        end_ms: 0,
+        rows: 0,
+    }
+    .key();
+    let prefix = prefix[..prefix.find("/version=").unwrap_or(prefix.len()) + 1].to_owned();
+    let objects = s
+        .blobs
+        .list_named(&prefix)
+        .await
+        .map_err(ApiError::internal)?;
+    let (mut frames, mut predictions) = (Vec::new(), Vec::new());
+    for (key, _) in objects {
+        // …/<start>-<end>-<rows>.parquet: skip segments that ended before `since`.
+        let end = key
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.split('-').nth(1))
+            .and_then(|e| e.parse::<i64>().ok())
+            .unwrap_or(i64::MAX);
+        if end < since_ms {
+            continue;
+        }
+        let bytes = s.blobs.get_named(&key).await.map_err(ApiError::internal)?;
+        let frame = data::frame::read_parquet_frame(std::path::Path::new(&key), bytes.to_vec())
+            .map_err(ApiError::internal)?;
+        let rows = monitor::performance::logged_predictions(&frame).map_err(ApiError::internal)?;
+        let keep: Vec<bool> = rows.iter().map(|p| p.ts_ms >= since_ms).collect();
+        predictions.extend(rows.into_iter().filter(|p| p.ts_ms >= since_ms));
+        frames.push(frame.filter_rows(&keep));
+    }
+    Ok((data::frame::Frame::concat(&frames), predictions))
 }

@@ -9,6 +9,7 @@ mod db;
 mod deploy_store;
 mod label_store;
 mod migrations;
+mod monitor_store;
 mod registry_store;
 mod remote;
 mod sql;

@@ -190,6 +190,30 @@ CREATE TABLE prediction_labels (
 );
 "#,
     },
+    Migration {
+        version: 5,
+        name: "monitors",
+        sql: r#"
+CREATE TABLE monitors (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    last_evaluation TEXT,
+    last_at BIGINT,
+    created BIGINT NOT NULL
+);
+CREATE TABLE alerts (
+    id {ID},
+    monitor TEXT NOT NULL,
+    model TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    message TEXT NOT NULL,
+    value {REAL},
+    threshold {REAL} NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE INDEX alerts_monitor ON alerts (monitor, created);
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

@@ -756,3 +756,69 @@ fn model_tests_compare_with_the_champion_and_gate_promotion() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
 }
+
+#[tokio::test]
+async fn monitors_from_the_cli_judge_what_the_server_served() {
+    let home = tempfile::tempdir().expect("home");
+    let out = capstan(home.path())
+        .args(["demo", "--no-serve"])
+        .output()
+        .expect("demo");
+    assert!(out.status.success());
+    // Segments every second, so the CLI sees what the server logged.
+    std::fs::write(
+        home.path().join("capstan.toml"),
+        "[serving]\nlog_rotate_secs = 1\n",
+    )
+    .unwrap();
+    let s = start_cmd(
+        home.path(),
+        &["serve", "diabetes-regressor@champion", "--port", "0"],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let row = serde_json::json!({"age": 59, "sex": 2, "bmi": 32.1, "bp": 101.0, "s1_tc": 157, "s2_ldl": 93.2, "s3_hdl": 38.0, "s4_tch": 4.0, "s5_ltg": 4.8598, "s6_glu": 87});
+    for _ in 0..20 {
+        let r = http
+            .post(format!("{}/invocations", s.url))
+            .json(&serde_json::json!({"dataframe_records": [row]}))
+            .send()
+            .await
+            .expect("invocations");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let spec = home.path().join("monitor.yaml");
+    std::fs::write(
+        &spec,
+        "name: diabetes-latency\nmodel: diabetes-regressor\nwindow_seconds: 600\nchecks:\n  - {check: latency_p99_above_ms, value: 0.000001}\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = capstan(home.path()).args(args).output().expect("cli");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, err) = run(&["monitors", "create", spec.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.contains("monitor diabetes-latency watches diabetes-regressor"));
+    // Wait for the server to write its segment (rotation: 1 s).
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (code, text, err) = run(&["monitors", "evaluate", "diabetes-latency"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.contains("FAILING"), "{text}");
+    assert!(text.contains("20 predictions in the window"), "{text}");
+    // The running server's scheduler may have raised the alert first: either way, one incident
+    // is one alert.
+    let (_, text, _) = run(&["monitors", "alerts"]);
+    assert_eq!(text.matches("latency_p99_above_ms").count(), 1, "{text}");
+    let (_, text, _) = run(&["monitors", "list"]);
+    assert!(text.contains("FAILING: latency_p99_above_ms"), "{text}");
+    std::fs::write(&spec, "name: x\nmodel: m\nchecks: []\n").unwrap();
+    let (code, _, err) = run(&["monitors", "create", spec.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("at least one check"), "{err}");
+    drop(s);
+}

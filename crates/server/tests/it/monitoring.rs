@@ -193,3 +193,170 @@ async fn feedback_joins_predictions_into_live_performance() {
         .await;
     assert_eq!(st, 400);
 }
+
+#[tokio::test]
+async fn monitors_detect_drift_raise_one_alert_and_call_the_webhook() {
+    // Evaluations only when asked: the scheduler has its own test.
+    let s = start(server::ServerConfig {
+        monitor_scheduler: false,
+        ..Default::default()
+    })
+    .await;
+    let v = register(&s, "lin", package(3.0).to_json()).await;
+    alias_to(&s, "lin", "champion", &v).await;
+    // Reference: a in [0, 10), b in [0, 5).
+    let reference = s.dir.path().join("reference.csv");
+    let rows: String = (0..400)
+        .map(|i| {
+            format!(
+                "{},{}\n",
+                (i * 7 % 100) as f64 / 10.0,
+                (i * 3 % 50) as f64 / 10.0
+            )
+        })
+        .collect();
+    std::fs::write(&reference, format!("a,b\n{rows}")).unwrap();
+    // A webhook receiver on loopback.
+    let (hook_tx, mut hook_rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let tx = hook_tx.clone();
+            async move {
+                let _ = tx.send(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+
+    let spec = json!({
+        "name": "lin-health",
+        "model": "lin",
+        "window_seconds": 3600,
+        "interval_seconds": 3600,
+        "reference": reference.to_str().unwrap(),
+        "checks": [
+            {"check": "drift"},
+            {"check": "latency_p99_above_ms", "value": 10000.0},
+            {"check": "rmse_above", "value": 100.0, "min_labeled": 1}
+        ],
+        "webhook": hook_url,
+    });
+    let (st, out) = s.post("/api/2.0/capstan/monitors", spec.clone()).await;
+    assert_eq!(st, 200, "{out}");
+    // Invalid specs are refused with the reason.
+    let mut bad = spec.clone();
+    bad["checks"] = json!([]);
+    let (st, out) = s.post("/api/2.0/capstan/monitors", bad).await;
+    assert_eq!(st, 400, "{out}");
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least one check"),
+        "{out}"
+    );
+    let mut bad = spec.clone();
+    bad["reference"] = json!("/nonexistent/ref.csv");
+    assert_eq!(s.post("/api/2.0/capstan/monitors", bad).await.0, 400);
+
+    // Current traffic: a shifted far outside the reference (drift), b similar.
+    for i in 0..40 {
+        let body = json!({"id": format!("m{i}"), "inputs": [
+            {"name": "a", "shape": [1], "datatype": "FP64", "data": [50.0 + i as f64]},
+            {"name": "b", "shape": [1], "datatype": "FP64", "data": [(i % 50) as f64 / 10.0]}
+        ]});
+        assert_eq!(s.post("/v2/models/lin/infer", body).await.0, 200);
+    }
+    let (st, out) = s
+        .post("/api/2.0/capstan/monitors/lin-health/evaluate", json!({}))
+        .await;
+    assert_eq!(st, 200, "{out}");
+    let results = out["evaluation"]["results"].as_array().unwrap();
+    assert_eq!(results[0]["check"], "drift");
+    assert_eq!(results[0]["failing"], true, "{out}");
+    assert!(
+        results[0]["message"].as_str().unwrap().contains(": a"),
+        "{out}"
+    );
+    assert_eq!(results[1]["failing"], false, "{out}");
+    assert_eq!(
+        results[2]["failing"],
+        serde_json::Value::Null,
+        "no labels yet: no verdict"
+    );
+    assert_eq!(out["alerts"].as_array().unwrap().len(), 1);
+    let hooked = tokio::time::timeout(std::time::Duration::from_secs(5), hook_rx.recv())
+        .await
+        .expect("webhook called")
+        .unwrap();
+    assert_eq!(hooked["alerts"][0]["check"], "drift");
+    assert_eq!(hooked["alerts"][0]["monitor"], "lin-health");
+
+    // Still drifting: evaluated again, no second alert for the same incident.
+    let (_, again) = s
+        .post("/api/2.0/capstan/monitors/lin-health/evaluate", json!({}))
+        .await;
+    assert_eq!(again["alerts"].as_array().unwrap().len(), 0, "{again}");
+    let (_, list) = s
+        .get("/api/2.0/capstan/alerts", &[("monitor", "lin-health")])
+        .await;
+    assert_eq!(list["alerts"].as_array().unwrap().len(), 1);
+    let (_, shown) = s.get("/api/2.0/capstan/monitors/lin-health", &[]).await;
+    assert_eq!(shown["last_evaluation"]["predictions"], 40);
+
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("capstan_alerts_total{monitor=\"lin-health\",check=\"drift\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("capstan_monitor_check_failing{monitor=\"lin-health\",check=\"drift\"} 1")
+    );
+    assert!(
+        text.contains("capstan_drift_score{monitor=\"lin-health\",column=\"a\",method=\"ks\"}"),
+        "{text}"
+    );
+    assert_eq!(s.get("/api/2.0/capstan/monitors/nope", &[]).await.0, 404);
+}
+
+#[tokio::test]
+async fn the_scheduler_evaluates_monitors_on_their_interval() {
+    let s = start(Default::default()).await;
+    let spec = json!({
+        "name": "tick",
+        "model": "lin",
+        "interval_seconds": 1,
+        "checks": [{"check": "latency_p99_above_ms", "value": 5.0}],
+    });
+    assert_eq!(s.post("/api/2.0/capstan/monitors", spec).await.0, 200);
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let (_, m) = s.get("/api/2.0/capstan/monitors/tick", &[]).await;
+        if let Some(at) = m["last_evaluation"]["at_ms"].as_i64()
+            && seen.last() != Some(&at)
+        {
+            seen.push(at);
+        }
+        if seen.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.len() >= 2,
+        "evaluated twice by the scheduler: {seen:?}"
+    );
+    assert!(seen[1] - seen[0] >= 1000, "{seen:?}");
+}

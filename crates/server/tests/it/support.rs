@@ -46,6 +46,7 @@ pub async fn start_with(
             blobs,
             deployments: Arc::new(db.clone()),
             labels: Arc::new(db.clone()),
+            monitors: Arc::new(db.clone()),
             prediction_log: Some(monitor::predlog::LogConfig {
                 rotate: std::time::Duration::from_millis(100),
                 ..Default::default()

@@ -89,3 +89,81 @@ db_test!(labels_upsert_and_join_by_request, |db: Db| async move {
     assert_eq!(got.len(), 1, "ids beyond one chunk are found");
     assert_eq!(got[0].request_id, "r2");
 });
+
+db_test!(monitors_evaluations_and_alerts, |db: Db| async move {
+    use monitor::monitors::{Alert, Check, Evaluation, MonitorSpec, MonitorStore};
+    let spec = MonitorSpec {
+        name: "lat".into(),
+        model: "bc".into(),
+        window_seconds: 60,
+        interval_seconds: 5,
+        reference: None,
+        checks: vec![Check::LatencyP99AboveMs { value: 5.0 }],
+        webhook: None,
+    };
+    db.put_monitor(&spec).await.expect("put");
+    assert_eq!(
+        db.get_monitor("lat").await.expect("get"),
+        Some((spec.clone(), None))
+    );
+    let eval = Evaluation {
+        monitor: "lat".into(),
+        model: "bc".into(),
+        at_ms: 10,
+        window_start_ms: 0,
+        predictions: 3,
+        results: vec![],
+        drift_share: None,
+        drift_columns: vec![],
+        counters: Some((3, 0)),
+    };
+    let alert = |check: &str, at: i64| Alert {
+        id: 0,
+        monitor: "lat".into(),
+        model: "bc".into(),
+        check: check.into(),
+        message: "p99 9 ms".into(),
+        value: Some(9.0),
+        threshold: 5.0,
+        created_ms: at,
+    };
+    let stored = db
+        .record_evaluation(&eval, &[alert("latency_p99_above_ms", 10)], None)
+        .await
+        .expect("record")
+        .expect("first evaluation");
+    assert!(stored[0].id > 0);
+    // A second evaluator judged against the same (empty) past loses: no duplicate alert.
+    let lost = db
+        .record_evaluation(&eval, &[alert("latency_p99_above_ms", 10)], None)
+        .await
+        .expect("record");
+    assert_eq!(lost, None);
+    db.record_evaluation(
+        &Evaluation {
+            at_ms: 20,
+            ..eval.clone()
+        },
+        &[alert("x", 20)],
+        Some(10),
+    )
+    .await
+    .expect("record 2")
+    .expect("judged against the stored evaluation");
+    let (_, last) = db.get_monitor("lat").await.expect("get").expect("some");
+    assert_eq!(last.expect("evaluated").at_ms, 20);
+    let alerts = db.list_alerts(Some("lat"), 10).await.expect("alerts");
+    assert_eq!(alerts.len(), 2);
+    assert_eq!(alerts[0].check, "x", "newest first");
+    assert_eq!(alerts[1].value, Some(9.0));
+    assert!(
+        db.list_alerts(Some("other"), 10)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    assert_eq!(db.list_alerts(None, 1).await.expect("limit").len(), 1);
+    assert_eq!(db.list_monitors().await.expect("list").len(), 1);
+    assert!(db.delete_monitor("lat").await.expect("delete"));
+    assert!(!db.delete_monitor("lat").await.expect("delete again"));
+});
