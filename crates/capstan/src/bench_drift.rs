@@ -138,8 +138,22 @@ fn versus_evidently(python: &str, rows: usize) -> Result<String, Error> {
     )?)
     .map_err(|e| Error::Other(format!("peer output: {e}")))?;
     let (ours_load, ours_drift) = ((t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64());
+    // The monitor path: the reference profiled once, drift against the profile.
+    let tp = Instant::now();
+    let profile = monitor::profile::Profile::of(&reference);
+    let profile_secs = tp.elapsed().as_secs_f64();
+    let profile_kb = serde_json::to_vec(&profile).map_or(0, |v| v.len() / 1024);
+    let tq = Instant::now();
+    let stand_in = profile.to_frame(monitor::profile::STAND_IN_POINTS);
+    let via_profile = drift(&stand_in, &current, &DriftOptions::default());
+    let profile_drift_secs = tq.elapsed().as_secs_f64();
     let ev_load = theirs["load_seconds"].as_f64().unwrap_or(f64::NAN);
     let ev_report = theirs["report_seconds"].as_f64().unwrap_or(f64::NAN);
+    let profile_agree = via_profile
+        .columns
+        .iter()
+        .filter(|c| theirs["columns"][&c.column]["drifted"].as_bool() == Some(c.drifted))
+        .count();
     let mut agree = 0;
     let mut mismatches = Vec::new();
     for c in &ours.columns {
@@ -165,9 +179,15 @@ fn versus_evidently(python: &str, rows: usize) -> Result<String, Error> {
     let ev_drifted = theirs["columns"]
         .as_object()
         .map_or(0, |m| m.values().filter(|v| v["drifted"] == true).count());
+    t += &format!(
+        "| capstan, against a stored profile ({profile_kb} KB, built once in {profile_secs:.2} s) | {:.2} (current only) | {profile_drift_secs:.2} | {:.2} | {} |\n",
+        ours_load / 2.0,
+        ours_load / 2.0 + profile_drift_secs,
+        via_profile.number_of_drifted_columns
+    );
     t += &format!("| Evidently | {ev_load:.2} | {ev_report:.2} | {ev_total:.2} | {ev_drifted} |\n");
     t += &format!(
-        "\nCapstan is {:.1}× faster in total ({:.1}× on the report alone); same test and same verdict on {agree} of {} columns{}.\n",
+        "\nCapstan is {:.1}× faster in total ({:.1}× on the report alone); same test and same verdict on {agree} of {} columns{}; against the profile, same verdict on {profile_agree}.\n",
         ev_total / ours_total,
         ev_report / ours_drift,
         ours.columns.len(),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct DriftArgs {
-    /// The reference table (CSV or .parquet).
+    /// The reference table (CSV or .parquet), or its profile (`capstan profile`, .json).
     pub reference: PathBuf,
     /// The current table to compare with it.
     pub current: PathBuf,
@@ -151,7 +151,7 @@ pub fn print_table(r: &DriftReport) -> String {
 /// Runs the command; `Ok(true)` when the dataset drifted.
 pub fn run(a: &DriftArgs) -> Result<bool, Error> {
     let opts = options(a)?;
-    let reference = load(&a.reference)?;
+    let reference = monitor::profile::read_reference(&a.reference).map_err(Error::Other)?;
     let current = load(&a.current)?;
     let report = monitor::drift(&reference, &current, &opts);
     let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))?;

@@ -15,6 +15,7 @@ mod drift_cmd;
 mod models;
 mod monitors_cmd;
 mod platform;
+mod profile_cmd;
 mod progress;
 mod report;
 mod test_cmd;
@@ -99,6 +100,8 @@ enum Command {
     /// Data and model tests (expectation suites); exit status 3 when a check fails.
     #[command(subcommand)]
     Test(test_cmd::TestCmd),
+    /// The reference profile of tables (mergeable statistics drift compares against).
+    Profile(profile_cmd::ProfileArgs),
     /// Data drift between a reference and a current table (CSV or Parquet), Evidently's tests.
     Drift(drift_cmd::DriftArgs),
     /// Run the end-to-end demo on embedded defaults.
@@ -278,6 +281,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
                 Err(platform::Error::ChecksFailed)
             }
         }
+        Command::Profile(args) => profile_cmd::run(&args),
         Command::Drift(args) => {
             if drift_cmd::run(&args)? && args.fail_on_drift {
                 return Err(platform::Error::DriftDetected);

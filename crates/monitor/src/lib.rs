@@ -3,6 +3,7 @@
 //! match), a self-contained HTML report that shows each column's distributions side by side, and
 //! the prediction log (Parquet segments written off the request path).
 
+pub mod cbpe;
 pub mod drift;
 pub mod expect;
 pub mod html;
@@ -10,6 +11,7 @@ pub mod modeltest;
 pub mod monitors;
 pub mod performance;
 pub mod predlog;
+pub mod profile;
 
 pub use drift::{ColumnDrift, ColumnRole, DriftOptions, DriftReport, Kind, Method, drift};
 

@@ -30,7 +30,8 @@ pub struct MonitorSpec {
     /// How often the scheduler evaluates the monitor.
     #[serde(default = "default_interval")]
     pub interval_seconds: i64,
-    /// The reference table (CSV or Parquet) drift checks compare the window's inputs with.
+    /// The reference drift checks compare the window's inputs with: a table (CSV, Parquet) or
+    /// its profile (`.json`, from `capstan profile`).
     #[serde(default)]
     pub reference: Option<String>,
     pub checks: Vec<Check>,
@@ -61,6 +62,14 @@ pub enum Check {
         #[serde(default)]
         min_labeled: Option<usize>,
     },
+    /// For classifiers whose labels lag: accuracy estimated from calibrated confidence (CBPE)
+    /// of the window's unlabelled predictions, calibrated on its labelled ones.
+    EstimatedAccuracyBelow {
+        value: f64,
+        /// Fewer labelled predictions to calibrate on than this: no verdict (default 100).
+        #[serde(default)]
+        min_calibration: Option<usize>,
+    },
     LatencyP99AboveMs {
         value: f64,
     },
@@ -75,6 +84,7 @@ impl Check {
             Check::Drift { .. } => "drift",
             Check::AccuracyBelow { .. } => "accuracy_below",
             Check::RmseAbove { .. } => "rmse_above",
+            Check::EstimatedAccuracyBelow { .. } => "estimated_accuracy_below",
             Check::LatencyP99AboveMs { .. } => "latency_p99_above_ms",
             Check::ErrorRateAbove { .. } => "error_rate_above",
         }
@@ -327,6 +337,64 @@ pub fn evaluate(spec: &MonitorSpec, w: &Window<'_>) -> Evaluation {
                     None => no_data(name, *value, &format!("{labeled} labelled predictions")),
                 }
             }
+            Check::EstimatedAccuracyBelow {
+                value,
+                min_calibration,
+            } => {
+                let labels: std::collections::HashMap<(&str, i64), String> = w
+                    .labels
+                    .iter()
+                    .map(|l| {
+                        let text = match &l.value {
+                            crate::performance::LabelValue::Class(c) => c.clone(),
+                            crate::performance::LabelValue::Number(x) => {
+                                data::frame::format_number(*x)
+                            }
+                        };
+                        ((l.request_id.as_str(), l.row), text)
+                    })
+                    .collect();
+                let (mut cal_conf, mut cal_ok, mut unlabelled) =
+                    (Vec::new(), Vec::new(), Vec::new());
+                for p in w.predictions {
+                    let (Some(class), Some(conf)) = (&p.class, p.value) else {
+                        continue;
+                    };
+                    match labels.get(&(p.request_id.as_str(), p.row)) {
+                        Some(l) => {
+                            cal_conf.push(conf);
+                            cal_ok.push(l == class);
+                        }
+                        None => unlabelled.push(conf),
+                    }
+                }
+                let need = min_calibration.unwrap_or(100);
+                match crate::cbpe::Calibrator::fit(&cal_conf, &cal_ok)
+                    .filter(|_| cal_conf.len() >= need)
+                    .and_then(|c| c.expected_accuracy(&unlabelled))
+                {
+                    Some(acc) => CheckResult {
+                        check: name,
+                        failing: Some(acc < *value),
+                        value: Some(acc),
+                        threshold: *value,
+                        message: format!(
+                            "estimated accuracy {acc:.4} of {} unlabelled predictions (calibrated on {})",
+                            unlabelled.len(),
+                            cal_conf.len()
+                        ),
+                    },
+                    None => no_data(
+                        name,
+                        *value,
+                        &format!(
+                            "{} labelled predictions to calibrate on (need {need}), {} unlabelled",
+                            cal_conf.len(),
+                            unlabelled.len()
+                        ),
+                    ),
+                }
+            }
             Check::LatencyP99AboveMs { value } => {
                 let mut lat: Vec<i64> = w.predictions.iter().map(|p| p.latency_us).collect();
                 if lat.is_empty() {
@@ -501,6 +569,46 @@ mod tests {
         carry_forward(Some(&e), &mut quiet);
         assert!(new_alerts(Some(&e), &quiet).is_empty());
         assert_eq!(quiet.failing().len(), 3);
+    }
+
+    #[test]
+    fn estimated_accuracy_uses_labelled_predictions_to_calibrate() {
+        let s = spec(vec![Check::EstimatedAccuracyBelow {
+            value: 0.9,
+            min_calibration: Some(4),
+        }]);
+        // Confidence 0.9 predictions are right 3 times in 4 when labelled; two more unlabelled.
+        let mut preds: Vec<LoggedPrediction> = (0..6)
+            .map(|i| pred(&format!("r{i}"), "yes", 1_000))
+            .collect();
+        for p in &mut preds {
+            p.value = Some(0.9);
+        }
+        let labels: Vec<Label> = (0..4)
+            .map(|i| Label {
+                request_id: format!("r{i}"),
+                row: 0,
+                value: LabelValue::Class(if i == 0 { "no" } else { "yes" }.into()),
+                ts_ms: 0,
+            })
+            .collect();
+        let w = Window {
+            now_ms: 2_000,
+            inputs: None,
+            predictions: &preds,
+            labels: &labels,
+            reference: None,
+            counters: None,
+            previous_counters: None,
+        };
+        let e = evaluate(&s, &w);
+        assert_eq!(e.results[0].value, Some(0.75), "{:?}", e.results[0]);
+        assert_eq!(e.results[0].failing, Some(true));
+        assert!(
+            e.results[0].message.contains("2 unlabelled"),
+            "{}",
+            e.results[0].message
+        );
     }
 
     #[test]

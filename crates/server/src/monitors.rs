@@ -121,8 +121,8 @@ fn reference(s: &AppState, path: &str) -> Result<Arc<data::frame::Frame>, String
         return Ok(f.clone());
     }
     let f = Arc::new(
-        data::frame::read_frame(std::path::Path::new(path))
-            .map_err(|e| format!("reference table: {e}"))?,
+        monitor::profile::read_reference(std::path::Path::new(path))
+            .map_err(|e| format!("reference: {e}"))?,
     );
     cache.insert(path.to_owned(), f.clone());
     Ok(f)

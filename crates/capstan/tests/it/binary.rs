@@ -549,6 +549,29 @@ fn drift_cli_prints_table_writes_json_and_html_and_gates() {
     assert!(html.contains("<svg") && html.contains("Dataset drift detected"));
     assert_eq!(html.matches("<section").count(), 7, "one chart per column");
 
+    // The same verdicts against a stored profile of the reference.
+    let profile = dir.path().join("reference.profile.json");
+    let out = capstan(dir.path())
+        .arg("profile")
+        .arg(&reference)
+        .arg("-o")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = capstan(dir.path())
+        .arg("drift")
+        .arg(&profile)
+        .arg(&current)
+        .args(["--column-threshold", "stable=0.01"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DATASET DRIFT: 5 of 7"));
+
     // A CI gate: exit status 3 on dataset drift, 0 without.
     let gate = |args: &[&str]| {
         capstan(dir.path())
