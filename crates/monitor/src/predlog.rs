@@ -1,9 +1,9 @@
 //! Prediction logging: every served prediction becomes a row in a Parquet segment, written off the
-//! request path. Requests hand events to a bounded queue and never wait; when the queue is full
-//! the event is dropped and counted (never blocking, never crashing). A writer task groups rows
-//! per (model, version), and rotates a segment when it is older than `rotate` or holds
-//! `max_rows` rows; a [`SegmentSink`] stores it (the server's sink puts it under the artifact
-//! store).
+//! request path. Requests push events into a bounded queue under a short lock and never wait or
+//! wake a task; when the queue is full the event is dropped and counted (never blocking, never
+//! crashing). A writer task takes the queue on a tick, groups rows per (model, version), and
+//! rotates a segment when it is older than `rotate` or holds `max_rows` rows; a [`SegmentSink`]
+//! stores it (the server's sink puts it under the artifact store).
 //!
 //! Segment columns: `_ts_ms`, `_request_id`, `_row` (row within the request), `_model`,
 //! `_version`, `_variant`, `_latency_us`, `_prediction` (numbers and class scores),
@@ -130,15 +130,13 @@ pub struct LogStats {
     pub write_errors: AtomicU64,
 }
 
-enum Msg {
-    Event(Box<PredictionEvent>),
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
 /// The handle requests use; cheap to clone.
 #[derive(Clone)]
 pub struct PredictionLog {
-    tx: mpsc::Sender<Msg>,
+    /// The bounded queue: requests push under a short lock and never wait or wake anyone; the
+    /// writer takes the whole queue on its tick.
+    queue: Arc<std::sync::Mutex<Vec<PredictionEvent>>>,
+    flush_tx: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
     pub stats: Arc<LogStats>,
     capacity: usize,
 }
@@ -146,11 +144,13 @@ pub struct PredictionLog {
 impl PredictionLog {
     /// Starts the writer task on the current tokio runtime.
     pub fn start(sink: Arc<dyn SegmentSink>, config: LogConfig) -> PredictionLog {
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let (flush_tx, flush_rx) = mpsc::channel(16);
         let stats = Arc::new(LogStats::default());
-        tokio::spawn(writer(rx, sink, config, stats.clone()));
+        let queue = Arc::new(std::sync::Mutex::new(Vec::new()));
+        tokio::spawn(writer(queue.clone(), flush_rx, sink, config, stats.clone()));
         PredictionLog {
-            tx,
+            queue,
+            flush_tx,
             stats,
             capacity: config.queue.max(1),
         }
@@ -158,25 +158,26 @@ impl PredictionLog {
 
     /// Queues an event without waiting; a full queue drops it and counts the drop.
     pub fn log(&self, event: PredictionEvent) {
-        match self.tx.try_send(Msg::Event(Box::new(event))) {
-            Ok(()) => {
-                self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= self.capacity {
+            drop(q);
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            q.push(event);
+            drop(q);
+            self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Events waiting in the queue.
     pub fn queue_depth(&self) -> usize {
-        self.capacity - self.tx.capacity()
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Writes every buffered row now (on shutdown, or before reading the log).
+    /// Writes every queued and buffered row now (on shutdown, or before reading the log).
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+        if self.flush_tx.send(tx).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -191,45 +192,60 @@ struct Buffer {
 }
 
 async fn writer(
-    mut rx: mpsc::Receiver<Msg>,
+    queue: Arc<std::sync::Mutex<Vec<PredictionEvent>>>,
+    mut flush_rx: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
     sink: Arc<dyn SegmentSink>,
     config: LogConfig,
     stats: Arc<LogStats>,
 ) {
     let mut buffers: HashMap<(String, i64), Buffer> = HashMap::new();
-    let tick = (config.rotate / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let tick = (config.rotate / 4).clamp(Duration::from_millis(10), Duration::from_millis(200));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let msg = tokio::time::timeout(tick, rx.recv()).await;
-        let mut flush_all = None;
-        match msg {
-            Ok(Some(Msg::Event(e))) => {
-                let key = (e.model.clone(), e.version);
-                let b = buffers.entry(key).or_insert_with(|| Buffer {
-                    opened: Instant::now(),
-                    input_names: e.input_names.clone(),
-                    events: Vec::new(),
-                    rows: 0,
-                });
-                if b.input_names != e.input_names {
-                    // Same version, other inputs: impossible for a registered version; skip.
-                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                    continue;
+        let flush = tokio::select! {
+            _ = interval.tick() => None,
+            f = flush_rx.recv() => match f {
+                Some(done) => Some(done),
+                None => {
+                    // Every handle is gone: write what is left and stop.
+                    take_queue(&queue, &mut buffers, &stats);
+                    write_due(&mut buffers, &sink, &stats, None).await;
+                    return;
                 }
-                b.rows += e.rows.len();
-                b.events.push(*e);
-            }
-            Ok(Some(Msg::Flush(done))) => flush_all = Some(done),
-            Ok(None) => {
-                write_due(&mut buffers, &sink, &stats, None).await;
-                return;
-            }
-            Err(_) => {}
-        }
-        let due = flush_all.is_some();
-        write_due(&mut buffers, &sink, &stats, (!due).then_some(&config)).await;
-        if let Some(done) = flush_all {
+            },
+        };
+        take_queue(&queue, &mut buffers, &stats);
+        let all = flush.is_some();
+        write_due(&mut buffers, &sink, &stats, (!all).then_some(&config)).await;
+        if let Some(done) = flush {
             let _ = done.send(());
         }
+    }
+}
+
+/// Moves every queued event into its (model, version) buffer.
+fn take_queue(
+    queue: &std::sync::Mutex<Vec<PredictionEvent>>,
+    buffers: &mut HashMap<(String, i64), Buffer>,
+    stats: &LogStats,
+) {
+    let events = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
+    for e in events {
+        let key = (e.model.clone(), e.version);
+        let b = buffers.entry(key).or_insert_with(|| Buffer {
+            opened: Instant::now(),
+            input_names: e.input_names.clone(),
+            events: Vec::new(),
+            rows: 0,
+        });
+        if b.input_names != e.input_names {
+            // Same version, other inputs: impossible for a registered version; skip.
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        b.rows += e.rows.len();
+        b.events.push(e);
     }
 }
 

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A histogram with fixed upper bounds (Prometheus `le`), safe to observe from any thread.
@@ -94,30 +94,56 @@ pub struct SeriesKey {
     pub variant: String,
 }
 
-/// Request counts, errors and latency per model, version and variant.
+/// Request counts, errors and latency per model, version and variant. Lookups of an existing
+/// series take a read lock and allocate nothing.
 #[derive(Debug, Default, Clone)]
 pub struct RequestMetrics {
-    series: Arc<Mutex<HashMap<SeriesKey, Arc<Series>>>>,
+    series: Arc<std::sync::RwLock<HashMap<u64, Vec<(SeriesKey, Arc<Series>)>>>>,
+}
+
+fn key_hash(model: &str, version: &str, variant: &str) -> u64 {
+    // FNV-1a over the three parts with separators.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [model, version, variant] {
+        for b in part.bytes().chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
 }
 
 impl RequestMetrics {
     pub fn series(&self, model: &str, version: &str, variant: &str) -> Arc<Series> {
-        let key = SeriesKey {
-            model: model.to_owned(),
-            version: version.to_owned(),
-            variant: variant.to_owned(),
-        };
-        let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(key)
-            .or_insert_with(|| {
-                Arc::new(Series {
-                    requests: AtomicU64::new(0),
-                    errors: AtomicU64::new(0),
-                    rows: AtomicU64::new(0),
-                    latency: Histogram::new(LATENCY_BOUNDS, 1e9),
-                })
-            })
-            .clone()
+        let h = key_hash(model, version, variant);
+        let matches =
+            |k: &SeriesKey| k.model == model && k.version == version && k.variant == variant;
+        {
+            let map = self.series.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = map.get(&h).and_then(|v| v.iter().find(|(k, _)| matches(k))) {
+                return s.1.clone();
+            }
+        }
+        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
+        let bucket = map.entry(h).or_default();
+        if let Some((_, s)) = bucket.iter().find(|(k, _)| matches(k)) {
+            return s.clone();
+        }
+        let s = Arc::new(Series {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            latency: Histogram::new(LATENCY_BOUNDS, 1e9),
+        });
+        bucket.push((
+            SeriesKey {
+                model: model.to_owned(),
+                version: version.to_owned(),
+                variant: variant.to_owned(),
+            },
+            s.clone(),
+        ));
+        s
     }
 
     /// Records one answered (or failed) request.
@@ -142,8 +168,8 @@ impl RequestMetrics {
 
     /// Every series, sorted by key.
     pub fn snapshot(&self) -> Vec<(SeriesKey, Arc<Series>)> {
-        let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = map.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+        let map = self.series.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map.values().flatten().cloned().collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
