@@ -98,8 +98,11 @@ pub struct SeriesKey {
 /// series take a read lock and allocate nothing.
 #[derive(Debug, Default, Clone)]
 pub struct RequestMetrics {
-    series: Arc<std::sync::RwLock<HashMap<u64, Vec<(SeriesKey, Arc<Series>)>>>>,
+    series: Arc<std::sync::RwLock<SeriesMap>>,
 }
+
+/// Series by a hash of their key (collisions share a bucket).
+type SeriesMap = HashMap<u64, Vec<(SeriesKey, Arc<Series>)>>;
 
 fn key_hash(model: &str, version: &str, variant: &str) -> u64 {
     // FNV-1a over the three parts with separators.
