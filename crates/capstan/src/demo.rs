@@ -1,7 +1,9 @@
 //! `capstan demo`: the main job on embedded defaults. At this stage it starts the server, trains
 //! gradient-descent linear regressions on the diabetes data, tracks them through the MLflow API
 //! (params, per-epoch metrics, the dataset digest, model artifacts), registers them in the model
-//! registry where a check gates the `champion` alias, and prints where to look.
+//! registry where a check gates the `champion` alias, serves the champion, then monitors it:
+//! traffic whose `bmi` shifts, labels that arrive later, a monitor whose drift check raises an
+//! alert, and a drift report in HTML; it prints where to look.
 
 use crate::client::Client;
 use crate::config::Config;
@@ -304,6 +306,9 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
             .collect::<String>()
     );
 
+    eprintln!("\n▶ Step 4: monitor it — traffic with a shift, late labels, drift, alerts");
+    let report = monitor_step(home, &c, model, &data).await?;
+
     let home_s = home.display();
     println!("\nWhere to look:");
     println!("  tracking API     {url}  (MLFLOW_TRACKING_URI={url} works with the mlflow client)");
@@ -317,6 +322,11 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
         "  lineage          capstan --home {home_s} models lineage {model} {}",
         promoted.as_deref().unwrap_or("1")
     );
+    println!("  drift (HTML)     {}", report.display());
+    println!(
+        "  monitors         capstan --home {home_s} monitors list; capstan --home {home_s} monitors alerts"
+    );
+    println!("  metrics          curl -s {url}/metrics");
     println!(
         "  compare (HTML)   capstan --home {home_s} runs compare {} --html compare.html",
         summary
@@ -334,6 +344,118 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
         Ok(r) => r,
         Err(e) => Err(Error::Other(format!("server task failed: {e}"))),
     }
+}
+
+/// Step 4: 80 requests (the second half with `bmi` shifted by +8), their labels, a monitor with a
+/// drift / RMSE / latency check evaluated now, and the HTML drift report of the served inputs.
+async fn monitor_step(
+    home: &Path,
+    c: &Client,
+    model: &str,
+    data: &learn::Dataset,
+) -> Result<std::path::PathBuf, Error> {
+    let dir = home.join("reports");
+    std::fs::create_dir_all(&dir)?;
+    let reference = dir.join("diabetes_reference.csv");
+    let mut csv = data.features.join(",") + "\n";
+    for row in &data.x {
+        let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+        csv += &(cells.join(",") + "\n");
+    }
+    std::fs::write(&reference, &csv)?;
+    let bmi = data.features.iter().position(|f| f == "bmi");
+    let mut served = data.features.join(",") + "\n";
+    for i in 0..80 {
+        let mut row = data.x[i * 5 % data.x.len()].clone();
+        if i >= 40
+            && let Some(b) = bmi
+        {
+            row[b] += 8.0;
+        }
+        served += &(row
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+            + "\n");
+        let id = format!("demo-{i}");
+        c.post(
+            &format!("/v2/models/{model}/infer"),
+            &json!({"id": id, "inputs": [{"name": "rows", "shape": [1, row.len()], "datatype": "FP64", "data": row}]}),
+        )
+        .await?;
+        let label: f64 = data.y[i * 5 % data.x.len()].parse().unwrap_or(f64::NAN);
+        c.post(
+            &format!("/v2/models/{model}/feedback"),
+            &json!({"id": id, "label": label}),
+        )
+        .await?;
+    }
+    let spec = json!({
+        "name": format!("{model}-health"),
+        "model": model,
+        "window_seconds": 3600,
+        "interval_seconds": 60,
+        "reference": reference.to_string_lossy(),
+        "checks": [
+            {"check": "drift", "columns": data.features, "drift_share": 0.1},
+            {"check": "rmse_above", "value": 70.0},
+            {"check": "latency_p99_above_ms", "value": 50.0}
+        ]
+    });
+    c.post("/api/2.0/capstan/monitors", &spec).await?;
+    let out = c
+        .post(
+            &format!("/api/2.0/capstan/monitors/{model}-health/evaluate"),
+            &json!({}),
+        )
+        .await?;
+    let rows: Vec<Vec<String>> = out["evaluation"]["results"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    vec![
+                        r["check"].as_str().unwrap_or("?").to_owned(),
+                        match r["failing"].as_bool() {
+                            Some(true) => "FAILING".into(),
+                            Some(false) => "ok".into(),
+                            None => "no verdict".into(),
+                        },
+                        r["message"].as_str().unwrap_or("").to_owned(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    print!(
+        "{}",
+        crate::report::table(&["check", "state", "observed"], &rows)
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+    );
+    println!(
+        "  {} alert(s) raised",
+        out["alerts"].as_array().map_or(0, Vec::len)
+    );
+    // The drift report a person reads: reference vs what was served.
+    let r = data::frame::parse_csv_frame(&csv).map_err(Error::Other)?;
+    let cur = data::frame::parse_csv_frame(&served).map_err(Error::Other)?;
+    let drift = monitor::drift(
+        &r,
+        &cur,
+        &monitor::DriftOptions {
+            drift_share: 0.1,
+            ..monitor::DriftOptions::default()
+        },
+    );
+    let html = dir.join("drift.html");
+    crate::drift_cmd::write_atomic(
+        &html,
+        monitor::html::render(&drift, "Diabetes model: served inputs vs training data").as_bytes(),
+    )?;
+    Ok(html)
 }
 
 #[cfg(test)]

@@ -123,6 +123,11 @@ fn demo_tracks_runs_and_cli_reads_them() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("★ best"), "{stdout}");
+    // Step 4: the shifted bmi is caught by the monitor and shown in the report.
+    assert!(stdout.contains("1 of 10 columns drifted: bmi"), "{stdout}");
+    assert!(stdout.contains("1 alert(s) raised"), "{stdout}");
+    let html = std::fs::read_to_string(home.path().join("reports/drift.html")).expect("report");
+    assert!(html.contains("Dataset drift detected") && html.contains("<svg"));
     let list = capstan(home.path())
         .args([
             "runs",
