@@ -837,7 +837,14 @@ async fn monitors_from_the_cli_judge_what_the_server_served() {
     let (code, text, err) = run(&["monitors", "evaluate", "diabetes-latency"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(text.contains("FAILING"), "{text}");
-    assert!(text.contains("20 predictions in the window"), "{text}");
+    // The demo's own monitoring step served the model too: at least our 20 are in the window.
+    let n: usize = text
+        .lines()
+        .find(|l| l.contains("predictions in the window"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("prediction count");
+    assert!(n >= 20, "{text}");
     // The running server's scheduler may have raised the alert first: either way, one incident
     // is one alert.
     let (_, text, _) = run(&["monitors", "alerts"]);
