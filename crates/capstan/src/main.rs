@@ -12,6 +12,7 @@ mod data_cmd;
 mod demo;
 mod deploy;
 mod drift_cmd;
+mod features_cmd;
 mod models;
 mod monitors_cmd;
 mod platform;
@@ -94,6 +95,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// The feature store: definitions, point-in-time correct training sets.
+    #[command(subcommand)]
+    Features(features_cmd::FeaturesCmd),
     /// Monitors over served models (drift, live accuracy, latency, errors) and their alerts.
     #[command(subcommand)]
     Monitors(monitors_cmd::MonitorsCmd),
@@ -272,6 +276,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
                 TokensCmd::Revoke { id } => report::revoke_token(&p, id).await,
             }
         }
+        Command::Features(cmd) => features_cmd::run(&home, &config, cmd).await,
         Command::Monitors(cmd) => monitors_cmd::run(&home, &config, cmd).await,
         Command::Test(cmd) => {
             let result = test_cmd::run(&cmd, &home, &config).await?;

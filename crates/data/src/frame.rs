@@ -223,6 +223,112 @@ impl Frame {
     }
 }
 
+/// CSV text of a frame (header, then rows; missing cells empty; text quoted when needed).
+pub fn to_csv(f: &Frame) -> String {
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    };
+    let mut out = f
+        .columns
+        .iter()
+        .map(|c| quote(&c.name))
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push('\n');
+    for i in 0..f.rows() {
+        let cells: Vec<String> = f
+            .columns
+            .iter()
+            .map(|c| match &c.data {
+                ColumnData::Numeric(v) if v[i].is_nan() => String::new(),
+                ColumnData::Numeric(v) => format!("{}", v[i]),
+                ColumnData::Categorical { codes, levels } => {
+                    if codes[i] == MISSING {
+                        String::new()
+                    } else {
+                        quote(&levels[codes[i] as usize])
+                    }
+                }
+            })
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// A frame as one Parquet file: numbers as optional DOUBLE, text as optional UTF-8.
+pub fn to_parquet(f: &Frame) -> Result<Vec<u8>, String> {
+    use parquet::basic::{ConvertedType, Repetition, Type as Physical};
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::types::Type;
+    use std::sync::Arc;
+    let err = |e: parquet::errors::ParquetError| e.to_string();
+    let fields = f
+        .columns
+        .iter()
+        .map(|c| {
+            let b = match c.data {
+                ColumnData::Numeric(_) => Type::primitive_type_builder(&c.name, Physical::DOUBLE),
+                ColumnData::Categorical { .. } => {
+                    Type::primitive_type_builder(&c.name, Physical::BYTE_ARRAY)
+                        .with_converted_type(ConvertedType::UTF8)
+                }
+            };
+            b.with_repetition(Repetition::OPTIONAL)
+                .build()
+                .map(Arc::new)
+                .map_err(err)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let schema = Arc::new(
+        Type::group_type_builder("frame")
+            .with_fields(fields)
+            .build()
+            .map_err(err)?,
+    );
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build(),
+    );
+    let mut w = SerializedFileWriter::new(Vec::new(), schema, props).map_err(err)?;
+    let mut rg = w.next_row_group().map_err(err)?;
+    let mut i = 0;
+    while let Some(mut col) = rg.next_column().map_err(err)? {
+        match &f.columns[i].data {
+            ColumnData::Numeric(v) => {
+                let vals: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+                let defs: Vec<i16> = v.iter().map(|x| i16::from(!x.is_nan())).collect();
+                col.typed::<DoubleType>()
+                    .write_batch(&vals, Some(&defs), None)
+                    .map_err(err)?;
+            }
+            ColumnData::Categorical { codes, levels } => {
+                let vals: Vec<ByteArray> = codes
+                    .iter()
+                    .filter(|&&c| c != MISSING)
+                    .map(|&c| ByteArray::from(levels[c as usize].as_str()))
+                    .collect();
+                let defs: Vec<i16> = codes.iter().map(|&c| i16::from(c != MISSING)).collect();
+                col.typed::<ByteArrayType>()
+                    .write_batch(&vals, Some(&defs), None)
+                    .map_err(err)?;
+            }
+        }
+        col.close().map_err(err)?;
+        i += 1;
+    }
+    rg.close().map_err(err)?;
+    w.into_inner().map_err(err)
+}
+
 fn frame_err(path: &Path, m: impl std::fmt::Display) -> DataError {
     DataError::Pointer {
         file: path.to_owned(),
@@ -458,6 +564,18 @@ pub fn read_parquet_frame(path: &Path, bytes: Vec<u8>) -> Result<Frame, DataErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_round_trip_through_csv_and_parquet() {
+        let f = parse_csv_frame("x,k\n1.5,a\n,\"b, c\"\n3,\n").unwrap();
+        assert_eq!(parse_csv_frame(&to_csv(&f)).unwrap().rows(), 3);
+        let back = read_parquet_frame(Path::new("f.parquet"), to_parquet(&f).unwrap()).unwrap();
+        assert_eq!(back.column("k"), f.column("k"));
+        match &back.column("x").unwrap().data {
+            ColumnData::Numeric(v) => assert!(v[0] == 1.5 && v[1].is_nan() && v[2] == 3.0),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn frames_concatenate_by_column_name() {

@@ -244,3 +244,19 @@ impl Definitions {
         Ok(())
     }
 }
+
+/// Applied definitions with the directory their relative source paths resolve against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub definitions: Definitions,
+    pub base_dir: String,
+    pub applied_ms: i64,
+}
+
+/// Where applied definitions live (the metadata store); implemented by `store`.
+#[async_trait::async_trait]
+pub trait FeatureRegistry: Send + Sync {
+    /// Replaces the applied definitions (objects no longer defined are gone, as with `feast apply`).
+    async fn apply(&self, applied: &Applied) -> Result<(), String>;
+    async fn applied(&self) -> Result<Option<Applied>, String>;
+}

@@ -170,15 +170,15 @@ pub fn historical_features(
     entities: &Frame,
     req: &Request<'_>,
 ) -> Result<Frame, String> {
-    let ts_col = entities
-        .column(req.timestamp)
-        .ok_or_else(|| format!("the entity frame has no timestamp column {}", req.timestamp))?;
-    let (at, entity_zoned) = timestamps(ts_col).map_err(|e| format!("entity frame: {e}"))?;
     let refs: Vec<_> = req
         .features
         .iter()
         .map(|r| defs.resolve(r))
         .collect::<Result<_, _>>()?;
+    let ts_col = entities
+        .column(req.timestamp)
+        .ok_or_else(|| format!("the entity frame has no timestamp column {}", req.timestamp))?;
+    let (at, entity_zoned) = timestamps(ts_col).map_err(|e| format!("entity frame: {e}"))?;
     let mut out = entities.clone();
     let mut loaded: HashMap<&str, Indexed> = HashMap::new();
     for r in &refs {

@@ -7,6 +7,7 @@ mod batch;
 mod blobs;
 mod db;
 mod deploy_store;
+mod feature_store;
 mod label_store;
 mod migrations;
 mod monitor_store;

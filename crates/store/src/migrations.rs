@@ -214,6 +214,17 @@ CREATE TABLE alerts (
 CREATE INDEX alerts_monitor ON alerts (monitor, created);
 "#,
     },
+    Migration {
+        version: 6,
+        name: "feature_registry",
+        sql: r#"
+CREATE TABLE feature_registry (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    applied BIGINT NOT NULL
+);
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

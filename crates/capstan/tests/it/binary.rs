@@ -857,3 +857,65 @@ async fn monitors_from_the_cli_judge_what_the_server_served() {
     assert!(err.contains("at least one check"), "{err}");
     drop(s);
 }
+
+#[test]
+fn features_apply_list_and_build_a_point_in_time_training_set() {
+    let home = tempfile::tempdir().expect("home");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = capstan(home.path()).args(args).output().expect("cli");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let defs = root.join("data/features/nyc_weather.yaml");
+    let (code, text, err) = run(&["features".as_ref(), "apply".as_ref(), defs.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.contains("applied 1 entities, 1 sources, 1 feature views, 1 feature services"));
+    let (_, text, _) = run(&["features".as_ref(), "list".as_ref()]);
+    assert!(
+        text.contains("weather") && text.contains("10800s"),
+        "{text}"
+    );
+    let out = home.path().join("training.parquet");
+    let flights = root.join("data/nyc_flights_2013_ewr_head20k.csv");
+    let (code, text, err) = run(&[
+        "features".as_ref(),
+        "historical".as_ref(),
+        "--entities".as_ref(),
+        flights.as_os_str(),
+        "--timestamp".as_ref(),
+        "time_hour".as_ref(),
+        "--service".as_ref(),
+        "delay_model".as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.contains("20000 rows × 4 features"), "{text}");
+    let t = data::frame::read_frame(&out).expect("parquet");
+    assert_eq!(t.rows(), 20_000);
+    // The first flight left EWR at 2013-01-01T10:00:00Z: the 10:00Z observation, 39.02 °F.
+    match &t.column("temp").expect("temp").data {
+        data::frame::ColumnData::Numeric(v) => assert_eq!(v[0], 39.02),
+        other => panic!("{other:?}"),
+    }
+    assert!(t.column("arr_delay").is_some(), "entity columns are kept");
+    let (code, _, err) = run(&[
+        "features".as_ref(),
+        "historical".as_ref(),
+        "--entities".as_ref(),
+        flights.as_os_str(),
+        "--features".as_ref(),
+        "weather:nope".as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("feature view weather has no feature nope"),
+        "{err}"
+    );
+}

@@ -167,3 +167,25 @@ db_test!(monitors_evaluations_and_alerts, |db: Db| async move {
     assert!(db.delete_monitor("lat").await.expect("delete"));
     assert!(!db.delete_monitor("lat").await.expect("delete again"));
 });
+
+db_test!(feature_definitions_apply_and_replace, |db: Db| async move {
+    use features::defs::{Applied, FeatureRegistry};
+    assert_eq!(db.applied().await.expect("empty"), None);
+    let defs =
+        features::Definitions::from_yaml("entities:\n  - {name: driver, join_keys: [driver_id]}\n")
+            .expect("defs");
+    let a = Applied {
+        definitions: defs,
+        base_dir: "/repo".into(),
+        applied_ms: 5,
+    };
+    db.apply(&a).await.expect("apply");
+    assert_eq!(db.applied().await.expect("read"), Some(a.clone()));
+    let b = Applied {
+        definitions: features::Definitions::default(),
+        applied_ms: 6,
+        ..a
+    };
+    db.apply(&b).await.expect("replace");
+    assert_eq!(db.applied().await.expect("read"), Some(b));
+});
