@@ -83,6 +83,8 @@ pub struct StoreSection {
     pub db: String,
     /// A directory, or `s3://bucket/prefix`; empty = `$CAPSTAN_HOME/objects`.
     pub artifacts: String,
+    /// The online feature store: empty = the metadata database, or `redis://HOST:PORT[/DB]`.
+    pub online: String,
 }
 
 #[derive(Deserialize, Clone)]

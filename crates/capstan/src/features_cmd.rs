@@ -1,5 +1,6 @@
-//! `capstan features apply | list | historical`: apply feature definitions (YAML) to the metadata
-//! store, list them, and build point-in-time correct training sets to CSV or Parquet.
+//! `capstan features apply | list | materialize | historical`: apply feature definitions (YAML) to
+//! the metadata store, list them, load the online store, and build point-in-time correct training
+//! sets to CSV or Parquet.
 
 use crate::config::Config;
 use crate::platform::{Error, Platform};
@@ -13,6 +14,16 @@ pub enum FeaturesCmd {
     Apply { file: PathBuf },
     /// Entities, feature views and services as applied.
     List,
+    /// Load each view's latest values as of END (default now) into the online store, replacing
+    /// its previous snapshot atomically.
+    Materialize {
+        /// RFC 3339 time (e.g. 2013-06-01T00:00:00Z); default now.
+        #[arg(long)]
+        end: Option<String>,
+        /// Only these views (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        views: Vec<String>,
+    },
     /// A training set: the entity table with each feature as of each row's timestamp.
     Historical {
         /// The entity table (CSV or Parquet): join keys and a timestamp column.
@@ -100,6 +111,48 @@ pub async fn run(home: &std::path::Path, config: &Config, cmd: FeaturesCmd) -> R
             );
             for s in &d.feature_services {
                 println!("service {}: {}", s.name, s.features.join(", "));
+            }
+        }
+        FeaturesCmd::Materialize { end, views } => {
+            let a =
+                p.db.applied()
+                    .await
+                    .map_err(err)?
+                    .ok_or_else(|| Error::Other("no feature definitions applied".into()))?;
+            let end_us = match &end {
+                Some(t) => features::time::parse(t).map_err(err)?.micros,
+                None => base::now_millis() * 1000,
+            };
+            for v in &views {
+                if a.definitions.view(v).is_none() {
+                    return Err(Error::Other(format!("unknown feature view {v}")));
+                }
+            }
+            for view in a
+                .definitions
+                .feature_views
+                .iter()
+                .filter(|v| views.is_empty() || views.contains(&v.name))
+            {
+                let t = std::time::Instant::now();
+                let rows = features::online::snapshot(
+                    &a.definitions,
+                    view,
+                    std::path::Path::new(&a.base_dir),
+                    end_us,
+                )
+                .map_err(err)?;
+                p.online
+                    .replace_view(&view.name, &rows)
+                    .await
+                    .map_err(err)?;
+                println!(
+                    "{}: {} entities as of {} ({:.2} s)",
+                    view.name,
+                    rows.len(),
+                    features::time::format_micros(end_us),
+                    t.elapsed().as_secs_f64()
+                );
             }
         }
         FeaturesCmd::Historical {

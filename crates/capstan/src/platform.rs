@@ -32,6 +32,8 @@ pub struct Platform {
     pub blobs: Blobs,
     pub tracking: Tracking,
     pub registry: Registry,
+    /// The online feature store (the metadata database unless `store.online` names Redis).
+    pub online: Arc<dyn features::online::OnlineStore>,
 }
 
 impl Platform {
@@ -47,11 +49,25 @@ impl Platform {
         let blobs = Blobs::open(&blob_config, home.join("tmp"))?;
         let tracking = Tracking::new(Arc::new(db.clone()));
         let registry = Registry::new(Arc::new(db.clone()), tracking.clone());
+        let online: Arc<dyn features::online::OnlineStore> = match config.store.online.trim() {
+            "" => Arc::new(db.clone()),
+            url if url.starts_with("redis://") => Arc::new(
+                store::Redis::connect(url, "capstan:online")
+                    .await
+                    .map_err(Error::Other)?,
+            ),
+            other => {
+                return Err(Error::Other(format!(
+                    "store.online '{other}' is neither empty (the metadata database) nor redis://…"
+                )));
+            }
+        };
         Ok(Platform {
             db,
             blobs,
             tracking,
             registry,
+            online,
         })
     }
 
@@ -109,6 +125,8 @@ impl Platform {
                 deployments: Arc::new(self.db.clone()),
                 labels: Arc::new(self.db.clone()),
                 monitors: Arc::new(self.db.clone()),
+                features: Arc::new(self.db.clone()),
+                online: self.online.clone(),
                 prediction_log: sv.prediction_log.then(|| monitor::predlog::LogConfig {
                     queue: sv.log_queue.max(1),
                     rotate: std::time::Duration::from_secs(sv.log_rotate_secs.max(1)),

@@ -4,6 +4,7 @@
 
 pub mod defs;
 pub mod offline;
+pub mod online;
 pub mod time;
 
 pub use defs::Definitions;

@@ -8,6 +8,7 @@ mod artifacts;
 mod auth;
 mod deployments;
 mod error;
+mod feature_routes;
 mod mlflow;
 mod mlflow_registry;
 mod model_source;
@@ -81,6 +82,8 @@ pub struct AppState {
     pub labels: Arc<dyn monitor::performance::LabelStore>,
     pub monitors: Arc<dyn monitor::monitors::MonitorStore>,
     pub monitor_gauges: monitors::MonitorGauges,
+    pub features: Arc<dyn features::defs::FeatureRegistry>,
+    pub online: Arc<dyn features::online::OnlineStore>,
 }
 
 /// The stores the server reads and writes besides tracking and the registry.
@@ -93,6 +96,8 @@ pub struct Backends {
     pub prediction_log: Option<monitor::predlog::LogConfig>,
     pub labels: Arc<dyn monitor::performance::LabelStore>,
     pub monitors: Arc<dyn monitor::monitors::MonitorStore>,
+    pub features: Arc<dyn features::defs::FeatureRegistry>,
+    pub online: Arc<dyn features::online::OnlineStore>,
 }
 
 impl AppState {
@@ -131,6 +136,8 @@ impl AppState {
             labels: b.labels,
             monitors: b.monitors,
             monitor_gauges: monitors::MonitorGauges::default(),
+            features: b.features,
+            online: b.online,
         }
     }
 }
@@ -142,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .merge(mlflow_registry::routes())
         .merge(admin::routes())
         .merge(monitors::routes())
+        .merge(feature_routes::routes())
         .layer(DefaultBodyLimit::max(json_limit));
     Router::new()
         .route("/health", get(|| async { "OK" }))

@@ -38,3 +38,67 @@ impl FeatureRegistry for Db {
         .transpose()
     }
 }
+
+/// The online store in the metadata database: one table, a view replaced in one transaction.
+#[async_trait::async_trait]
+impl features::online::OnlineStore for Db {
+    async fn replace_view(
+        &self,
+        view: &str,
+        rows: &[(String, features::online::OnlineRow)],
+    ) -> Result<(), String> {
+        let _g = self.write_guard().await;
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query("DELETE FROM online_features WHERE view = $1")
+            .bind(view.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        for (key, row) in rows {
+            let values = serde_json::to_string(&row.values).map_err(|e| e.to_string())?;
+            sqlx::query(
+                "INSERT INTO online_features (view, entity_key, event_ts, row_values) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(view.to_owned())
+            .bind(key.clone())
+            .bind(row.ts)
+            .bind(values)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn read(
+        &self,
+        view: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<features::online::OnlineRow>>, String> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in keys.chunks(500) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT entity_key, event_ts, row_values FROM online_features WHERE view = $1 AND entity_key IN ({})",
+                marks.join(", ")
+            );
+            // Only numbered placeholders are formatted in; every value is bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(view.to_owned());
+            for k in chunk {
+                q = q.bind(k.clone());
+            }
+            for r in q.fetch_all(&self.pool).await.map_err(err)? {
+                let key: String = r.try_get(0).map_err(err)?;
+                let values: String = r.try_get(2).map_err(err)?;
+                found.insert(
+                    key,
+                    features::online::OnlineRow {
+                        ts: r.try_get(1).map_err(err)?,
+                        values: serde_json::from_str(&values).map_err(|e| e.to_string())?,
+                    },
+                );
+            }
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+}

@@ -223,6 +223,13 @@ CREATE TABLE feature_registry (
     spec TEXT NOT NULL,
     applied BIGINT NOT NULL
 );
+CREATE TABLE online_features (
+    view TEXT NOT NULL,
+    entity_key TEXT NOT NULL,
+    event_ts BIGINT NOT NULL,
+    row_values TEXT NOT NULL,
+    PRIMARY KEY (view, entity_key)
+);
 "#,
     },
 ];

@@ -919,3 +919,117 @@ fn features_apply_list_and_build_a_point_in_time_training_set() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn materialized_features_are_served_in_feasts_shape() {
+    let home = tempfile::tempdir().expect("home");
+    let root = std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap();
+    let weather = root.join("data/nyc_weather_2013.csv");
+    let defs = home.path().join("features.yaml");
+    std::fs::write(
+        &defs,
+        format!(
+            "entities:\n  - {{name: airport, join_keys: [origin]}}\nsources:\n  - {{name: w, path: {}, timestamp: time_hour}}\nfeature_views:\n  - name: weather\n    entities: [airport]\n    source: w\n    features: [{{name: temp, type: float}}, {{name: wind_gust, type: float}}]\n  - name: weather_fresh\n    entities: [airport]\n    source: w\n    ttl_seconds: 3600\n    features: [{{name: temp, type: float}}]\n",
+            weather.display()
+        ),
+    )
+    .unwrap();
+    let ok = |args: &[&str]| {
+        let out = capstan(home.path()).args(args).output().expect("cli");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["features", "apply", defs.to_str().unwrap()]);
+    let text = ok(&["features", "materialize", "--end", "2013-06-01T12:00:00Z"]);
+    assert!(
+        text.contains("weather: 3 entities as of 2013-06-01T12:00:00Z"),
+        "{text}"
+    );
+    let s = start(home.path(), &[]);
+    let http = reqwest::Client::new();
+    let r: serde_json::Value = http
+        .post(format!("{}/get-online-features", s.url))
+        .json(&serde_json::json!({
+            "features": ["weather:temp", "weather:wind_gust", "weather_fresh:temp"],
+            "entities": {"origin": ["EWR", "JFK", "XXX"]}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["metadata"]["feature_names"],
+        serde_json::json!(["origin", "temp", "wind_gust", "temp"])
+    );
+    // The latest observation at or before 12:00Z on 1 June 2013, read from the file itself.
+    let w = data::frame::read_frame(&weather).unwrap();
+    let expected = |origin: &str| -> f64 {
+        let (o, t, temp) = (
+            w.column("origin").unwrap(),
+            w.column("time_hour").unwrap(),
+            w.column("temp").unwrap(),
+        );
+        let text = |c: &data::frame::Column, i: usize| match &c.data {
+            data::frame::ColumnData::Categorical { codes, levels } => {
+                levels[codes[i] as usize].clone()
+            }
+            other => panic!("{other:?}"),
+        };
+        let mut best: Option<(String, f64)> = None;
+        for i in 0..w.rows() {
+            let ts = text(t, i);
+            if text(o, i) == origin
+                && ts.as_str() <= "2013-06-01T12:00:00Z"
+                && best.as_ref().is_none_or(|b| ts >= b.0)
+                && let data::frame::ColumnData::Numeric(v) = &temp.data
+            {
+                best = Some((ts, v[i]));
+            }
+        }
+        best.unwrap().1
+    };
+    let temps = &r["results"][1];
+    assert_eq!(temps["values"][0].as_f64(), Some(expected("EWR")), "{r}");
+    assert_eq!(temps["values"][1].as_f64(), Some(expected("JFK")), "{r}");
+    assert_eq!(
+        temps["statuses"],
+        serde_json::json!(["PRESENT", "PRESENT", "NOT_FOUND"])
+    );
+    assert_eq!(temps["event_timestamps"][0], "2013-06-01T12:00:00Z");
+    // wind_gust is often not reported: a present row with a null value.
+    let gust_status = r["results"][2]["statuses"][0].as_str().unwrap();
+    assert!(["PRESENT", "NULL_VALUE"].contains(&gust_status), "{r}");
+    // A one-hour TTL: a 2013 value is far outside its max age today.
+    assert_eq!(
+        r["results"][3]["statuses"],
+        serde_json::json!(["OUTSIDE_MAX_AGE", "OUTSIDE_MAX_AGE", "NOT_FOUND"])
+    );
+    // Mistakes are 400s that name the problem.
+    let bad = http
+        .post(format!("{}/features/online", s.url))
+        .json(&serde_json::json!({"features": ["weather:nope"], "entities": {"origin": ["EWR"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert!(bad.text().await.unwrap().contains("no feature nope"));
+    let bad = http
+        .post(format!("{}/features/online", s.url))
+        .json(&serde_json::json!({"features": ["weather:temp"], "entities": {"airport_code": ["EWR"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .contains("needs entity key origin")
+    );
+}

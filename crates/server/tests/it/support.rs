@@ -47,6 +47,8 @@ pub async fn start_with(
             deployments: Arc::new(db.clone()),
             labels: Arc::new(db.clone()),
             monitors: Arc::new(db.clone()),
+            features: Arc::new(db.clone()),
+            online: Arc::new(db.clone()),
             prediction_log: Some(monitor::predlog::LogConfig {
                 rotate: std::time::Duration::from_millis(100),
                 ..Default::default()

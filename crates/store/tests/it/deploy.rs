@@ -189,3 +189,71 @@ db_test!(feature_definitions_apply_and_replace, |db: Db| async move {
     db.apply(&b).await.expect("replace");
     assert_eq!(db.applied().await.expect("read"), Some(b));
 });
+
+/// The online-store contract, run against the SQL store and a real Redis.
+async fn online_store_contract(store: &dyn features::online::OnlineStore, view: &str) {
+    use features::online::OnlineRow;
+    let row = |ts: i64, v: f64| OnlineRow {
+        ts,
+        values: vec![serde_json::json!(v), serde_json::Value::Null],
+    };
+    assert_eq!(
+        store.read(view, &["a".into()]).await.expect("empty"),
+        vec![None]
+    );
+    store
+        .replace_view(
+            view,
+            &[("a".into(), row(1, 1.5)), ("b".into(), row(2, 2.5))],
+        )
+        .await
+        .expect("first snapshot");
+    let got = store
+        .read(view, &["b".into(), "zzz".into(), "a".into()])
+        .await
+        .expect("read");
+    assert_eq!(got, vec![Some(row(2, 2.5)), None, Some(row(1, 1.5))]);
+    // A new snapshot replaces the view: b is gone, c is new.
+    store
+        .replace_view(
+            view,
+            &[("a".into(), row(3, 3.5)), ("c".into(), row(4, 4.5))],
+        )
+        .await
+        .expect("second snapshot");
+    let got = store
+        .read(view, &["a".into(), "b".into(), "c".into()])
+        .await
+        .expect("read");
+    assert_eq!(got, vec![Some(row(3, 3.5)), None, Some(row(4, 4.5))]);
+    assert_eq!(store.read(view, &[]).await.expect("no keys"), vec![]);
+}
+
+db_test!(online_store_in_the_metadata_db, |db: Db| async move {
+    online_store_contract(&db, "v").await;
+    online_store_contract(&db, "w").await;
+});
+
+#[tokio::test]
+async fn online_store_on_redis() {
+    let prefix = format!("capstan-test-{}", uuid::Uuid::new_v4().simple());
+    let redis = store::Redis::connect("redis://127.0.0.1:6379", &prefix)
+        .await
+        .expect("Redis on 127.0.0.1:6379 (scripts/test.sh starts it)");
+    online_store_contract(&redis, "v").await;
+    // The old generation was unlinked: only the current one and the counters remain.
+    let keys = redis
+        .pipeline(&[vec![b"KEYS".to_vec(), format!("{prefix}:*").into_bytes()]])
+        .await
+        .expect("keys");
+    match &keys[0] {
+        store::Reply::Array(Some(k)) => assert_eq!(k.len(), 3, "{k:?}"),
+        other => panic!("{other:?}"),
+    }
+    for k in ["v:generation", "v:current", "v:g2"] {
+        redis
+            .pipeline(&[vec![b"DEL".to_vec(), format!("{prefix}:{k}").into_bytes()]])
+            .await
+            .expect("cleanup");
+    }
+}

@@ -1,0 +1,201 @@
+//! The online store: the latest value of every feature per entity, for serving. Materialisation
+//! computes a complete snapshot of a view as of an end time (the latest row per entity within
+//! TTL, from the offline source) and replaces the view's online values in one atomic switch, so
+//! readers see the previous snapshot or the new one — never half of each, even if the process
+//! dies mid-way. Lookups answer in Feast's shape: values with a status (`PRESENT`, `NULL_VALUE`,
+//! `NOT_FOUND`, `OUTSIDE_MAX_AGE`) and event timestamps.
+
+use crate::defs::{Definitions, FeatureView};
+use crate::offline::load_view;
+use data::frame::{ColumnData, MISSING};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One online row: the entity's event time and its feature values (in the view's order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnlineRow {
+    pub ts: i64,
+    pub values: Vec<serde_json::Value>,
+}
+
+/// Where online values live; implemented for SQLite / PostgreSQL (`store`) and Redis.
+#[async_trait::async_trait]
+pub trait OnlineStore: Send + Sync {
+    /// Replaces every online row of `view` with `rows` (entity key, row), atomically.
+    async fn replace_view(&self, view: &str, rows: &[(String, OnlineRow)]) -> Result<(), String>;
+    /// The rows of `keys` (same order; `None` when the entity has no row).
+    async fn read(&self, view: &str, keys: &[String]) -> Result<Vec<Option<OnlineRow>>, String>;
+}
+
+/// The snapshot of `view` as of `end_micros`: each entity's latest row within TTL.
+pub fn snapshot(
+    defs: &Definitions,
+    view: &FeatureView,
+    base: &Path,
+    end_micros: i64,
+) -> Result<Vec<(String, OnlineRow)>, String> {
+    let idx = load_view(defs, view, base)?;
+    let source = defs
+        .source(&view.source)
+        .ok_or_else(|| format!("unknown source {}", view.source))?;
+    let ts_col = idx
+        .frame
+        .column(&source.timestamp)
+        .ok_or_else(|| format!("source {} has no timestamp column", source.name))?;
+    let (ts, _) = crate::offline::timestamps(ts_col)?;
+    let cols: Vec<&data::frame::Column> = view
+        .features
+        .iter()
+        .map(|f| {
+            idx.frame
+                .column(&f.name)
+                .ok_or_else(|| format!("source {} has no column {}", source.name, f.name))
+        })
+        .collect::<Result<_, _>>()?;
+    let ttl = view.ttl_seconds.saturating_mul(1_000_000);
+    Ok(idx
+        .latest_all(end_micros, ttl)
+        .into_iter()
+        .map(|(key, row)| {
+            let values = cols
+                .iter()
+                .map(|c| match &c.data {
+                    ColumnData::Numeric(v) if v[row].is_nan() => serde_json::Value::Null,
+                    ColumnData::Numeric(v) => serde_json::json!(v[row]),
+                    ColumnData::Categorical { codes, levels } => {
+                        if codes[row] == MISSING {
+                            serde_json::Value::Null
+                        } else {
+                            serde_json::json!(levels[codes[row] as usize])
+                        }
+                    }
+                })
+                .collect();
+            (
+                key,
+                OnlineRow {
+                    ts: ts[row].unwrap_or(0),
+                    values,
+                },
+            )
+        })
+        .collect())
+}
+
+/// The online key of an entity from its join-key values (as `offline` keys them).
+pub fn entity_key(values: &[String]) -> String {
+    values.join("\u{1f}")
+}
+
+/// Feast's `/get-online-features` answer for `features` of the entities in `entities`
+/// (join key → values, all the same length), as of `now_micros`.
+pub async fn get_online_features(
+    defs: &Definitions,
+    store: &dyn OnlineStore,
+    features: &[String],
+    entities: &serde_json::Map<String, serde_json::Value>,
+    now_micros: i64,
+    full_feature_names: bool,
+) -> Result<serde_json::Value, String> {
+    use serde_json::{Value, json};
+    let n = entities
+        .values()
+        .map(|v| v.as_array().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0);
+    let mut entity_values: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for (k, v) in entities {
+        let arr = v
+            .as_array()
+            .ok_or_else(|| format!("entity {k} must be a list of values"))?;
+        if arr.len() != n {
+            return Err(format!(
+                "entity {k} has {} values, others have {n}",
+                arr.len()
+            ));
+        }
+        let texts = arr
+            .iter()
+            .map(|x| match x {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(num) => Ok(num
+                    .as_f64()
+                    .map_or(num.to_string(), data::frame::format_number)),
+                other => Err(format!("entity {k}: {other} is not a string or number")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        entity_values.insert(k.as_str(), texts);
+    }
+    let refs: Vec<_> = features
+        .iter()
+        .map(|f| defs.resolve(f))
+        .collect::<Result<_, _>>()?;
+    let mut names: Vec<String> = entities.keys().cloned().collect();
+    let mut results: Vec<Value> = entities
+        .keys()
+        .map(|k| {
+            json!({"values": entities[k], "statuses": vec!["PRESENT"; n], "event_timestamps": vec!["1970-01-01T00:00:00Z"; n]})
+        })
+        .collect();
+    // One read per view.
+    let mut cache: std::collections::HashMap<&str, Vec<Option<OnlineRow>>> = Default::default();
+    for r in &refs {
+        let view = r.view;
+        if !cache.contains_key(view.name.as_str()) {
+            let keys = defs.join_keys(view);
+            let cols: Vec<&Vec<String>> = keys
+                .iter()
+                .map(|k| {
+                    entity_values
+                        .get(k.as_str())
+                        .ok_or_else(|| format!("feature view {} needs entity key {k}", view.name))
+                })
+                .collect::<Result<_, _>>()?;
+            let ekeys: Vec<String> = (0..n)
+                .map(|i| entity_key(&cols.iter().map(|c| c[i].clone()).collect::<Vec<_>>()))
+                .collect();
+            cache.insert(view.name.as_str(), store.read(&view.name, &ekeys).await?);
+        }
+        let rows = &cache[view.name.as_str()];
+        let fi = view
+            .features
+            .iter()
+            .position(|f| f.name == r.feature.name)
+            .unwrap_or(0);
+        let ttl = view.ttl_seconds.saturating_mul(1_000_000);
+        let (mut values, mut statuses, mut stamps) = (Vec::new(), Vec::new(), Vec::new());
+        for row in rows {
+            match row {
+                None => {
+                    values.push(Value::Null);
+                    statuses.push("NOT_FOUND");
+                    stamps.push("1970-01-01T00:00:00Z".to_owned());
+                }
+                Some(r) => {
+                    let v = r.values.get(fi).cloned().unwrap_or(Value::Null);
+                    let status = if ttl > 0 && now_micros - r.ts > ttl {
+                        "OUTSIDE_MAX_AGE"
+                    } else if v.is_null() {
+                        "NULL_VALUE"
+                    } else {
+                        "PRESENT"
+                    };
+                    values.push(if status == "OUTSIDE_MAX_AGE" {
+                        Value::Null
+                    } else {
+                        v
+                    });
+                    statuses.push(status);
+                    stamps.push(crate::time::format_micros(r.ts));
+                }
+            }
+        }
+        names.push(if full_feature_names {
+            format!("{}__{}", view.name, r.feature.name)
+        } else {
+            r.feature.name.clone()
+        });
+        results.push(json!({"values": values, "statuses": statuses, "event_timestamps": stamps}));
+    }
+    Ok(json!({"metadata": {"feature_names": names}, "results": results}))
+}
