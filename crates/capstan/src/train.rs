@@ -41,6 +41,13 @@ pub struct TrainArgs {
     /// Register the trained package as a new version of this model.
     #[arg(long)]
     register: Option<String>,
+    /// Treat --data as an entity table and join this feature service onto it point-in-time
+    /// before training (definitions from `capstan features apply`).
+    #[arg(long)]
+    feature_service: Option<String>,
+    /// The entity table's timestamp column (with --feature-service; not a model input).
+    #[arg(long, default_value = "event_timestamp")]
+    entity_timestamp: String,
 }
 
 pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
@@ -48,8 +55,47 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
     // The data version as DVC names it: the md5 of the file (read once, parsed from memory).
     let digest = data::md5_bytes(&bytes);
     // CSV or Parquet (by extension); text columns are one-hot encoded, numeric gaps imputed.
-    let table = data::parse_table(&a.data, bytes).map_err(|e| Error::Other(e.to_string()))?;
-    let drop: Vec<&str> = a.drop.iter().map(String::as_str).collect();
+    let table = match &a.feature_service {
+        None => data::parse_table(&a.data, bytes).map_err(|e| Error::Other(e.to_string()))?,
+        Some(service) => {
+            let applied = features::defs::FeatureRegistry::applied(&p.db)
+                .await
+                .map_err(Error::Other)?
+                .ok_or_else(|| Error::Other("no feature definitions applied".into()))?;
+            let list = applied
+                .definitions
+                .feature_list(Some(service), &[])
+                .map_err(Error::Other)?;
+            let entities =
+                data::frame::read_frame(&a.data).map_err(|e| Error::Other(e.to_string()))?;
+            let joined = features::historical_features(
+                &applied.definitions,
+                std::path::Path::new(&applied.base_dir),
+                &entities,
+                &features::Request {
+                    features: &list,
+                    timestamp: &a.entity_timestamp,
+                    full_feature_names: false,
+                },
+            )
+            .map_err(Error::Other)?;
+            eprintln!(
+                "joined feature service {service} ({} features) onto {} entity rows as of {}",
+                list.len(),
+                joined.rows(),
+                a.entity_timestamp
+            );
+            data::parse_table(
+                std::path::Path::new("training.csv"),
+                data::frame::to_csv(&joined).into_bytes(),
+            )
+            .map_err(|e| Error::Other(e.to_string()))?
+        }
+    };
+    let mut drop: Vec<&str> = a.drop.iter().map(String::as_str).collect();
+    if a.feature_service.is_some() {
+        drop.push(&a.entity_timestamp);
+    }
     let d = learn::Dataset::from_rows_encoded(&table.columns, &table.rows, &a.target, &drop)
         .map_err(|e| Error::Other(format!("{}: {e}", a.data.display())))?;
     let classify = a.classify || a.algorithm == "logistic";
@@ -185,6 +231,10 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
             },
         ),
     ];
+    let mut params = params;
+    if let Some(svc) = &a.feature_service {
+        params.push(Tag::new("feature_service", svc.clone()));
+    }
     let now = base::now_millis();
     let mut metrics: Vec<Metric> = Vec::new();
     for (step, tr, te) in &fit.history {
@@ -243,6 +293,11 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
     package
         .training
         .insert("dataset_md5".into(), serde_json::json!(digest));
+    if let Some(svc) = &a.feature_service {
+        package
+            .training
+            .insert("feature_service".into(), serde_json::json!(svc));
+    }
     package
         .training
         .insert("seed".into(), serde_json::json!(a.seed));

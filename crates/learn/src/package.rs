@@ -23,7 +23,7 @@ pub enum LearnError {
         row: usize,
         value: f64,
     },
-    #[error("cannot train on {0}")]
+    #[error("cannot train: {0}")]
     Data(String),
 }
 

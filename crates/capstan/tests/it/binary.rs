@@ -903,6 +903,54 @@ fn features_apply_list_and_build_a_point_in_time_training_set() {
         other => panic!("{other:?}"),
     }
     assert!(t.column("arr_delay").is_some(), "entity columns are kept");
+
+    // Train on the joined set: the run records the feature service and the entity table's md5.
+    let entities = home.path().join("delays.csv");
+    let text = std::fs::read_to_string(&flights).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
+    let (o, th, d) = (col("origin"), col("time_hour"), col("dep_delay"));
+    let mut csv = String::from("origin,time_hour,dep_delay\n");
+    for l in text.lines().skip(1).take(3000) {
+        let f: Vec<&str> = l.split(',').collect();
+        if !f[d].is_empty() {
+            csv += &format!("{},{},{}\n", f[o], f[th], f[d]);
+        }
+    }
+    std::fs::write(&entities, csv).unwrap();
+    let (code, text, err) = run(&[
+        "train".as_ref(),
+        "--data".as_ref(),
+        entities.as_os_str(),
+        "--target".as_ref(),
+        "dep_delay".as_ref(),
+        "--algorithm".as_ref(),
+        "gbm".as_ref(),
+        "--rounds".as_ref(),
+        "20".as_ref(),
+        "--feature-service".as_ref(),
+        "delay_model".as_ref(),
+        "--entity-timestamp".as_ref(),
+        "time_hour".as_ref(),
+        "--drop".as_ref(),
+        "origin".as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("joined feature service delay_model (4 features)"),
+        "{err}"
+    );
+    let run_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("run id")
+        .to_owned();
+    let (_, shown, _) = run(&["runs".as_ref(), "show".as_ref(), run_id.as_ref()]);
+    assert!(
+        shown.contains("feature_service") && shown.contains("delay_model"),
+        "{shown}"
+    );
     let (code, _, err) = run(&[
         "features".as_ref(),
         "historical".as_ref(),
