@@ -68,6 +68,18 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Point-in-time historical retrieval against the real Feast on the same tables.
+    Features {
+        /// Python with feast, pandas, pyarrow (bench/requirements.txt); required.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        entities: usize,
+        #[arg(long, default_value_t = 10_000_000)]
+        source: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Requests/s and latency of `capstan serve` vs FastAPI + scikit-learn, and a hot swap under load.
     Serving {
         /// Python with fastapi, uvicorn, scikit-learn, pandas (bench/requirements.txt); "none" skips the peer.
@@ -415,6 +427,14 @@ pub async fn run(cmd: BenchCmd, _home: &Path) -> Result<(), Error> {
             scale_runs,
             out,
         ),
+        BenchCmd::Features {
+            python,
+            entities,
+            source,
+            out,
+        } => {
+            return crate::bench_features::run(&python, entities, source, out);
+        }
         BenchCmd::Drift { python, rows, out } => {
             return crate::bench_drift::run(&python, rows, out);
         }

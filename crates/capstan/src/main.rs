@@ -4,6 +4,7 @@
 mod bench;
 mod bench_data;
 mod bench_drift;
+mod bench_features;
 mod bench_serving;
 mod bench_training;
 mod client;

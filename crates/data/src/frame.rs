@@ -482,6 +482,15 @@ pub fn read_parquet_frame(path: &Path, bytes: Vec<u8>) -> Result<Frame, DataErro
         let group = reader.get_row_group(g).map_err(err)?;
         for (i, col) in columns.iter_mut().enumerate() {
             let max_def = schema.column(i).max_def_level();
+            // Timestamps become epoch seconds (exact to the microsecond in an f64).
+            let ts_divisor = match schema.column(i).logical_type_ref() {
+                Some(parquet::basic::LogicalType::Timestamp(t)) => match t.unit {
+                    parquet::basic::TimeUnit::MILLIS => 1e3,
+                    parquet::basic::TimeUnit::MICROS => 1e6,
+                    parquet::basic::TimeUnit::NANOS => 1e9,
+                },
+                _ => 1.0,
+            };
             let mut defs: Vec<i16> = Vec::new();
             // Pushes one batch: `present` values placed where the definition level says so.
             macro_rules! numeric {
@@ -509,7 +518,15 @@ pub fn read_parquet_frame(path: &Path, bytes: Vec<u8>) -> Result<Frame, DataErro
                 ColumnReader::DoubleColumnReader(r) => numeric!(r, |v: f64| v),
                 ColumnReader::FloatColumnReader(r) => numeric!(r, |v: f32| v as f64),
                 ColumnReader::Int32ColumnReader(r) => numeric!(r, |v: i32| v as f64),
-                ColumnReader::Int64ColumnReader(r) => numeric!(r, |v: i64| v as f64),
+                ColumnReader::Int64ColumnReader(r) => {
+                    numeric!(r, |v: i64| if ts_divisor == 1.0 {
+                        v as f64
+                    } else {
+                        // Whole seconds and the fraction apart, so nanoseconds keep precision.
+                        let d = ts_divisor as i64;
+                        v.div_euclid(d) as f64 + v.rem_euclid(d) as f64 / ts_divisor
+                    })
+                }
                 ColumnReader::BoolColumnReader(r) => {
                     numeric!(r, |v: bool| if v { 1.0 } else { 0.0 })
                 }

@@ -69,11 +69,90 @@ fn row_key(cols: &[&Column], i: usize) -> Option<String> {
     Some(k)
 }
 
-/// A source indexed by entity key: (event time, created time, row) ascending.
+/// An entity key: one part (the common single join key, no allocation) or several. Numbers are
+/// keyed by their value, text by an id interned from the source's strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+/// Per key column, how a row's cell becomes a key part.
+enum Part<'a> {
+    Num(&'a [f64]),
+    /// Categorical codes → interned string ids (`None`: a string the source never had).
+    Cat(&'a [u32], Vec<Option<u64>>),
+}
+
+fn num_bits(x: f64) -> u64 {
+    if x == 0.0 { 0 } else { x.to_bits() }
+}
+
+fn part_of(p: &Part<'_>, i: usize) -> Option<u64> {
+    match p {
+        Part::Num(v) => (!v[i].is_nan()).then(|| num_bits(v[i])),
+        Part::Cat(codes, ids) => {
+            let c = codes[i];
+            if c == MISSING { None } else { ids[c as usize] }
+        }
+    }
+}
+
+fn key_of(parts: &[Part<'_>], i: usize) -> Option<Key> {
+    if let [p] = parts {
+        return part_of(p, i).map(Key::One);
+    }
+    parts
+        .iter()
+        .map(|p| part_of(p, i))
+        .collect::<Option<Vec<u64>>>()
+        .map(Key::Many)
+}
+
+/// A fast non-cryptographic hasher for entity keys (FxHash's multiply-rotate, with a final mix).
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+    fn write_isize(&mut self, x: isize) {
+        self.write_u64(x as u64);
+    }
+    fn finish(&self) -> u64 {
+        // Fold the high bits down: keys like the bits of small floats differ only there.
+        let mut z = self.0;
+        z ^= z >> 33;
+        z = z.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        z ^ (z >> 33)
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
+/// A source indexed by entity key: each key's rows, contiguous in `order`, sorted by (event
+/// time, created time, row).
 pub struct Indexed {
     pub frame: Frame,
-    index: HashMap<String, Vec<(i64, i64, usize)>>,
+    /// Key → (start, len) in `order`.
+    index: FxMap<Key, (u32, u32)>,
+    order: Vec<u32>,
+    ts: Vec<i64>,
     zoned: Option<bool>,
+    /// Interned strings of the source's text key columns.
+    strings: HashMap<String, u64>,
+    key_names: Vec<String>,
+    /// Whether each join key is numeric in the source.
+    key_numeric: Vec<bool>,
 }
 
 impl Indexed {
@@ -84,60 +163,142 @@ impl Indexed {
                 source.name, source.timestamp
             )
         })?;
-        let (ts, zoned) = timestamps(ts_col).map_err(|e| format!("source {}: {e}", source.name))?;
+        let (ts_opt, zoned) =
+            timestamps(ts_col).map_err(|e| format!("source {}: {e}", source.name))?;
         let created = match &source.created_timestamp {
             Some(c) => {
                 let col = frame.column(c).ok_or_else(|| {
                     format!("source {} has no created-timestamp column {c}", source.name)
                 })?;
-                timestamps(col)
-                    .map_err(|e| format!("source {}: {e}", source.name))?
-                    .0
+                Some(
+                    timestamps(col)
+                        .map_err(|e| format!("source {}: {e}", source.name))?
+                        .0,
+                )
             }
-            None => vec![Some(0); frame.rows()],
+            None => None,
         };
-        let key_cols: Vec<&Column> = keys
-            .iter()
-            .map(|k| {
-                frame
-                    .column(k)
-                    .ok_or_else(|| format!("source {} has no join key column {k}", source.name))
-            })
-            .collect::<Result<_, _>>()?;
-        let mut index: HashMap<String, Vec<(i64, i64, usize)>> = HashMap::new();
-        for i in 0..frame.rows() {
-            let (Some(t), Some(key)) = (ts[i], row_key(&key_cols, i)) else {
+        let mut strings: HashMap<String, u64> = HashMap::new();
+        let mut parts = Vec::new();
+        for k in keys {
+            let c = frame
+                .column(k)
+                .ok_or_else(|| format!("source {} has no join key column {k}", source.name))?;
+            parts.push(match &c.data {
+                ColumnData::Numeric(v) => Part::Num(v),
+                ColumnData::Categorical { codes, levels } => {
+                    let ids = levels
+                        .iter()
+                        .map(|l| {
+                            let n = strings.len() as u64;
+                            Some(*strings.entry(l.clone()).or_insert(n))
+                        })
+                        .collect();
+                    Part::Cat(codes, ids)
+                }
+            });
+        }
+        let n = frame.rows();
+        // Dense key ids, then a counting sort of rows by id: each key's rows end up contiguous.
+        let mut ids: FxMap<Key, u32> = FxMap::default();
+        let mut row_id = vec![u32::MAX; n];
+        for (i, slot) in row_id.iter_mut().enumerate() {
+            if ts_opt[i].is_none() {
                 continue;
-            };
-            index
-                .entry(key)
-                .or_default()
-                .push((t, created[i].unwrap_or(i64::MIN), i));
+            }
+            if let Some(key) = key_of(&parts, i) {
+                let next = ids.len() as u32;
+                *slot = *ids.entry(key).or_insert(next);
+            }
         }
-        for v in index.values_mut() {
-            v.sort_unstable();
+        let mut start = vec![0u32; ids.len() + 1];
+        for &id in &row_id {
+            if id != u32::MAX {
+                start[id as usize + 1] += 1;
+            }
         }
+        for k in 1..start.len() {
+            start[k] += start[k - 1];
+        }
+        let ts: Vec<i64> = ts_opt.iter().map(|t| t.unwrap_or(i64::MIN)).collect();
+        drop(ts_opt);
+        // Scatter (event time, created time, row) so each key's sort runs on contiguous memory.
+        let mut fill = start.clone();
+        let mut sorted = vec![(0i64, 0i64, 0u32); start[ids.len()] as usize];
+        for (i, &id) in row_id.iter().enumerate() {
+            if id != u32::MAX {
+                let c = created.as_ref().map_or(0, |c| c[i].unwrap_or(i64::MIN));
+                sorted[fill[id as usize] as usize] = (ts[i], c, i as u32);
+                fill[id as usize] += 1;
+            }
+        }
+        drop(created);
+        for w in start.windows(2) {
+            sorted[w[0] as usize..w[1] as usize].sort_unstable();
+        }
+        let order: Vec<u32> = sorted.iter().map(|t| t.2).collect();
+        drop(sorted);
+        let index = ids
+            .into_iter()
+            .map(|(k, id)| {
+                let (a, b) = (start[id as usize], start[id as usize + 1]);
+                (k, (a, b - a))
+            })
+            .collect();
+        let key_numeric = parts.iter().map(|p| matches!(p, Part::Num(_))).collect();
+        drop(parts);
         Ok(Indexed {
             frame,
             index,
+            order,
+            ts,
             zoned,
+            strings,
+            key_names: keys.to_vec(),
+            key_numeric,
         })
     }
 
     /// The row holding the value for `key` as of `at`, within `ttl_us` (0 = no limit).
-    pub fn as_of(&self, key: &str, at: i64, ttl_us: i64) -> Option<usize> {
-        let rows = self.index.get(key)?;
-        let n = rows.partition_point(|(t, _, _)| *t <= at);
-        let (t, _, row) = *rows.get(n.checked_sub(1)?)?;
-        (ttl_us == 0 || at - t <= ttl_us).then_some(row)
+    pub fn as_of(&self, key: &Key, at: i64, ttl_us: i64) -> Option<usize> {
+        let &(a, len) = self.index.get(key)?;
+        let rows = &self.order[a as usize..(a + len) as usize];
+        let n = rows.partition_point(|&r| self.ts[r as usize] <= at);
+        let row = *rows.get(n.checked_sub(1)?)? as usize;
+        (ttl_us == 0 || at - self.ts[row] <= ttl_us).then_some(row)
     }
 
-    /// The latest row of every key with an event time at or before `at` (within TTL).
+    /// The keys of `cols` (another frame's join-key columns, in this index's key order).
+    fn keys_of(&self, cols: &[&Column], n: usize) -> Vec<Option<Key>> {
+        let parts: Vec<Part<'_>> = cols
+            .iter()
+            .map(|c| match &c.data {
+                ColumnData::Numeric(v) => Part::Num(v),
+                ColumnData::Categorical { codes, levels } => Part::Cat(
+                    codes,
+                    levels
+                        .iter()
+                        .map(|l| self.strings.get(l).copied())
+                        .collect(),
+                ),
+            })
+            .collect();
+        (0..n).map(|i| key_of(&parts, i)).collect()
+    }
+
+    /// The latest row of every key with an event time at or before `at` (within TTL), with the
+    /// key as text (join-key values joined by U+001F, as the online store keys entities).
     pub fn latest_all(&self, at: i64, ttl_us: i64) -> Vec<(String, usize)> {
+        let cols: Vec<&Column> = self
+            .key_names
+            .iter()
+            .filter_map(|k| self.frame.column(k))
+            .collect();
         let mut out: Vec<(String, usize)> = self
             .index
             .keys()
-            .filter_map(|k| self.as_of(k, at, ttl_us).map(|r| (k.clone(), r)))
+            .filter_map(|k| self.as_of(k, at, ttl_us))
+            .filter_map(|r| row_key(&cols, r).map(|k| (k, r)))
             .collect();
         out.sort();
         out
@@ -212,12 +373,23 @@ pub fn historical_features(
             })
             .collect::<Result<_, _>>()?;
         let ttl = r.view.ttl_seconds.saturating_mul(1_000_000);
-        let rows: Vec<Option<usize>> = (0..entities.rows())
-            .map(|i| {
-                let t = at[i]?;
-                let key = row_key(&key_cols, i)?;
-                idx.as_of(&key, t, ttl)
-            })
+        for ((c, numeric), k) in key_cols.iter().zip(&idx.key_numeric).zip(&keys) {
+            let entity_numeric = matches!(c.data, ColumnData::Numeric(_));
+            if entity_numeric != *numeric {
+                let kind = |n: bool| if n { "numbers" } else { "text" };
+                return Err(format!(
+                    "join key {k} holds {} in source {} but {} in the entity frame",
+                    kind(*numeric),
+                    r.view.source,
+                    kind(entity_numeric)
+                ));
+            }
+        }
+        let ekeys = idx.keys_of(&key_cols, entities.rows());
+        let rows: Vec<Option<usize>> = ekeys
+            .iter()
+            .zip(&at)
+            .map(|(k, t)| idx.as_of(k.as_ref()?, (*t)?, ttl))
             .collect();
         let src = idx
             .frame

@@ -226,6 +226,11 @@ fn mistakes_name_the_field() {
         "{naive}"
     );
     assert!(req(&ok, "t", "driver_id,t\n1,yesterday\n").contains("\"yesterday\""));
+    let mixed = req(&ok, "t", "driver_id,t\nD-1,2013-01-02T00:00:00Z\n");
+    assert!(
+        mixed.contains("join key driver_id holds numbers in source stats but text"),
+        "{mixed}"
+    );
     // Definitions that reference nothing are refused when loaded.
     for (yaml, needle) in [
         (
