@@ -27,8 +27,11 @@ pub enum FeaturesCmd {
     /// A training set: the entity table with each feature as of each row's timestamp.
     Historical {
         /// The entity table (CSV or Parquet): join keys and a timestamp column.
-        #[arg(long)]
-        entities: PathBuf,
+        #[arg(long, required_unless_present = "as_of")]
+        entities: Option<PathBuf>,
+        /// Instead of an entity table: every entity's latest values as of this RFC 3339 time.
+        #[arg(long, conflicts_with = "entities")]
+        as_of: Option<String>,
         /// The entity table's timestamp column.
         #[arg(long, default_value = "event_timestamp")]
         timestamp: String,
@@ -157,6 +160,7 @@ pub async fn run(home: &std::path::Path, config: &Config, cmd: FeaturesCmd) -> R
         }
         FeaturesCmd::Historical {
             entities,
+            as_of,
             timestamp,
             features: refs,
             service,
@@ -172,20 +176,39 @@ pub async fn run(home: &std::path::Path, config: &Config, cmd: FeaturesCmd) -> R
                 .definitions
                 .feature_list(service.as_deref(), &refs)
                 .map_err(err)?;
-            let frame =
-                data::frame::read_frame(&entities).map_err(|e| Error::Other(e.to_string()))?;
             let t = std::time::Instant::now();
-            let result = features::historical_features(
-                &a.definitions,
-                std::path::Path::new(&a.base_dir),
-                &frame,
-                &features::Request {
-                    features: &list,
-                    timestamp: &timestamp,
-                    full_feature_names: full_names,
-                },
-            )
-            .map_err(err)?;
+            let base = std::path::Path::new(&a.base_dir);
+            let (result, when) = match (&entities, &as_of) {
+                (Some(path), _) => {
+                    let frame =
+                        data::frame::read_frame(path).map_err(|e| Error::Other(e.to_string()))?;
+                    let joined = features::historical_features(
+                        &a.definitions,
+                        base,
+                        &frame,
+                        &features::Request {
+                            features: &list,
+                            timestamp: &timestamp,
+                            full_feature_names: full_names,
+                        },
+                    )
+                    .map_err(err)?;
+                    (joined, format!("each row's {timestamp}"))
+                }
+                (None, Some(at)) => {
+                    let micros = features::time::parse(at).map_err(err)?.micros;
+                    let all = features::offline::all_entities_as_of(
+                        &a.definitions,
+                        base,
+                        &list,
+                        micros,
+                        full_names,
+                    )
+                    .map_err(err)?;
+                    (all, features::time::format_micros(micros))
+                }
+                (None, None) => return Err(Error::Other("give --entities or --as-of".into())),
+            };
             let bytes = if out
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
@@ -196,7 +219,7 @@ pub async fn run(home: &std::path::Path, config: &Config, cmd: FeaturesCmd) -> R
             };
             crate::drift_cmd::write_atomic(&out, &bytes)?;
             println!(
-                "{} rows × {} features as of each row's {timestamp} → {} ({:.2} s)",
+                "{} rows × {} features as of {when} → {} ({:.2} s)",
                 result.rows(),
                 list.len(),
                 out.display(),

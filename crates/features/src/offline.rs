@@ -428,3 +428,82 @@ pub fn gather(data: &ColumnData, rows: &[Option<usize>]) -> ColumnData {
         },
     }
 }
+
+/// "Every entity as of T" without an entity frame: the join keys (as text) of every entity any
+/// requested view knows, and each feature's latest value at or before `at_micros` (within TTL).
+/// The requested views must share their join keys.
+pub fn all_entities_as_of(
+    defs: &Definitions,
+    base: &Path,
+    features: &[String],
+    at_micros: i64,
+    full_feature_names: bool,
+) -> Result<Frame, String> {
+    let refs: Vec<_> = features
+        .iter()
+        .map(|r| defs.resolve(r))
+        .collect::<Result<_, _>>()?;
+    let keys = defs.join_keys(refs.first().ok_or("name at least one feature")?.view);
+    if let Some(r) = refs.iter().find(|r| defs.join_keys(r.view) != keys) {
+        return Err(format!(
+            "feature view {} is keyed by {} but {} by {}; ask for views with the same join keys",
+            r.view.name,
+            defs.join_keys(r.view).join(", "),
+            refs[0].view.name,
+            keys.join(", ")
+        ));
+    }
+    let mut latest: HashMap<&str, HashMap<String, usize>> = HashMap::new();
+    let mut indexed: HashMap<&str, Indexed> = HashMap::new();
+    let mut all_keys: std::collections::BTreeSet<String> = Default::default();
+    for r in &refs {
+        if indexed.contains_key(r.view.name.as_str()) {
+            continue;
+        }
+        let idx = load_view(defs, r.view, base)?;
+        let rows: HashMap<String, usize> = idx
+            .latest_all(at_micros, r.view.ttl_seconds.saturating_mul(1_000_000))
+            .into_iter()
+            .collect();
+        all_keys.extend(rows.keys().cloned());
+        latest.insert(r.view.name.as_str(), rows);
+        indexed.insert(r.view.name.as_str(), idx);
+    }
+    let all_keys: Vec<String> = all_keys.into_iter().collect();
+    let mut columns: Vec<Column> = Vec::new();
+    for (n, k) in keys.iter().enumerate() {
+        let values: Vec<String> = all_keys
+            .iter()
+            .map(|key| key.split('\u{1f}').nth(n).unwrap_or("").to_owned())
+            .collect();
+        let mut levels: Vec<String> = values.clone();
+        levels.sort();
+        levels.dedup();
+        let codes = values
+            .iter()
+            .map(|v| levels.binary_search(v).map_or(MISSING, |i| i as u32))
+            .collect();
+        columns.push(Column {
+            name: k.clone(),
+            data: ColumnData::Categorical { codes, levels },
+        });
+    }
+    for r in &refs {
+        let idx = &indexed[r.view.name.as_str()];
+        let rows_of = &latest[r.view.name.as_str()];
+        let rows: Vec<Option<usize>> = all_keys.iter().map(|k| rows_of.get(k).copied()).collect();
+        let src = idx
+            .frame
+            .column(&r.feature.name)
+            .ok_or_else(|| format!("source {} has no column {}", r.view.source, r.feature.name))?;
+        columns.push(Column {
+            name: if full_feature_names {
+                format!("{}__{}", r.view.name, r.feature.name)
+            } else {
+                r.feature.name.clone()
+            },
+            data: gather(&src.data, &rows),
+        });
+    }
+    Ok(Frame { columns })
+}

@@ -257,3 +257,37 @@ fn mistakes_name_the_field() {
         "{missing_ts}"
     );
 }
+
+#[test]
+fn every_entity_as_of_a_time_matches_the_per_row_join() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("stats.csv"),
+        "driver_id,ts,rate\n1,10,0.1\n1,20,0.2\n2,15,1.5\n3,30,3.0\n2,40,4.0\n",
+    )
+    .unwrap();
+    let all = features::offline::all_entities_as_of(
+        &defs(0, false),
+        dir.path(),
+        &["driver_stats:rate".into()],
+        25_000_000,
+        false,
+    )
+    .unwrap();
+    // Drivers 1 and 2 have a value at or before t = 25 s; driver 3 only later.
+    assert_eq!(all.rows(), 2);
+    assert_eq!(numbers(&all, "rate"), vec![0.2, 1.5]);
+    let with_ttl = features::offline::all_entities_as_of(
+        &defs(8, false),
+        dir.path(),
+        &["driver_stats:rate".into()],
+        25_000_000,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        numbers(&with_ttl, "rate"),
+        vec![0.2],
+        "driver 2's value is 10 s old, TTL 8 s"
+    );
+}

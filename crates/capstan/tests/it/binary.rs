@@ -894,7 +894,10 @@ fn features_apply_list_and_build_a_point_in_time_training_set() {
         out.as_os_str(),
     ]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(text.contains("20000 rows × 4 features"), "{text}");
+    assert!(
+        text.contains("20000 rows × 4 features as of each row's time_hour"),
+        "{text}"
+    );
     let t = data::frame::read_frame(&out).expect("parquet");
     assert_eq!(t.rows(), 20_000);
     // The first flight left EWR at 2013-01-01T10:00:00Z: the 10:00Z observation, 39.02 °F.
@@ -903,6 +906,25 @@ fn features_apply_list_and_build_a_point_in_time_training_set() {
         other => panic!("{other:?}"),
     }
     assert!(t.column("arr_delay").is_some(), "entity columns are kept");
+    // Every airport as of one instant, without an entity table.
+    let all = home.path().join("all.csv");
+    let (code, text, err) = run(&[
+        "features".as_ref(),
+        "historical".as_ref(),
+        "--as-of".as_ref(),
+        "2013-07-04T16:00:00Z".as_ref(),
+        "--features".as_ref(),
+        "weather:temp,weather:humid".as_ref(),
+        "-o".as_ref(),
+        all.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        text.contains("3 rows × 2 features as of 2013-07-04T16:00:00Z"),
+        "{text}"
+    );
+    let csv = std::fs::read_to_string(&all).unwrap();
+    assert!(csv.starts_with("origin,temp,humid\nEWR,"), "{csv}");
 
     // Train on the joined set: the run records the feature service and the entity table's md5.
     let entities = home.path().join("delays.csv");
