@@ -1,7 +1,9 @@
 //! Online features over HTTP: Feast's own `POST /get-online-features` and the same at
 //! `POST /features/online`: `{"features": ["view:feature", …] | "feature_service": NAME,
 //! "entities": {KEY: [values]}, "full_feature_names": false}` → `metadata.feature_names` and
-//! `results[].values / statuses / event_timestamps`.
+//! `results[].values / statuses / event_timestamps`. Inference requests may carry entity keys
+//! instead of inputs (`parameters.entities`): the model's inputs are then read from the online
+//! store by feature name.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -71,4 +73,112 @@ async fn online(
         }
     })?;
     Ok(Json(out))
+}
+
+/// A model's input rows from entity keys: each input the request does not give as a named
+/// column tensor is the online feature of that name, from a view keyed by the given entities.
+pub async fn rows_from_entities(
+    s: &AppState,
+    package: &learn::ModelPackage,
+    inputs: &[Value],
+    entities: &serde_json::Map<String, Value>,
+) -> Result<Vec<Vec<f64>>, crate::oip::OipError> {
+    use crate::oip::{OipError, bad};
+    let applied = s
+        .features
+        .applied()
+        .await
+        .map_err(|e| OipError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))?
+        .ok_or_else(|| {
+            bad("parameters.entities needs feature definitions (capstan features apply)")
+        })?;
+    let defs = &applied.definitions;
+    let n = entities
+        .values()
+        .next()
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if n == 0 {
+        return Err(bad(
+            "parameters.entities must map join keys to non-empty lists",
+        ));
+    }
+    let given: std::collections::HashMap<&str, Vec<f64>> = inputs
+        .iter()
+        .filter_map(|t| {
+            let name = t["name"].as_str()?;
+            let data: Vec<f64> = t["data"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_f64)
+                .collect();
+            Some((name, data))
+        })
+        .collect();
+    let mut refs = Vec::new();
+    for input in package.input_names() {
+        if given.contains_key(input) {
+            continue;
+        }
+        let view = defs
+            .feature_views
+            .iter()
+            .find(|v| {
+                v.features.iter().any(|f| f.name == input)
+                    && defs.join_keys(v).iter().all(|k| entities.contains_key(k))
+            })
+            .ok_or_else(|| {
+                bad(format!(
+                    "input {input} is neither in the request nor a feature of a view keyed by {}",
+                    entities.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+        refs.push(format!("{}:{input}", view.name));
+    }
+    let answer = features::online::get_online_features(
+        defs,
+        s.online.as_ref(),
+        &refs,
+        entities,
+        base::now_millis() * 1000,
+        false,
+    )
+    .await
+    .map_err(bad)?;
+    let skip = entities.len();
+    let mut columns: std::collections::HashMap<&str, Vec<f64>> = std::collections::HashMap::new();
+    for (i, r) in refs.iter().enumerate() {
+        let result = &answer["results"][skip + i];
+        let feature = r.split_once(':').map_or(r.as_str(), |x| x.1);
+        let mut col = Vec::with_capacity(n);
+        for row in 0..n {
+            match result["values"][row].as_f64() {
+                Some(v) => col.push(v),
+                None => {
+                    return Err(bad(format!(
+                        "feature {r} for entity row {row}: {}",
+                        result["statuses"][row].as_str().unwrap_or("no value")
+                    )));
+                }
+            }
+        }
+        columns.insert(feature, col);
+    }
+    let mut rows = vec![Vec::with_capacity(package.inputs.len()); n];
+    for input in package.input_names() {
+        let col = given
+            .get(input)
+            .or_else(|| columns.get(input))
+            .ok_or_else(|| bad(format!("no value for input {input}")))?;
+        if col.len() != n {
+            return Err(bad(format!(
+                "input {input} has {} values for {n} entity rows",
+                col.len()
+            )));
+        }
+        for (row, v) in rows.iter_mut().zip(col) {
+            row.push(*v);
+        }
+    }
+    Ok(rows)
 }

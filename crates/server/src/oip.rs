@@ -369,13 +369,22 @@ async fn predict_inner(
     req: &Value,
     served_out: &mut Option<std::sync::Arc<serving::Served>>,
 ) -> Result<(Option<Vec<Vec<f64>>>, Vec<Prediction>), OipError> {
-    let inputs = req["inputs"]
-        .as_array()
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| bad("'inputs' must be a non-empty list of tensors"))?;
+    let entities = req["parameters"]["entities"].as_object();
+    let inputs = match req["inputs"].as_array() {
+        Some(a) if !a.is_empty() => a.as_slice(),
+        _ if entities.is_some() => &[],
+        _ => {
+            return Err(bad(
+                "'inputs' must be a non-empty list of tensors (or give parameters.entities to read features from the online store)",
+            ));
+        }
+    };
     let served = s.serving.get(name, sel).await?;
     *served_out = Some(served.clone());
-    let rows = rows_from_tensors(&served.package, inputs)?;
+    let rows = match entities {
+        Some(e) => crate::feature_routes::rows_from_entities(s, &served.package, inputs, e).await?,
+        None => rows_from_tensors(&served.package, inputs)?,
+    };
     if rows.len() > s.config.max_infer_rows {
         return Err(OipError(
             StatusCode::PAYLOAD_TOO_LARGE,

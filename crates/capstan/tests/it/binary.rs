@@ -1019,6 +1019,22 @@ async fn materialized_features_are_served_in_feasts_shape() {
         text.contains("weather: 3 entities as of 2013-06-01T12:00:00Z"),
         "{text}"
     );
+    // A model whose one input is the temp feature: y = 2·temp + 1.
+    let train_csv = home.path().join("wx.csv");
+    let rows: String = (0..30).map(|i| format!("{i},{}\n", 2 * i + 1)).collect();
+    std::fs::write(&train_csv, format!("temp,y\n{rows}")).unwrap();
+    ok(&[
+        "train",
+        "--data",
+        train_csv.to_str().unwrap(),
+        "--target",
+        "y",
+        "--algorithm",
+        "linear",
+        "--register",
+        "wx",
+    ]);
+    ok(&["models", "promote", "wx", "1"]);
     let s = start(home.path(), &[]);
     let http = reqwest::Client::new();
     let r: serde_json::Value = http
@@ -1080,6 +1096,37 @@ async fn materialized_features_are_served_in_feasts_shape() {
         r["results"][3]["statuses"],
         serde_json::json!(["OUTSIDE_MAX_AGE", "OUTSIDE_MAX_AGE", "NOT_FOUND"])
     );
+    // A prediction request with entity keys only: the model's input comes from the online store.
+    let p: serde_json::Value = http
+        .post(format!("{}/v2/models/wx/infer", s.url))
+        .json(&serde_json::json!({"inputs": [], "parameters": {"entities": {"origin": ["EWR", "JFK"]}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got: Vec<f64> = p["outputs"][0]["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{p}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (g, origin) in got.iter().zip(["EWR", "JFK"]) {
+        let want = 2.0 * expected(origin) + 1.0;
+        assert!(
+            (g - want).abs() < 1e-6 * want.abs(),
+            "{origin}: {g} vs {want}"
+        );
+    }
+    let unknown = http
+        .post(format!("{}/v2/models/wx/infer", s.url))
+        .json(&serde_json::json!({"parameters": {"entities": {"origin": ["XXX"]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 400);
+    assert!(unknown.text().await.unwrap().contains("NOT_FOUND"));
     // Mistakes are 400s that name the problem.
     let bad = http
         .post(format!("{}/features/online", s.url))
