@@ -1,5 +1,8 @@
 """Peer side of `capstan bench features`: writes the benchmark tables and runs the real Feast.
 
+    python bench/features_peer.py gen-online DIR          # DIR/online_source.parquet (10k drivers x 10 features)
+    python bench/features_peer.py serve-online DIR PORT   # apply, materialise, then `feast serve`
+
     python bench/features_peer.py gen --entities 1000000 --source 10000000 --out DIR
     python bench/features_peer.py historical DIR   # JSON: seconds; writes DIR/feast_out.parquet
 
@@ -74,6 +77,50 @@ def historical(out):
     json.dump({"seconds": t1 - t0, "rows": len(df)}, sys.stdout)
 
 
+def gen_online(out, drivers=10_000, per_driver=10):
+    """Ten features per driver for the online lookup benchmark."""
+    rng = np.random.default_rng(11)
+    n = drivers * per_driver
+    start = pd.Timestamp("2025-01-01", tz="UTC").value // 1000
+    ts = start + rng.integers(0, 30 * 24 * 3600 * 1_000_000, n)
+    df = pd.DataFrame({"driver_id": np.repeat(np.arange(drivers), per_driver),
+                       "event_timestamp": pd.to_datetime(ts, unit="us", utc=True)})
+    for i in range(10):
+        df[f"f{i}"] = rng.random(n)
+    df.to_parquet(f"{out}/online_source.parquet", index=False)
+
+
+def serve_online(out, port):
+    """Applies a repo over online_source.parquet, materialises it, then runs `feast serve`."""
+    import os
+    import subprocess
+    from datetime import datetime, timezone
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource
+    from feast.types import Float64
+
+    warnings.filterwarnings("ignore")
+    repo = f"{out}/feast_online"
+    os.makedirs(f"{repo}/data", exist_ok=True)
+    with open(f"{repo}/feature_store.yaml", "w") as f:
+        f.write(
+            "project: online\nregistry: data/registry.db\nprovider: local\n"
+            "online_store:\n  type: sqlite\n  path: data/online_store.db\n"
+            "offline_store:\n  type: file\nentity_key_serialization_version: 3\n"
+        )
+    store = FeatureStore(repo_path=repo)
+    driver = Entity(name="driver", join_keys=["driver_id"])
+    src = FileSource(path=f"{out}/online_source.parquet", timestamp_field="event_timestamp")
+    fv = FeatureView(name="stats", entities=[driver], ttl=timedelta(days=3650),
+                     schema=[Field(name=f"f{i}", dtype=Float64) for i in range(10)], source=src)
+    store.apply([driver, fv])
+    store.materialize(start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+                      end_date=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    feast_bin = os.path.join(os.path.dirname(sys.executable), "feast")
+    os.execv(feast_bin, [feast_bin, "-c", repo, "serve", "--host", "127.0.0.1", "--port", str(port),
+                         "--workers", "2",
+                         "--no-access-log"])
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -83,8 +130,17 @@ if __name__ == "__main__":
     g.add_argument("--out", required=True)
     h = sub.add_parser("historical")
     h.add_argument("out")
+    go = sub.add_parser("gen-online")
+    go.add_argument("out")
+    so = sub.add_parser("serve-online")
+    so.add_argument("out")
+    so.add_argument("port", type=int)
     a = ap.parse_args()
     if a.cmd == "gen":
         gen(a.entities, a.source, a.out)
+    elif a.cmd == "gen-online":
+        gen_online(a.out)
+    elif a.cmd == "serve-online":
+        serve_online(a.out, a.port)
     else:
         historical(a.out)

@@ -77,6 +77,9 @@ pub enum BenchCmd {
         entities: usize,
         #[arg(long, default_value_t = 10_000_000)]
         source: usize,
+        /// Seconds of online-lookup load per server; 0 skips the online comparison.
+        #[arg(long, default_value_t = 10)]
+        online_seconds: u64,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -431,9 +434,11 @@ pub async fn run(cmd: BenchCmd, _home: &Path) -> Result<(), Error> {
             python,
             entities,
             source,
+            online_seconds,
             out,
         } => {
-            return crate::bench_features::run(&python, entities, source, out);
+            return crate::bench_features::run(&python, entities, source, online_seconds, out)
+                .await;
         }
         BenchCmd::Drift { python, rows, out } => {
             return crate::bench_drift::run(&python, rows, out);

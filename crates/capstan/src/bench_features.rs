@@ -35,10 +35,11 @@ fn numbers(f: &Frame, c: &str) -> Result<Vec<f64>, Error> {
     }
 }
 
-pub fn run(
+pub async fn run(
     python: &str,
     entities: usize,
     source: usize,
+    online_seconds: u64,
     out: Option<PathBuf>,
 ) -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
@@ -130,9 +131,114 @@ pub fn run(
         "\nCapstan is {:.1}× faster. Of Capstan's rows, {same} have the same conv_rate as Feast's row for the same (driver, timestamp), {differ} differ, {absent} have no Feast row ({absent_empty} of them have no value within the TTL: Capstan keeps such entity rows with empty features, this Feast version leaves them out).\n",
         feast_secs / ours_secs
     );
+    if online_seconds > 0 {
+        t += "\n";
+        t += &online(python, 8, online_seconds).await?;
+    }
     println!("\n{t}");
     if let Some(p) = out {
         std::fs::write(p, &t)?;
     }
     Ok(())
+}
+
+/// Online lookups of one entity with ten features over HTTP: `capstan server` (SQLite online
+/// store) against `feast serve` (SQLite online store), same load generator, same run.
+pub async fn online(python: &str, connections: usize, seconds: u64) -> Result<String, Error> {
+    use crate::bench_serving::{Proc, free_port, load, wait_up};
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    peer(python, &["gen-online".as_ref(), d.as_os_str()])?;
+    let home = d.join("home");
+    let config = crate::config::Config::default();
+    let features: Vec<String> = (0..10).map(|i| format!("stats:f{i}")).collect();
+    {
+        let p = crate::platform::Platform::open(&home, &config).await?;
+        let mut yaml = String::from(
+            "entities:\n  - {name: driver, join_keys: [driver_id]}\nsources:\n  - {name: s, path: online_source.parquet, timestamp: event_timestamp}\nfeature_views:\n  - name: stats\n    entities: [driver]\n    source: s\n    features:\n",
+        );
+        for i in 0..10 {
+            yaml += &format!("      - {{name: f{i}, type: float}}\n");
+        }
+        let defs = features::Definitions::from_yaml(&yaml).map_err(Error::Other)?;
+        let rows = features::online::snapshot(&defs, &defs.feature_views[0], d, i64::MAX / 4)
+            .map_err(Error::Other)?;
+        p.online
+            .replace_view("stats", &rows)
+            .await
+            .map_err(Error::Other)?;
+        features::defs::FeatureRegistry::apply(
+            &p.db,
+            &features::defs::Applied {
+                definitions: defs,
+                base_dir: d.to_string_lossy().into_owned(),
+                applied_ms: base::now_millis(),
+            },
+        )
+        .await
+        .map_err(Error::Other)?;
+        p.db.close().await;
+    }
+    let body = serde_json::json!({"features": features, "entities": {"driver_id": [4242]}});
+    let port = free_port()?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--home")
+        .arg(&home)
+        .args(["server", "--port", &port.to_string()])
+        .env("CAPSTAN_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_up(&format!("{url}/health"), &mut child).await?;
+    let ours_proc = Proc(child);
+    eprintln!("capstan: online lookups, {connections} connections for {seconds}s");
+    let ours = load(
+        &format!("{url}/get-online-features"),
+        &body,
+        connections,
+        seconds,
+    )
+    .await;
+    drop(ours_proc);
+    let fport = free_port()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/features_peer.py");
+    let mut child = std::process::Command::new(python)
+        .arg(&script)
+        .args([
+            "serve-online".as_ref(),
+            d.as_os_str(),
+            fport.to_string().as_ref(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let furl = format!("http://127.0.0.1:{fport}");
+    wait_up(&format!("{furl}/health"), &mut child).await?;
+    let feast_proc = Proc(child);
+    eprintln!("Feast: online lookups, same load");
+    let theirs = load(
+        &format!("{furl}/get-online-features"),
+        &body,
+        connections,
+        seconds,
+    )
+    .await;
+    drop(feast_proc);
+    let mut t = format!(
+        "Online lookups: one entity, 10 features, POST /get-online-features, {connections} keep-alive connections, {seconds} s each; both on SQLite online stores (10,000 entities).\n\n| | requests/s | p50 (ms) | p99 (ms) | failed |\n|---|---|---|---|---|\n"
+    );
+    t += &format!(
+        "| capstan server | {:.0} | {:.2} | {:.2} | {} |\n",
+        ours.rps, ours.p50_ms, ours.p99_ms, ours.failed
+    );
+    t += &format!(
+        "| feast serve | {:.0} | {:.2} | {:.2} | {} |\n",
+        theirs.rps, theirs.p50_ms, theirs.p99_ms, theirs.failed
+    );
+    t += &format!(
+        "\nCapstan serves {:.1}× the requests per second at {:.1}× lower p99.\n",
+        ours.rps / theirs.rps,
+        theirs.p99_ms / ours.p99_ms
+    );
+    Ok(t)
 }

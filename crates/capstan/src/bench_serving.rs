@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// The breast-cancer data (scikit-learn 1.9.1, BSD-3-Clause; see data/README.md).
 const BREAST_CANCER_CSV: &str = include_str!("../../../data/breast_cancer.csv");
 
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -46,13 +46,13 @@ async fn register(p: &Platform, name: &str, package: &learn::ModelPackage) -> Re
     Ok(v.version)
 }
 
-fn free_port() -> Result<u16, Error> {
+pub fn free_port() -> Result<u16, Error> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-async fn wait_up(url: &str, child: &mut Child) -> Result<(), Error> {
+pub async fn wait_up(url: &str, child: &mut Child) -> Result<(), Error> {
     let http = reqwest::Client::new();
     for _ in 0..600 {
         if http
@@ -72,16 +72,16 @@ async fn wait_up(url: &str, child: &mut Child) -> Result<(), Error> {
 }
 
 #[derive(Clone, Copy, Default)]
-struct Load {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    ok: u64,
-    failed: u64,
+pub struct Load {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub ok: u64,
+    pub failed: u64,
 }
 
 /// `connections` keep-alive clients post `body` for `seconds`; `during` runs meanwhile.
-async fn load(url: &str, body: &Value, connections: usize, seconds: u64) -> Load {
+pub async fn load(url: &str, body: &Value, connections: usize, seconds: u64) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let mut tasks = Vec::new();

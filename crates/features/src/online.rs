@@ -25,6 +25,110 @@ pub trait OnlineStore: Send + Sync {
     async fn replace_view(&self, view: &str, rows: &[(String, OnlineRow)]) -> Result<(), String>;
     /// The rows of `keys` (same order; `None` when the entity has no row).
     async fn read(&self, view: &str, keys: &[String]) -> Result<Vec<Option<OnlineRow>>, String>;
+    /// A token that changes whenever `view` is replaced (0 before the first materialisation).
+    async fn version(&self, view: &str) -> Result<i64, String>;
+}
+
+/// A read-through cache in front of an online store: rows are kept in memory per view and
+/// dropped when the view's version changes (checked at most once per `recheck`), so a server
+/// answers lookups from memory yet sees a new materialisation — by any process — within
+/// `recheck`.
+pub struct CachedOnline {
+    inner: std::sync::Arc<dyn OnlineStore>,
+    recheck: std::time::Duration,
+    views: std::sync::RwLock<HashMap<String, ViewCache>>,
+}
+
+struct ViewCache {
+    version: i64,
+    checked: std::time::Instant,
+    rows: HashMap<String, Option<OnlineRow>>,
+}
+
+use std::collections::HashMap;
+
+impl CachedOnline {
+    pub fn new(
+        inner: std::sync::Arc<dyn OnlineStore>,
+        recheck: std::time::Duration,
+    ) -> CachedOnline {
+        CachedOnline {
+            inner,
+            recheck,
+            views: Default::default(),
+        }
+    }
+
+    fn cached(&self, view: &str, keys: &[String]) -> Option<Vec<Option<OnlineRow>>> {
+        let views = self.views.read().unwrap_or_else(|e| e.into_inner());
+        let v = views.get(view)?;
+        if v.checked.elapsed() > self.recheck {
+            return None;
+        }
+        keys.iter().map(|k| v.rows.get(k).cloned()).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl OnlineStore for CachedOnline {
+    async fn replace_view(&self, view: &str, rows: &[(String, OnlineRow)]) -> Result<(), String> {
+        self.inner.replace_view(view, rows).await?;
+        self.views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(view);
+        Ok(())
+    }
+
+    async fn read(&self, view: &str, keys: &[String]) -> Result<Vec<Option<OnlineRow>>, String> {
+        if let Some(hit) = self.cached(view, keys) {
+            return Ok(hit);
+        }
+        let version = self.inner.version(view).await?;
+        let missing: Vec<String> = {
+            let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+            let v = views.entry(view.to_owned()).or_insert_with(|| ViewCache {
+                version,
+                checked: std::time::Instant::now(),
+                rows: HashMap::new(),
+            });
+            if v.version != version {
+                v.rows.clear();
+                v.version = version;
+            }
+            v.checked = std::time::Instant::now();
+            keys.iter()
+                .filter(|k| !v.rows.contains_key(*k))
+                .cloned()
+                .collect()
+        };
+        if !missing.is_empty() {
+            let fetched = self.inner.read(view, &missing).await?;
+            let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = views.get_mut(view).filter(|v| v.version == version) {
+                for (k, r) in missing.into_iter().zip(fetched) {
+                    v.rows.insert(k, r);
+                }
+            }
+        }
+        let hit: Option<Vec<Option<OnlineRow>>> = {
+            let views = self.views.read().unwrap_or_else(|e| e.into_inner());
+            views.get(view).filter(|v| v.version == version).map(|v| {
+                keys.iter()
+                    .map(|k| v.rows.get(k).cloned().flatten())
+                    .collect()
+            })
+        };
+        match hit {
+            Some(rows) => Ok(rows),
+            // Replaced while we read: ask the store directly.
+            None => self.inner.read(view, keys).await,
+        }
+    }
+
+    async fn version(&self, view: &str) -> Result<i64, String> {
+        self.inner.version(view).await
+    }
 }
 
 /// The snapshot of `view` as of `end_micros`: each entity's latest row within TTL.

@@ -12,6 +12,35 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
 
+/// The applied definitions as last read, and when.
+pub type AppliedCache = std::sync::Arc<
+    std::sync::Mutex<
+        Option<(
+            std::time::Instant,
+            Option<std::sync::Arc<features::defs::Applied>>,
+        )>,
+    >,
+>;
+
+/// The applied definitions, from memory when read less than a second ago.
+pub async fn applied(
+    s: &AppState,
+) -> Result<Option<std::sync::Arc<features::defs::Applied>>, String> {
+    if let Some((at, a)) = s
+        .applied_features
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        && at.elapsed() < std::time::Duration::from_secs(1)
+    {
+        return Ok(a.clone());
+    }
+    let a = s.features.applied().await?.map(std::sync::Arc::new);
+    *s.applied_features.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((std::time::Instant::now(), a.clone()));
+    Ok(a)
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/get-online-features", post(online))
@@ -24,9 +53,7 @@ async fn online(
 ) -> Result<Json<Value>, ApiError> {
     let req: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("request body is not JSON: {e}")))?;
-    let applied = s
-        .features
-        .applied()
+    let applied = applied(&s)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| {
@@ -84,9 +111,7 @@ pub async fn rows_from_entities(
     entities: &serde_json::Map<String, Value>,
 ) -> Result<Vec<Vec<f64>>, crate::oip::OipError> {
     use crate::oip::{OipError, bad};
-    let applied = s
-        .features
-        .applied()
+    let applied = applied(s)
         .await
         .map_err(|e| OipError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))?
         .ok_or_else(|| {

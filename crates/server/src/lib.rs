@@ -84,6 +84,8 @@ pub struct AppState {
     pub monitor_gauges: monitors::MonitorGauges,
     pub features: Arc<dyn features::defs::FeatureRegistry>,
     pub online: Arc<dyn features::online::OnlineStore>,
+    /// The applied feature definitions, re-read at most once a second.
+    pub applied_features: feature_routes::AppliedCache,
 }
 
 /// The stores the server reads and writes besides tracking and the registry.
@@ -137,7 +139,12 @@ impl AppState {
             monitors: b.monitors,
             monitor_gauges: monitors::MonitorGauges::default(),
             features: b.features,
-            online: b.online,
+            // Lookups from memory; a new materialisation (by any process) is seen within 1 s.
+            online: Arc::new(features::online::CachedOnline::new(
+                b.online,
+                std::time::Duration::from_secs(1),
+            )),
+            applied_features: Default::default(),
         }
     }
 }

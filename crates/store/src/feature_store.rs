@@ -67,7 +67,24 @@ impl features::online::OnlineStore for Db {
             .await
             .map_err(err)?;
         }
+        sqlx::query(
+            "INSERT INTO online_versions (view, version) VALUES ($1, 1) \
+             ON CONFLICT (view) DO UPDATE SET version = online_versions.version + 1",
+        )
+        .bind(view.to_owned())
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
         tx.commit().await.map_err(err)
+    }
+
+    async fn version(&self, view: &str) -> Result<i64, String> {
+        let row = sqlx::query("SELECT version FROM online_versions WHERE view = $1")
+            .bind(view.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.map_or(Ok(0), |r| r.try_get(0).map_err(err))
     }
 
     async fn read(

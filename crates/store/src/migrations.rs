@@ -232,6 +232,16 @@ CREATE TABLE online_features (
 );
 "#,
     },
+    Migration {
+        version: 7,
+        name: "online_versions",
+        sql: r#"
+CREATE TABLE online_versions (
+    view TEXT PRIMARY KEY,
+    version BIGINT NOT NULL
+);
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

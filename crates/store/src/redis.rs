@@ -168,6 +168,16 @@ impl OnlineStore for Redis {
         Ok(())
     }
 
+    async fn version(&self, view: &str) -> Result<i64, String> {
+        let cur = self
+            .pipeline(&[cmd(&[b"GET", &self.key(view, "current")])])
+            .await?;
+        Ok(match cur.into_iter().next() {
+            Some(Reply::Bulk(Some(g))) => String::from_utf8_lossy(&g).parse().unwrap_or(0),
+            _ => 0,
+        })
+    }
+
     async fn read(&self, view: &str, keys: &[String]) -> Result<Vec<Option<OnlineRow>>, String> {
         let cur = self
             .pipeline(&[cmd(&[b"GET", &self.key(view, "current")])])

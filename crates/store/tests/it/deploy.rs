@@ -257,3 +257,56 @@ async fn online_store_on_redis() {
             .expect("cleanup");
     }
 }
+
+db_test!(
+    cached_online_reads_see_other_writers_after_recheck,
+    |db: Db| async move {
+        use features::online::{CachedOnline, OnlineRow, OnlineStore};
+        let row = |v: f64| OnlineRow {
+            ts: 1,
+            values: vec![serde_json::json!(v)],
+        };
+        let raw: std::sync::Arc<dyn OnlineStore> = std::sync::Arc::new(db.clone());
+        raw.replace_view("v", &[("a".into(), row(1.0))])
+            .await
+            .expect("first");
+        assert_eq!(raw.version("v").await.expect("version"), 1);
+        let slow = CachedOnline::new(raw.clone(), std::time::Duration::from_secs(3600));
+        let fresh = CachedOnline::new(raw.clone(), std::time::Duration::ZERO);
+        assert_eq!(
+            slow.read("v", &["a".into()]).await.expect("read"),
+            vec![Some(row(1.0))]
+        );
+        assert_eq!(
+            fresh.read("v", &["a".into()]).await.expect("read"),
+            vec![Some(row(1.0))]
+        );
+        // Another process materialises: the raw store changes underneath both caches.
+        raw.replace_view("v", &[("a".into(), row(2.0))])
+            .await
+            .expect("second");
+        assert_eq!(raw.version("v").await.expect("version"), 2);
+        assert_eq!(
+            slow.read("v", &["a".into()]).await.expect("read"),
+            vec![Some(row(1.0))],
+            "within the recheck interval the cache answers"
+        );
+        assert_eq!(
+            fresh.read("v", &["a".into()]).await.expect("read"),
+            vec![Some(row(2.0))],
+            "after it, the new version is seen"
+        );
+        // Writing through the cache invalidates it at once.
+        slow.replace_view("v", &[("a".into(), row(3.0))])
+            .await
+            .expect("third");
+        assert_eq!(
+            slow.read("v", &["a".into()]).await.expect("read"),
+            vec![Some(row(3.0))]
+        );
+        assert_eq!(
+            slow.read("v", &["zz".into()]).await.expect("read"),
+            vec![None]
+        );
+    }
+);
