@@ -238,6 +238,25 @@ impl Definitions {
                 }
                 for f in &v.features {
                     need(&f.name, &format!("feature ({})", v.name))?;
+                    // Declared types must match what the source holds.
+                    let numeric = matches!(
+                        frame.column(&f.name).map(|c| &c.data),
+                        Some(data::frame::ColumnData::Numeric(_))
+                    );
+                    let declared_numeric =
+                        matches!(f.ty, ValueType::Float | ValueType::Int | ValueType::Bool);
+                    if numeric != declared_numeric {
+                        let ty = format!("{:?}", f.ty).to_lowercase();
+                        return Err(format!(
+                            "feature {}:{} is declared {ty} but source {} ({}) holds {} in column {}",
+                            v.name,
+                            f.name,
+                            s.name,
+                            s.path,
+                            if numeric { "numbers" } else { "text" },
+                            f.name
+                        ));
+                    }
                 }
             }
         }

@@ -256,6 +256,18 @@ fn mistakes_name_the_field() {
         missing_ts.contains("no timestamp column when"),
         "{missing_ts}"
     );
+    let wrong_type = Definitions::from_yaml(
+        "entities:\n  - {name: driver, join_keys: [driver_id]}\nsources:\n  - {name: stats, path: stats.csv, timestamp: ts}\nfeature_views:\n  - {name: v, entities: [driver], source: stats, features: [{name: rate, type: string}]}\n",
+    )
+    .unwrap()
+    .check_sources(dir.path())
+    .unwrap_err();
+    assert!(
+        wrong_type.contains(
+            "feature v:rate is declared string but source stats (stats.csv) holds numbers"
+        ),
+        "{wrong_type}"
+    );
 }
 
 #[test]
