@@ -66,6 +66,28 @@ pub struct FeatureService {
     pub features: Vec<String>,
 }
 
+/// A feature computed when it is asked for, from request data and other views' features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnDemandFeature {
+    pub name: String,
+    /// An expression over request fields and source features (see [`crate::expr`]).
+    pub expr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnDemandView {
+    pub name: String,
+    /// Feature views whose features the expressions may read (by feature name).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Fields the request (or the entity table) supplies.
+    #[serde(default)]
+    pub request: Vec<String>,
+    pub features: Vec<OnDemandFeature>,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Definitions {
@@ -77,6 +99,19 @@ pub struct Definitions {
     pub feature_views: Vec<FeatureView>,
     #[serde(default)]
     pub feature_services: Vec<FeatureService>,
+    #[serde(default)]
+    pub on_demand_views: Vec<OnDemandView>,
+}
+
+/// What an on-demand feature needs: its expression, the request fields and the source features
+/// (`view:feature`) it reads.
+#[derive(Debug, Clone)]
+pub struct OnDemandRef {
+    pub view: String,
+    pub feature: String,
+    pub expr: crate::expr::Expr,
+    pub request: Vec<String>,
+    pub sources: Vec<String>,
 }
 
 /// A resolved `view:feature` reference.
@@ -148,13 +183,91 @@ impl Definitions {
                 v.features.iter().map(|f| f.name.as_str()),
             )?;
         }
+        unique(
+            "view",
+            self.feature_views
+                .iter()
+                .map(|v| v.name.as_str())
+                .chain(self.on_demand_views.iter().map(|v| v.name.as_str())),
+        )?;
+        for o in &self.on_demand_views {
+            for src in &o.sources {
+                if self.view(src).is_none() {
+                    return Err(format!(
+                        "on-demand view {}: unknown feature view {src}",
+                        o.name
+                    ));
+                }
+            }
+            for f in &o.features {
+                self.on_demand(&format!("{}:{}", o.name, f.name))
+                    .map_err(|e| format!("on-demand view {}: {e}", o.name))?;
+            }
+        }
         for s in &self.feature_services {
             for f in &s.features {
-                self.resolve(f)
+                self.resolve_any(f)
                     .map_err(|e| format!("feature service {}: {e}", s.name))?;
             }
         }
         Ok(())
+    }
+
+    /// Whether `reference` names an on-demand view's feature.
+    pub fn is_on_demand(&self, reference: &str) -> bool {
+        reference
+            .split_once(':')
+            .is_some_and(|(v, _)| self.on_demand_views.iter().any(|o| o.name == v))
+    }
+
+    /// A stored or on-demand feature reference resolves.
+    pub fn resolve_any(&self, reference: &str) -> Result<(), String> {
+        if self.is_on_demand(reference) {
+            self.on_demand(reference).map(|_| ())
+        } else {
+            self.resolve(reference).map(|_| ())
+        }
+    }
+
+    /// The parsed on-demand feature and where its inputs come from.
+    pub fn on_demand(&self, reference: &str) -> Result<OnDemandRef, String> {
+        let (v, f) = reference
+            .split_once(':')
+            .ok_or_else(|| format!("feature {reference:?} is not view:feature"))?;
+        let view = self
+            .on_demand_views
+            .iter()
+            .find(|o| o.name == v)
+            .ok_or_else(|| format!("unknown on-demand view {v}"))?;
+        let feature = view
+            .features
+            .iter()
+            .find(|x| x.name == f)
+            .ok_or_else(|| format!("on-demand view {v} has no feature {f}"))?;
+        let expr = crate::expr::Expr::parse(&feature.expr)
+            .map_err(|e| format!("feature {f}: expression {:?}: {e}", feature.expr))?;
+        let (mut request, mut sources) = (Vec::new(), Vec::new());
+        for name in expr.vars() {
+            if view.request.contains(&name) {
+                request.push(name);
+                continue;
+            }
+            let src = view
+                .sources
+                .iter()
+                .find(|s| self.view(s).is_some_and(|fv| fv.features.iter().any(|x| x.name == name)))
+                .ok_or_else(|| {
+                    format!("feature {f}: {name} is neither a request field nor a feature of its sources")
+                })?;
+            sources.push(format!("{src}:{name}"));
+        }
+        Ok(OnDemandRef {
+            view: v.to_owned(),
+            feature: f.to_owned(),
+            expr,
+            request,
+            sources,
+        })
     }
 
     pub fn view(&self, name: &str) -> Option<&FeatureView> {

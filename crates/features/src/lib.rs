@@ -3,6 +3,7 @@
 //! without ambiguity.
 
 pub mod defs;
+pub mod expr;
 pub mod offline;
 pub mod online;
 pub mod time;

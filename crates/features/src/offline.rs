@@ -331,6 +331,102 @@ pub fn historical_features(
     entities: &Frame,
     req: &Request<'_>,
 ) -> Result<Frame, String> {
+    let (on_demand, stored): (Vec<&String>, Vec<&String>) =
+        req.features.iter().partition(|f| defs.is_on_demand(f));
+    let odfvs: Vec<crate::defs::OnDemandRef> = on_demand
+        .iter()
+        .map(|f| defs.on_demand(f))
+        .collect::<Result<_, _>>()?;
+    // Stored features, plus the ones on-demand features read; joined under full names.
+    let mut needed: Vec<String> = stored.iter().map(|s| s.to_string()).collect();
+    for o in &odfvs {
+        for src in &o.sources {
+            if !needed.contains(src) {
+                needed.push(src.clone());
+            }
+        }
+    }
+    let joined = join_stored(
+        defs,
+        base,
+        entities,
+        &Request {
+            features: &needed,
+            timestamp: req.timestamp,
+            full_feature_names: true,
+        },
+    )?;
+    let full = |r: &str| r.replacen(':', "__", 1);
+    let mut out = entities.clone();
+    let mut push = |name: String, data: ColumnData| -> Result<(), String> {
+        if out.column(&name).is_some() {
+            return Err(format!(
+                "two columns would be named {name}; ask for full feature names (view__feature)"
+            ));
+        }
+        out.columns.push(Column { name, data });
+        Ok(())
+    };
+    for r in &stored {
+        let col = joined
+            .column(&full(r))
+            .ok_or_else(|| format!("feature {r} was not joined"))?;
+        let short = r.split_once(':').map_or(r.as_str(), |x| x.1).to_owned();
+        push(
+            if req.full_feature_names {
+                full(r)
+            } else {
+                short
+            },
+            col.data.clone(),
+        )?;
+    }
+    for o in &odfvs {
+        let mut inputs: HashMap<String, &[f64]> = HashMap::new();
+        for f in &o.request {
+            match entities.column(f).map(|c| &c.data) {
+                Some(ColumnData::Numeric(v)) => {
+                    inputs.insert(f.clone(), v);
+                }
+                Some(_) => return Err(format!("request field {f} must hold numbers")),
+                None => {
+                    return Err(format!(
+                        "on-demand feature {}:{} needs request field {f} in the entity frame",
+                        o.view, o.feature
+                    ));
+                }
+            }
+        }
+        for src in &o.sources {
+            match joined.column(&full(src)).map(|c| &c.data) {
+                Some(ColumnData::Numeric(v)) => {
+                    let name = src.split_once(':').map_or(src.as_str(), |x| x.1);
+                    inputs.insert(name.to_owned(), v);
+                }
+                _ => return Err(format!("source feature {src} must hold numbers")),
+            }
+        }
+        let values: Vec<f64> = (0..entities.rows())
+            .map(|i| o.expr.eval(&|n| inputs.get(n).map_or(f64::NAN, |v| v[i])))
+            .map(|x| if x.is_finite() { x } else { f64::NAN })
+            .collect();
+        let name = if req.full_feature_names {
+            format!("{}__{}", o.view, o.feature)
+        } else {
+            o.feature.clone()
+        };
+        push(name, ColumnData::Numeric(values))?;
+    }
+    Ok(out)
+}
+
+/// The point-in-time join of stored features only (see [`historical_features`]).
+fn join_stored(
+    defs: &Definitions,
+    base: &Path,
+    entities: &Frame,
+    req: &Request<'_>,
+) -> Result<Frame, String> {
     let refs: Vec<_> = req
         .features
         .iter()

@@ -230,10 +230,30 @@ pub async fn get_online_features(
             .collect::<Result<Vec<_>, _>>()?;
         entity_values.insert(k.as_str(), texts);
     }
-    let refs: Vec<_> = features
+    // On-demand features are computed from request fields (given among `entities`, as Feast
+    // does) and the stored features they read, which are fetched with the rest.
+    let odfvs: Vec<crate::defs::OnDemandRef> = features
+        .iter()
+        .filter(|f| defs.is_on_demand(f))
+        .map(|f| defs.on_demand(f))
+        .collect::<Result<_, _>>()?;
+    let mut stored: Vec<String> = features
+        .iter()
+        .filter(|f| !defs.is_on_demand(f))
+        .cloned()
+        .collect();
+    for o in &odfvs {
+        for src in &o.sources {
+            if !stored.contains(src) {
+                stored.push(src.clone());
+            }
+        }
+    }
+    let refs: Vec<_> = stored
         .iter()
         .map(|f| defs.resolve(f))
         .collect::<Result<_, _>>()?;
+    let mut computed: std::collections::HashMap<String, Value> = Default::default();
     let mut names: Vec<String> = entities.keys().cloned().collect();
     let mut results: Vec<Value> = entities
         .keys()
@@ -294,12 +314,51 @@ pub async fn get_online_features(
                 }
             }
         }
+        computed.insert(
+            format!("{}:{}", view.name, r.feature.name),
+            json!({"values": values, "statuses": statuses, "event_timestamps": stamps}),
+        );
+    }
+    for o in &odfvs {
+        let mut values = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        for i in 0..n {
+            let v = o.expr.eval(&|name| {
+                if o.request.iter().any(|r| r == name) {
+                    return entities
+                        .get(name)
+                        .and_then(|v| v.get(i))
+                        .and_then(Value::as_f64)
+                        .unwrap_or(f64::NAN);
+                }
+                o.sources
+                    .iter()
+                    .find(|s| s.split_once(':').is_some_and(|x| x.1 == name))
+                    .and_then(|s| computed[s.as_str()]["values"][i].as_f64())
+                    .unwrap_or(f64::NAN)
+            });
+            if v.is_finite() {
+                values.push(json!(v));
+                statuses.push("PRESENT");
+            } else {
+                values.push(Value::Null);
+                statuses.push("NULL_VALUE");
+            }
+        }
+        let now = crate::time::format_micros(now_micros);
+        computed.insert(
+            format!("{}:{}", o.view, o.feature),
+            json!({"values": values, "statuses": statuses, "event_timestamps": vec![now; n]}),
+        );
+    }
+    for f in features {
+        let (view, feature) = f.split_once(':').unwrap_or(("", f.as_str()));
         names.push(if full_feature_names {
-            format!("{}__{}", view.name, r.feature.name)
+            format!("{view}__{feature}")
         } else {
-            r.feature.name.clone()
+            feature.to_owned()
         });
-        results.push(json!({"values": values, "statuses": statuses, "event_timestamps": stamps}));
+        results.push(computed.get(f.as_str()).cloned().unwrap_or(Value::Null));
     }
     Ok(json!({"metadata": {"feature_names": names}, "results": results}))
 }

@@ -303,3 +303,85 @@ fn every_entity_as_of_a_time_matches_the_per_row_join() {
         "driver 2's value is 10 s old, TTL 8 s"
     );
 }
+
+#[test]
+fn on_demand_features_compute_from_request_fields_and_joined_features() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("stats.csv"),
+        "driver_id,ts,rate\n1,10,0.5\n1,20,0.25\n2,15,2.0\n",
+    )
+    .unwrap();
+    let d = Definitions::from_yaml(
+        r#"
+entities:
+  - {name: driver, join_keys: [driver_id]}
+sources:
+  - {name: stats, path: stats.csv, timestamp: ts}
+feature_views:
+  - name: driver_stats
+    entities: [driver]
+    source: stats
+    features: [{name: rate, type: float}]
+on_demand_views:
+  - name: trip
+    sources: [driver_stats]
+    request: [trip_km]
+    features:
+      - {name: cost, expr: "trip_km * rate + 1"}
+      - {name: log_km, expr: "ln(trip_km)"}
+"#,
+    )
+    .unwrap();
+    let e = parse_csv_frame("driver_id,t,trip_km\n1,12,10\n1,25,4\n2,16,0\n3,30,5\n").unwrap();
+    let out = historical_features(
+        &d,
+        dir.path(),
+        &e,
+        &Request {
+            features: &["trip:cost".into(), "trip:log_km".into()],
+            timestamp: "t",
+            full_feature_names: false,
+        },
+    )
+    .unwrap();
+    let cost = numbers(&out, "cost");
+    assert_eq!(
+        cost[..3],
+        [10.0 * 0.5 + 1.0, 4.0 * 0.25 + 1.0, 0.0 * 2.0 + 1.0]
+    );
+    assert!(cost[3].is_nan(), "driver 3 has no rate: no cost");
+    assert!(numbers(&out, "log_km")[2].is_nan(), "ln(0) is not a value");
+    assert!(
+        out.column("rate").is_none(),
+        "inputs read on demand are not added as columns"
+    );
+    for (yaml_feature, needle) in [
+        (
+            "{name: bad, expr: \"speed * 2\"}",
+            "speed is neither a request field",
+        ),
+        (
+            "{name: bad, expr: \"log(trip_km)\"}",
+            "unknown function log",
+        ),
+    ] {
+        let y = format!(
+            "entities:\n  - {{name: driver, join_keys: [driver_id]}}\nsources:\n  - {{name: stats, path: stats.csv, timestamp: ts}}\nfeature_views:\n  - {{name: driver_stats, entities: [driver], source: stats, features: [{{name: rate, type: float}}]}}\non_demand_views:\n  - {{name: trip, sources: [driver_stats], request: [trip_km], features: [{yaml_feature}]}}\n"
+        );
+        let err = Definitions::from_yaml(&y).unwrap_err();
+        assert!(err.contains(needle), "{err}");
+    }
+    let missing = historical_features(
+        &d,
+        dir.path(),
+        &parse_csv_frame("driver_id,t\n1,12\n").unwrap(),
+        &Request {
+            features: &["trip:cost".into()],
+            timestamp: "t",
+            full_feature_names: false,
+        },
+    )
+    .unwrap_err();
+    assert!(missing.contains("needs request field trip_km"), "{missing}");
+}

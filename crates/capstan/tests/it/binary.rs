@@ -999,7 +999,7 @@ async fn materialized_features_are_served_in_feasts_shape() {
     std::fs::write(
         &defs,
         format!(
-            "entities:\n  - {{name: airport, join_keys: [origin]}}\nsources:\n  - {{name: w, path: {}, timestamp: time_hour}}\nfeature_views:\n  - name: weather\n    entities: [airport]\n    source: w\n    features: [{{name: temp, type: float}}, {{name: wind_gust, type: float}}]\n  - name: weather_fresh\n    entities: [airport]\n    source: w\n    ttl_seconds: 3600\n    features: [{{name: temp, type: float}}]\n",
+            "entities:\n  - {{name: airport, join_keys: [origin]}}\nsources:\n  - {{name: w, path: {}, timestamp: time_hour}}\nfeature_views:\n  - name: weather\n    entities: [airport]\n    source: w\n    features: [{{name: temp, type: float}}, {{name: wind_gust, type: float}}]\n  - name: weather_fresh\n    entities: [airport]\n    source: w\n    ttl_seconds: 3600\n    features: [{{name: temp, type: float}}]\non_demand_views:\n  - {{name: comfort, sources: [weather], request: [offset], features: [{{name: temp_c, expr: \"(temp - 32) * 5 / 9 + offset\"}}]}}\n",
             weather.display()
         ),
     )
@@ -1119,6 +1119,25 @@ async fn materialized_features_are_served_in_feasts_shape() {
             "{origin}: {g} vs {want}"
         );
     }
+    // An on-demand feature: from a request field and a stored feature, computed at lookup.
+    let od: serde_json::Value = http
+        .post(format!("{}/get-online-features", s.url))
+        .json(&serde_json::json!({
+            "features": ["comfort:temp_c"],
+            "entities": {"origin": ["EWR", "XXX"], "offset": [1.0, 1.0]}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let temp_c = od["results"][2]["values"][0]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{od}"));
+    let want = (expected("EWR") - 32.0) * 5.0 / 9.0 + 1.0;
+    assert!((temp_c - want).abs() < 1e-9, "{temp_c} vs {want}");
+    assert_eq!(od["results"][2]["statuses"][1], "NULL_VALUE", "{od}");
     let unknown = http
         .post(format!("{}/v2/models/wx/infer", s.url))
         .json(&serde_json::json!({"parameters": {"entities": {"origin": ["XXX"]}}}))
