@@ -320,10 +320,9 @@ pub async fn get_online_features(
         );
     }
     for o in &odfvs {
-        let mut values = Vec::with_capacity(n);
-        let mut statuses = Vec::with_capacity(n);
-        for i in 0..n {
-            let v = o.expr.eval(&|name| {
+        let (mut values, mut statuses) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let row_value = |i: usize| {
+            o.expr.eval(&|name| {
                 if o.request.iter().any(|r| r == name) {
                     return entities
                         .get(name)
@@ -336,7 +335,9 @@ pub async fn get_online_features(
                     .find(|s| s.split_once(':').is_some_and(|x| x.1 == name))
                     .and_then(|s| computed[s.as_str()]["values"][i].as_f64())
                     .unwrap_or(f64::NAN)
-            });
+            })
+        };
+        for v in (0..n).map(row_value) {
             if v.is_finite() {
                 values.push(json!(v));
                 statuses.push("PRESENT");
