@@ -138,11 +138,13 @@ pub async fn run(home: &std::path::Path, config: &Config, cmd: FeaturesCmd) -> R
                 .filter(|v| views.is_empty() || views.contains(&v.name))
             {
                 let t = std::time::Instant::now();
-                let rows = features::online::snapshot(
+                // Chunked: memory follows the number of entities, not the source's length.
+                let rows = features::online::snapshot_chunked(
                     &a.definitions,
                     view,
                     std::path::Path::new(&a.base_dir),
                     end_us,
+                    100_000,
                 )
                 .map_err(err)?;
                 p.online

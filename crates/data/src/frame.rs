@@ -462,10 +462,70 @@ type Building = (String, Vec<f64>, Option<CategoryBuilder>, Vec<u32>);
 
 /// Reads Parquet bytes (`path` only names them in errors).
 pub fn read_parquet_frame(path: &Path, bytes: Vec<u8>) -> Result<Frame, DataError> {
-    use parquet::column::reader::ColumnReader;
     use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader =
+        SerializedFileReader::new(bytes::Bytes::from(bytes)).map_err(|e| frame_err(path, e))?;
+    let groups = 0..reader.num_row_groups();
+    groups_to_frame(path, &reader, groups)
+}
+
+/// Calls `f` with consecutive chunks of a table — one Parquet row group, or `rows` CSV lines, at
+/// a time — so a table of any size is processed in memory bounded by one chunk.
+pub fn for_each_chunk(
+    path: &Path,
+    rows: usize,
+    mut f: impl FnMut(Frame) -> Result<(), String>,
+) -> Result<(), String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use std::io::BufRead;
+    let open = || std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()));
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    {
+        let reader =
+            SerializedFileReader::new(open()?).map_err(|e| format!("{}: {e}", path.display()))?;
+        for g in 0..reader.num_row_groups() {
+            f(groups_to_frame(path, &reader, g..g + 1).map_err(|e| e.to_string())?)?;
+        }
+        return Ok(());
+    }
+    let mut lines = std::io::BufReader::new(open()?).lines();
+    let header = match lines.next() {
+        Some(h) => h.map_err(|e| e.to_string())?,
+        None => return Err(format!("{}: an empty file", path.display())),
+    };
+    let mut chunk = header.clone() + "\n";
+    let mut n = 0;
+    for line in lines {
+        let line = line.map_err(|e| e.to_string())?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        chunk.push_str(&line);
+        chunk.push('\n');
+        n += 1;
+        if n == rows.max(1) {
+            f(parse_csv_frame(&chunk).map_err(|e| format!("{}: {e}", path.display()))?)?;
+            chunk = header.clone() + "\n";
+            n = 0;
+        }
+    }
+    if n > 0 {
+        f(parse_csv_frame(&chunk).map_err(|e| format!("{}: {e}", path.display()))?)?;
+    }
+    Ok(())
+}
+
+/// The rows of some row groups as one frame.
+fn groups_to_frame<R: parquet::file::reader::ChunkReader + 'static>(
+    path: &Path,
+    reader: &parquet::file::serialized_reader::SerializedFileReader<R>,
+    groups: std::ops::Range<usize>,
+) -> Result<Frame, DataError> {
+    use parquet::column::reader::ColumnReader;
+    use parquet::file::reader::FileReader;
     let err = |e: parquet::errors::ParquetError| frame_err(path, e);
-    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).map_err(err)?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let mut columns: Vec<Building> = (0..schema.num_columns())
         .map(|i| {
@@ -478,7 +538,7 @@ pub fn read_parquet_frame(path: &Path, bytes: Vec<u8>) -> Result<Frame, DataErro
         })
         .collect();
     const BATCH: usize = 64 * 1024;
-    for g in 0..reader.num_row_groups() {
+    for g in groups {
         let group = reader.get_row_group(g).map_err(err)?;
         for (i, col) in columns.iter_mut().enumerate() {
             let max_def = schema.column(i).max_def_level();

@@ -58,7 +58,7 @@ fn key_text(c: &Column, i: usize) -> Option<String> {
     }
 }
 
-fn row_key(cols: &[&Column], i: usize) -> Option<String> {
+pub(crate) fn row_key(cols: &[&Column], i: usize) -> Option<String> {
     let mut k = String::new();
     for (n, c) in cols.iter().enumerate() {
         if n > 0 {

@@ -186,6 +186,84 @@ pub fn snapshot(
         .collect())
 }
 
+fn cell_json(c: &data::frame::Column, row: usize) -> serde_json::Value {
+    match &c.data {
+        ColumnData::Numeric(v) if v[row].is_nan() => serde_json::Value::Null,
+        ColumnData::Numeric(v) => serde_json::json!(v[row]),
+        ColumnData::Categorical { codes, levels } => {
+            if codes[row] == MISSING {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!(levels[codes[row] as usize])
+            }
+        }
+    }
+}
+
+/// [`snapshot`] reading the source `chunk_rows` rows (or one Parquet row group) at a time:
+/// memory grows with the number of entities, not with the length of the source's history.
+pub fn snapshot_chunked(
+    defs: &Definitions,
+    view: &FeatureView,
+    base: &Path,
+    end_micros: i64,
+    chunk_rows: usize,
+) -> Result<Vec<(String, OnlineRow)>, String> {
+    let source = defs
+        .source(&view.source)
+        .ok_or_else(|| format!("unknown source {}", view.source))?;
+    let keys = defs.join_keys(view);
+    // entity → (event time, created time, position in the source, values)
+    let mut best: HashMap<String, (i64, i64, u64, Vec<serde_json::Value>)> = HashMap::new();
+    let mut seen = 0u64;
+    data::frame::for_each_chunk(&base.join(&source.path), chunk_rows, |chunk| {
+        let col = |name: &str, what: &str| {
+            chunk
+                .column(name)
+                .ok_or_else(|| format!("source {} has no {what} column {name}", source.name))
+        };
+        let (ts, _) = crate::offline::timestamps(col(&source.timestamp, "timestamp")?)?;
+        let created = match &source.created_timestamp {
+            Some(c) => Some(crate::offline::timestamps(col(c, "created-timestamp")?)?.0),
+            None => None,
+        };
+        let key_cols: Vec<&data::frame::Column> = keys
+            .iter()
+            .map(|k| col(k, "join key"))
+            .collect::<Result<_, _>>()?;
+        let feature_cols: Vec<&data::frame::Column> = view
+            .features
+            .iter()
+            .map(|f| col(&f.name, "feature"))
+            .collect::<Result<_, _>>()?;
+        for i in 0..chunk.rows() {
+            let pos = seen + i as u64;
+            let (Some(t), Some(k)) = (ts[i], crate::offline::row_key(&key_cols, i)) else {
+                continue;
+            };
+            if t > end_micros {
+                continue;
+            }
+            let c = created.as_ref().map_or(0, |c| c[i].unwrap_or(i64::MIN));
+            if best.get(&k).is_some_and(|b| (b.0, b.1, b.2) >= (t, c, pos)) {
+                continue;
+            }
+            let values = feature_cols.iter().map(|fc| cell_json(fc, i)).collect();
+            best.insert(k, (t, c, pos, values));
+        }
+        seen += chunk.rows() as u64;
+        Ok(())
+    })?;
+    let ttl = view.ttl_seconds.saturating_mul(1_000_000);
+    let mut out: Vec<(String, OnlineRow)> = best
+        .into_iter()
+        .filter(|(_, b)| ttl == 0 || end_micros - b.0 <= ttl)
+        .map(|(k, (ts, _, _, values))| (k, OnlineRow { ts, values }))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 /// The online key of an entity from its join-key values (as `offline` keys them).
 pub fn entity_key(values: &[String]) -> String {
     values.join("\u{1f}")

@@ -385,3 +385,49 @@ on_demand_views:
     .unwrap_err();
     assert!(missing.contains("needs request field trip_km"), "{missing}");
 }
+
+#[test]
+fn chunked_materialisation_equals_the_in_memory_snapshot() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
+    let defs = Definitions::from_yaml(
+        "entities:\n  - {name: airport, join_keys: [origin]}\nsources:\n  - {name: w, path: nyc_weather_2013.csv, timestamp: time_hour}\nfeature_views:\n  - {name: weather, entities: [airport], source: w, ttl_seconds: 7200, features: [{name: temp, type: float}, {name: wind_gust, type: float}]}\n",
+    )
+    .unwrap();
+    let view = &defs.feature_views[0];
+    for end in [
+        "2013-03-10T07:00:00Z",
+        "2013-12-31T23:00:00Z",
+        "2012-01-01T00:00:00Z",
+    ] {
+        let at = features::time::parse(end).unwrap().micros;
+        let whole = features::online::snapshot(&defs, view, &data, at).unwrap();
+        let chunked = features::online::snapshot_chunked(&defs, view, &data, at, 997).unwrap();
+        assert_eq!(whole, chunked, "as of {end}");
+    }
+    // Random sources with ties on event time and created time, chunk sizes 1 to 7.
+    for case in 0..20u64 {
+        let mut r = Lcg(case + 101);
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("driver_id,ts,created,rate\n");
+        for i in 0..(r.next(50) + 1) {
+            csv += &format!("{},{},{},{}\n", r.next(4), r.next(20), r.next(3), i);
+        }
+        std::fs::write(dir.path().join("stats.csv"), csv).unwrap();
+        let d = defs_with(case);
+        let at = r.next(25) as i64 * 1_000_000;
+        let whole = features::online::snapshot(&d, &d.feature_views[0], dir.path(), at).unwrap();
+        let chunked = features::online::snapshot_chunked(
+            &d,
+            &d.feature_views[0],
+            dir.path(),
+            at,
+            (case % 7 + 1) as usize,
+        )
+        .unwrap();
+        assert_eq!(whole, chunked, "case {case}");
+    }
+}
+
+fn defs_with(case: u64) -> Definitions {
+    defs([0, 5][(case % 2) as usize], !case.is_multiple_of(3))
+}
