@@ -24,6 +24,14 @@ pub enum FeaturesCmd {
         #[arg(long, value_delimiter = ',')]
         views: Vec<String>,
     },
+    /// Bring each view's online values from its last materialisation up to END (default now),
+    /// reading only the source rows in between (a full materialisation the first time).
+    MaterializeIncremental {
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        views: Vec<String>,
+    },
     /// A training set: the entity table with each feature as of each row's timestamp.
     Historical {
         /// The entity table (CSV or Parquet): join keys and a timestamp column.
@@ -116,49 +124,9 @@ pub async fn run(home: &std::path::Path, config: &Config, cmd: FeaturesCmd) -> R
                 println!("service {}: {}", s.name, s.features.join(", "));
             }
         }
-        FeaturesCmd::Materialize { end, views } => {
-            let a =
-                p.db.applied()
-                    .await
-                    .map_err(err)?
-                    .ok_or_else(|| Error::Other("no feature definitions applied".into()))?;
-            let end_us = match &end {
-                Some(t) => features::time::parse(t).map_err(err)?.micros,
-                None => base::now_millis() * 1000,
-            };
-            for v in &views {
-                if a.definitions.view(v).is_none() {
-                    return Err(Error::Other(format!("unknown feature view {v}")));
-                }
-            }
-            for view in a
-                .definitions
-                .feature_views
-                .iter()
-                .filter(|v| views.is_empty() || views.contains(&v.name))
-            {
-                let t = std::time::Instant::now();
-                // Chunked: memory follows the number of entities, not the source's length.
-                let rows = features::online::snapshot_chunked(
-                    &a.definitions,
-                    view,
-                    std::path::Path::new(&a.base_dir),
-                    end_us,
-                    100_000,
-                )
-                .map_err(err)?;
-                p.online
-                    .replace_view(&view.name, &rows)
-                    .await
-                    .map_err(err)?;
-                println!(
-                    "{}: {} entities as of {} ({:.2} s)",
-                    view.name,
-                    rows.len(),
-                    features::time::format_micros(end_us),
-                    t.elapsed().as_secs_f64()
-                );
-            }
+        FeaturesCmd::Materialize { end, views } => materialize(&p, end, views, false).await?,
+        FeaturesCmd::MaterializeIncremental { end, views } => {
+            materialize(&p, end, views, true).await?
         }
         FeaturesCmd::Historical {
             entities,
@@ -228,6 +196,90 @@ pub async fn run(home: &std::path::Path, config: &Config, cmd: FeaturesCmd) -> R
                 t.elapsed().as_secs_f64()
             );
         }
+    }
+    Ok(())
+}
+
+/// `materialize` (a full snapshot as of END) and `materialize-incremental` (from the view's last
+/// materialisation to END); both record END as the view's materialisation time.
+async fn materialize(
+    p: &Platform,
+    end: Option<String>,
+    views: Vec<String>,
+    incremental: bool,
+) -> Result<(), Error> {
+    let err = Error::Other;
+    let a =
+        p.db.applied()
+            .await
+            .map_err(err)?
+            .ok_or_else(|| Error::Other("no feature definitions applied".into()))?;
+    let end_us = match &end {
+        Some(t) => features::time::parse(t).map_err(err)?.micros,
+        None => base::now_millis() * 1000,
+    };
+    for v in &views {
+        if a.definitions.view(v).is_none() {
+            return Err(Error::Other(format!("unknown feature view {v}")));
+        }
+    }
+    let base = std::path::Path::new(&a.base_dir);
+    for view in a
+        .definitions
+        .feature_views
+        .iter()
+        .filter(|v| views.is_empty() || views.contains(&v.name))
+    {
+        let t = std::time::Instant::now();
+        let since = if incremental {
+            p.db.materialized(&view.name).await.map_err(err)?
+        } else {
+            None
+        };
+        // Chunked: memory follows the number of entities, not the source's length.
+        let rows = match since {
+            Some(start) if start >= end_us => {
+                println!(
+                    "{}: already materialised to {}",
+                    view.name,
+                    features::time::format_micros(start)
+                );
+                continue;
+            }
+            Some(start) => {
+                let previous = p.online.read_all(&view.name).await.map_err(err)?;
+                features::online::snapshot_incremental(
+                    &a.definitions,
+                    view,
+                    base,
+                    previous,
+                    start,
+                    end_us,
+                    100_000,
+                )
+                .map_err(err)?
+            }
+            None => features::online::snapshot_chunked(&a.definitions, view, base, end_us, 100_000)
+                .map_err(err)?,
+        };
+        p.online
+            .replace_view(&view.name, &rows)
+            .await
+            .map_err(err)?;
+        p.db.set_materialized(&view.name, end_us)
+            .await
+            .map_err(err)?;
+        println!(
+            "{}: {} entities as of {}{} ({:.2} s)",
+            view.name,
+            rows.len(),
+            features::time::format_micros(end_us),
+            since.map_or(String::new(), |s| format!(
+                ", from {}",
+                features::time::format_micros(s)
+            )),
+            t.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

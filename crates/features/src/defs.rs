@@ -391,4 +391,7 @@ pub trait FeatureRegistry: Send + Sync {
     /// Replaces the applied definitions (objects no longer defined are gone, as with `feast apply`).
     async fn apply(&self, applied: &Applied) -> Result<(), String>;
     async fn applied(&self) -> Result<Option<Applied>, String>;
+    /// The end time of `view`'s last materialisation.
+    async fn materialized(&self, view: &str) -> Result<Option<i64>, String>;
+    async fn set_materialized(&self, view: &str, end_micros: i64) -> Result<(), String>;
 }

@@ -27,6 +27,8 @@ pub trait OnlineStore: Send + Sync {
     async fn read(&self, view: &str, keys: &[String]) -> Result<Vec<Option<OnlineRow>>, String>;
     /// A token that changes whenever `view` is replaced (0 before the first materialisation).
     async fn version(&self, view: &str) -> Result<i64, String>;
+    /// Every row of `view` (for incremental materialisation).
+    async fn read_all(&self, view: &str) -> Result<Vec<(String, OnlineRow)>, String>;
 }
 
 /// A read-through cache in front of an online store: rows are kept in memory per view and
@@ -129,6 +131,10 @@ impl OnlineStore for CachedOnline {
     async fn version(&self, view: &str) -> Result<i64, String> {
         self.inner.version(view).await
     }
+
+    async fn read_all(&self, view: &str) -> Result<Vec<(String, OnlineRow)>, String> {
+        self.inner.read_all(view).await
+    }
 }
 
 /// The snapshot of `view` as of `end_micros`: each entity's latest row within TTL.
@@ -209,13 +215,61 @@ pub fn snapshot_chunked(
     end_micros: i64,
     chunk_rows: usize,
 ) -> Result<Vec<(String, OnlineRow)>, String> {
+    scan(
+        defs,
+        view,
+        base,
+        Vec::new(),
+        i64::MIN,
+        end_micros,
+        chunk_rows,
+    )
+}
+
+/// The snapshot as of `end_micros` from the snapshot as of `start_micros` (`previous`) and the
+/// source rows with an event time in (start, end] — what `materialize-incremental` writes. Rows
+/// that arrive late with an event time at or before `start` are not picked up (materialise in
+/// full for that).
+pub fn snapshot_incremental(
+    defs: &Definitions,
+    view: &FeatureView,
+    base: &Path,
+    previous: Vec<(String, OnlineRow)>,
+    start_micros: i64,
+    end_micros: i64,
+    chunk_rows: usize,
+) -> Result<Vec<(String, OnlineRow)>, String> {
+    scan(
+        defs,
+        view,
+        base,
+        previous,
+        start_micros,
+        end_micros,
+        chunk_rows,
+    )
+}
+
+fn scan(
+    defs: &Definitions,
+    view: &FeatureView,
+    base: &Path,
+    previous: Vec<(String, OnlineRow)>,
+    start_micros: i64,
+    end_micros: i64,
+    chunk_rows: usize,
+) -> Result<Vec<(String, OnlineRow)>, String> {
     let source = defs
         .source(&view.source)
         .ok_or_else(|| format!("unknown source {}", view.source))?;
     let keys = defs.join_keys(view);
-    // entity → (event time, created time, position in the source, values)
-    let mut best: HashMap<String, (i64, i64, u64, Vec<serde_json::Value>)> = HashMap::new();
-    let mut seen = 0u64;
+    // entity → (event time, created time, position in the source, values); the previous
+    // snapshot's rows lose every tie to a scanned row.
+    let mut best: HashMap<String, (i64, i64, u64, Vec<serde_json::Value>)> = previous
+        .into_iter()
+        .map(|(k, r)| (k, (r.ts, i64::MIN, 0, r.values)))
+        .collect();
+    let mut seen = 1u64;
     data::frame::for_each_chunk(&base.join(&source.path), chunk_rows, |chunk| {
         let col = |name: &str, what: &str| {
             chunk
@@ -241,7 +295,7 @@ pub fn snapshot_chunked(
             let (Some(t), Some(k)) = (ts[i], crate::offline::row_key(&key_cols, i)) else {
                 continue;
             };
-            if t > end_micros {
+            if t > end_micros || t <= start_micros {
                 continue;
             }
             let c = created.as_ref().map_or(0, |c| c[i].unwrap_or(i64::MIN));

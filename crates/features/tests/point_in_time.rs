@@ -431,3 +431,39 @@ fn chunked_materialisation_equals_the_in_memory_snapshot() {
 fn defs_with(case: u64) -> Definitions {
     defs([0, 5][(case % 2) as usize], !case.is_multiple_of(3))
 }
+
+#[test]
+fn incremental_materialisation_equals_a_full_one() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
+    for ttl in [0, 7200] {
+        let defs = Definitions::from_yaml(&format!(
+            "entities:\n  - {{name: airport, join_keys: [origin]}}\nsources:\n  - {{name: w, path: nyc_weather_2013.csv, timestamp: time_hour}}\nfeature_views:\n  - {{name: weather, entities: [airport], source: w, ttl_seconds: {ttl}, features: [{{name: temp, type: float}}]}}\n"
+        ))
+        .unwrap();
+        let view = &defs.feature_views[0];
+        let t = |s: &str| features::time::parse(s).unwrap().micros;
+        let mut snap =
+            features::online::snapshot_chunked(&defs, view, &data, t("2013-02-01T00:00:00Z"), 5000)
+                .unwrap();
+        let mut start = t("2013-02-01T00:00:00Z");
+        for end in [
+            "2013-02-01T05:30:00Z",
+            "2013-06-15T12:00:00Z",
+            "2013-06-15T12:00:00Z",
+            "2013-12-31T23:59:59Z",
+        ] {
+            let end = t(end);
+            snap =
+                features::online::snapshot_incremental(&defs, view, &data, snap, start, end, 5000)
+                    .unwrap();
+            let full = features::online::snapshot_chunked(&defs, view, &data, end, 5000).unwrap();
+            assert_eq!(
+                snap,
+                full,
+                "ttl {ttl}, up to {}",
+                features::time::format_micros(end)
+            );
+            start = end;
+        }
+    }
+}

@@ -26,6 +26,29 @@ impl FeatureRegistry for Db {
         Ok(())
     }
 
+    async fn materialized(&self, view: &str) -> Result<Option<i64>, String> {
+        let row = sqlx::query("SELECT end_ts FROM feature_materializations WHERE view = $1")
+            .bind(view.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.map(|r| r.try_get(0).map_err(err)).transpose()
+    }
+
+    async fn set_materialized(&self, view: &str, end_micros: i64) -> Result<(), String> {
+        let _g = self.write_guard().await;
+        sqlx::query(
+            "INSERT INTO feature_materializations (view, end_ts) VALUES ($1, $2) \
+             ON CONFLICT (view) DO UPDATE SET end_ts = excluded.end_ts",
+        )
+        .bind(view.to_owned())
+        .bind(end_micros)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
     async fn applied(&self) -> Result<Option<Applied>, String> {
         let row = sqlx::query("SELECT spec FROM feature_registry WHERE name = 'default'")
             .fetch_optional(&self.pool)
@@ -76,6 +99,31 @@ impl features::online::OnlineStore for Db {
         .await
         .map_err(err)?;
         tx.commit().await.map_err(err)
+    }
+
+    async fn read_all(
+        &self,
+        view: &str,
+    ) -> Result<Vec<(String, features::online::OnlineRow)>, String> {
+        let rows = sqlx::query(
+            "SELECT entity_key, event_ts, row_values FROM online_features WHERE view = $1 ORDER BY entity_key",
+        )
+        .bind(view.to_owned())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                let values: String = r.try_get(2).map_err(err)?;
+                Ok((
+                    r.try_get(0).map_err(err)?,
+                    features::online::OnlineRow {
+                        ts: r.try_get(1).map_err(err)?,
+                        values: serde_json::from_str(&values).map_err(|e| e.to_string())?,
+                    },
+                ))
+            })
+            .collect()
     }
 
     async fn version(&self, view: &str) -> Result<i64, String> {

@@ -242,6 +242,16 @@ CREATE TABLE online_versions (
 );
 "#,
     },
+    Migration {
+        version: 8,
+        name: "feature_materializations",
+        sql: r#"
+CREATE TABLE feature_materializations (
+    view TEXT PRIMARY KEY,
+    end_ts BIGINT NOT NULL
+);
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

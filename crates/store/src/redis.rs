@@ -168,6 +168,30 @@ impl OnlineStore for Redis {
         Ok(())
     }
 
+    async fn read_all(&self, view: &str) -> Result<Vec<(String, OnlineRow)>, String> {
+        let g = self.version(view).await?;
+        if g == 0 {
+            return Ok(Vec::new());
+        }
+        let reply = self
+            .pipeline(&[cmd(&[b"HGETALL", &self.key(view, &format!("g{g}"))])])
+            .await?;
+        let Some(Reply::Array(Some(items))) = reply.into_iter().next() else {
+            return Err("redis: HGETALL did not return a list".into());
+        };
+        let mut out = Vec::with_capacity(items.len() / 2);
+        let mut it = items.into_iter();
+        while let (Some(Reply::Bulk(Some(k))), Some(Reply::Bulk(Some(v)))) = (it.next(), it.next())
+        {
+            out.push((
+                String::from_utf8_lossy(&k).into_owned(),
+                serde_json::from_slice(&v).map_err(|e| e.to_string())?,
+            ));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     async fn version(&self, view: &str) -> Result<i64, String> {
         let cur = self
             .pipeline(&[cmd(&[b"GET", &self.key(view, "current")])])

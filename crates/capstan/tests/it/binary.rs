@@ -1014,7 +1014,26 @@ async fn materialized_features_are_served_in_feasts_shape() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     ok(&["features", "apply", defs.to_str().unwrap()]);
-    let text = ok(&["features", "materialize", "--end", "2013-06-01T12:00:00Z"]);
+    let text = ok(&["features", "materialize", "--end", "2013-03-01T00:00:00Z"]);
+    assert!(
+        text.contains("weather: 3 entities as of 2013-03-01T00:00:00Z"),
+        "{text}"
+    );
+    // Forward to June: only the rows in between are read, the rest comes from the store.
+    let text = ok(&[
+        "features",
+        "materialize-incremental",
+        "--end",
+        "2013-06-01T12:00:00Z",
+    ]);
+    assert!(text.contains("from 2013-03-01T00:00:00Z"), "{text}");
+    let again = ok(&[
+        "features",
+        "materialize-incremental",
+        "--end",
+        "2013-06-01T12:00:00Z",
+    ]);
+    assert!(again.contains("already materialised"), "{again}");
     assert!(
         text.contains("weather: 3 entities as of 2013-06-01T12:00:00Z"),
         "{text}"

@@ -188,6 +188,10 @@ db_test!(feature_definitions_apply_and_replace, |db: Db| async move {
     };
     db.apply(&b).await.expect("replace");
     assert_eq!(db.applied().await.expect("read"), Some(b));
+    assert_eq!(db.materialized("v").await.expect("none yet"), None);
+    db.set_materialized("v", 10).await.expect("set");
+    db.set_materialized("v", 20).await.expect("move");
+    assert_eq!(db.materialized("v").await.expect("read"), Some(20));
 });
 
 /// The online-store contract, run against the SQL store and a real Redis.
@@ -227,6 +231,17 @@ async fn online_store_contract(store: &dyn features::online::OnlineStore, view: 
         .expect("read");
     assert_eq!(got, vec![Some(row(3, 3.5)), None, Some(row(4, 4.5))]);
     assert_eq!(store.read(view, &[]).await.expect("no keys"), vec![]);
+    assert_eq!(
+        store.read_all(view).await.expect("all"),
+        vec![("a".to_owned(), row(3, 3.5)), ("c".to_owned(), row(4, 4.5))]
+    );
+    assert!(
+        store
+            .read_all("never-materialised")
+            .await
+            .expect("none")
+            .is_empty()
+    );
 }
 
 db_test!(online_store_in_the_metadata_db, |db: Db| async move {
