@@ -145,20 +145,33 @@ pub async fn rows_from_entities(
         if given.contains_key(input) {
             continue;
         }
-        let view = defs
-            .feature_views
-            .iter()
-            .find(|v| {
-                v.features.iter().any(|f| f.name == input)
-                    && defs.join_keys(v).iter().all(|k| entities.contains_key(k))
+        let stored = defs.feature_views.iter().find(|v| {
+            v.features.iter().any(|f| f.name == input)
+                && defs.join_keys(v).iter().all(|k| entities.contains_key(k))
+        });
+        // Or an on-demand feature whose request fields and sources the request covers.
+        let on_demand = || {
+            defs.on_demand_views.iter().find(|o| {
+                o.features.iter().any(|f| f.name == input)
+                    && o.request.iter().all(|r| entities.contains_key(r))
+                    && o.sources.iter().all(|src| {
+                        defs.view(src).is_some_and(|v| {
+                            defs.join_keys(v).iter().all(|k| entities.contains_key(k))
+                        })
+                    })
             })
-            .ok_or_else(|| {
-                bad(format!(
+        };
+        let view = match (stored, on_demand()) {
+            (Some(v), _) => v.name.clone(),
+            (None, Some(o)) => o.name.clone(),
+            (None, None) => {
+                return Err(bad(format!(
                     "input {input} is neither in the request nor a feature of a view keyed by {}",
                     entities.keys().cloned().collect::<Vec<_>>().join(", ")
-                ))
-            })?;
-        refs.push(format!("{}:{input}", view.name));
+                )));
+            }
+        };
+        refs.push(format!("{view}:{input}"));
     }
     let answer = features::online::get_online_features(
         defs,

@@ -1157,6 +1157,51 @@ async fn materialized_features_are_served_in_feasts_shape() {
     let want = (expected("EWR") - 32.0) * 5.0 / 9.0 + 1.0;
     assert!((temp_c - want).abs() < 1e-9, "{temp_c} vs {want}");
     assert_eq!(od["results"][2]["statuses"][1], "NULL_VALUE", "{od}");
+    // A model whose input is the on-demand temp_c: the request carries the key and the offset.
+    let train_csv = home.path().join("wxc.csv");
+    let rows: String = (0..30).map(|i| format!("{i},{}\n", 3 * i)).collect();
+    std::fs::write(&train_csv, format!("temp_c,y\n{rows}")).unwrap();
+    let trained = capstan(home.path())
+        .args([
+            "train",
+            "--data",
+            train_csv.to_str().unwrap(),
+            "--target",
+            "y",
+        ])
+        .args(["--algorithm", "linear", "--register", "wxc"])
+        .output()
+        .unwrap();
+    assert!(trained.status.success());
+    assert!(
+        capstan(home.path())
+            .args(["models", "promote", "wxc", "1"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let mut served = None;
+    for _ in 0..50 {
+        let r = http
+            .post(format!("{}/v2/models/wxc/infer", s.url))
+            .json(&serde_json::json!({"parameters": {"entities": {"origin": ["EWR"], "offset": [0.0]}}}))
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == 200 {
+            served = Some(r.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let served = served.expect("wxc served");
+    let got = served["outputs"][0]["data"][0].as_f64().unwrap();
+    let want = 3.0 * (expected("EWR") - 32.0) * 5.0 / 9.0;
+    assert!(
+        (got - want).abs() < 1e-6 * want.abs().max(1.0),
+        "{got} vs {want}"
+    );
     let unknown = http
         .post(format!("{}/v2/models/wx/infer", s.url))
         .json(&serde_json::json!({"parameters": {"entities": {"origin": ["XXX"]}}}))
