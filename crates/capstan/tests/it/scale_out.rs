@@ -153,3 +153,99 @@ async fn postgres_metadata_and_s3_artifacts() {
         "blob stored under its hash: {listing}"
     );
 }
+
+/// The online feature store on the development Redis: materialised by the CLI, served by the
+/// server, both configured with `store.online = "redis://…"`.
+#[tokio::test]
+async fn online_features_on_redis() {
+    let home = tempfile::tempdir().expect("home");
+    let view = format!("w{}", uuid_like());
+    std::fs::write(
+        home.path().join("capstan.toml"),
+        "[store]\nonline = \"redis://127.0.0.1:6379\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        home.path().join("src.csv"),
+        "driver_id,ts,rate\n1,2025-01-01T00:00:00Z,0.5\n1,2025-01-02T00:00:00Z,0.75\n2,2025-01-01T00:00:00Z,2.5\n",
+    )
+    .unwrap();
+    std::fs::write(
+        home.path().join("defs.yaml"),
+        format!("entities:\n  - {{name: driver, join_keys: [driver_id]}}\nsources:\n  - {{name: s, path: src.csv, timestamp: ts}}\nfeature_views:\n  - {{name: {view}, entities: [driver], source: s, features: [{{name: rate, type: float}}]}}\n"),
+    )
+    .unwrap();
+    let ok = |args: &[&str]| {
+        let out = capstan(home.path()).args(args).output().expect("cli");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&[
+        "features",
+        "apply",
+        home.path().join("defs.yaml").to_str().unwrap(),
+    ]);
+    let text = ok(&["features", "materialize", "--end", "2025-06-01T00:00:00Z"]);
+    assert!(text.contains(&format!("{view}: 2 entities")), "{text}");
+    // The snapshot lives in Redis, under the view's current generation.
+    let exists = std::process::Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "EXISTS",
+            &format!("capstan:online:{view}:current"),
+        ])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&exists.stdout).trim(), "1");
+    let port = free_port();
+    let mut child = capstan(home.path())
+        .args(["server", "--port", &port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let _server = Kill(child);
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/get-online-features"))
+        .json(&serde_json::json!({"features": [format!("{view}:rate")], "entities": {"driver_id": [1, 2, 3]}}))
+        .send()
+        .await
+        .expect("lookup")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        r["results"][1]["values"],
+        serde_json::json!([0.75, 2.5, null]),
+        "{r}"
+    );
+    assert_eq!(
+        r["results"][1]["statuses"],
+        serde_json::json!(["PRESENT", "PRESENT", "NOT_FOUND"])
+    );
+    for k in ["current", "generation", "g1"] {
+        let _ = std::process::Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "DEL",
+                &format!("capstan:online:{view}:{k}"),
+            ])
+            .output();
+    }
+}
+
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", t, std::process::id())
+}
