@@ -110,10 +110,33 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> Result<u16, Error> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+use crate::bench_serving::free_port;
+
+/// A peer script under `bench/` (run from the checkout).
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../bench")
+        .join(name)
+}
+
+/// Runs `python bench/<script> <args>` to completion; its stdout, or its stderr as the error.
+pub fn run_peer(python: &str, script: &str, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, Error> {
+    let out = Command::new(python)
+        .arg(peer_script(script))
+        .args(args)
+        .output()
+        .map_err(|e| {
+            Error::Other(format!(
+                "cannot run {python} (pip install -r bench/requirements.txt): {e}"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "{script} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(out.stdout)
 }
 
 async fn wait_healthy(url: &str, child: &mut Child) -> Result<(), Error> {

@@ -79,23 +79,7 @@ fn seasonal() -> Result<String, Error> {
 }
 
 fn peer(python: &str, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, Error> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/drift_peer.py");
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .args(args)
-        .output()
-        .map_err(|e| {
-            Error::Other(format!(
-                "cannot run {python} (pip install -r bench/requirements.txt): {e}"
-            ))
-        })?;
-    if !out.status.success() {
-        return Err(Error::Other(format!(
-            "drift peer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    Ok(out.stdout)
+    crate::bench::run_peer(python, "drift_peer.py", args)
 }
 
 fn evidently_name(m: monitor::Method) -> &'static str {

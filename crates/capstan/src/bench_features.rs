@@ -5,27 +5,11 @@
 use crate::platform::Error;
 use data::frame::{ColumnData, Frame};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 fn peer(python: &str, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, Error> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/features_peer.py");
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .args(args)
-        .output()
-        .map_err(|e| {
-            Error::Other(format!(
-                "cannot run {python} (pip install -r bench/requirements.txt): {e}"
-            ))
-        })?;
-    if !out.status.success() {
-        return Err(Error::Other(format!(
-            "features peer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    Ok(out.stdout)
+    crate::bench::run_peer(python, "features_peer.py", args)
 }
 
 fn numbers(f: &Frame, c: &str) -> Result<Vec<f64>, Error> {
@@ -201,9 +185,8 @@ pub async fn online(python: &str, connections: usize, seconds: u64) -> Result<St
     .await;
     drop(ours_proc);
     let fport = free_port()?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/features_peer.py");
     let mut child = std::process::Command::new(python)
-        .arg(&script)
+        .arg(crate::bench::peer_script("features_peer.py"))
         .args([
             "serve-online".as_ref(),
             d.as_os_str(),

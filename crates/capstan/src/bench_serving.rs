@@ -243,7 +243,7 @@ pub async fn run(
     } else {
         let csv = dir.path().join("breast_cancer.csv");
         std::fs::write(&csv, BREAST_CANCER_CSV)?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/serving_peer.py");
+        let script = crate::bench::peer_script("serving_peer.py");
         let port = free_port()?;
         let mut child = Command::new(python)
             .arg(&script)

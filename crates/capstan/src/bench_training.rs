@@ -82,35 +82,25 @@ fn ours(case: &Case, d: &Dataset) -> Result<(f64, f64), Error> {
 fn peer(python: &str, dir: &Path, case: &Case, split: &Path) -> Result<(f64, f64), Error> {
     let data = dir.join(case.file);
     std::fs::write(&data, case.csv)?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/training_peer.py");
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .args(["--data"])
-        .arg(&data)
-        .args([
-            "--target",
-            case.target,
-            "--model",
-            case.peer_model,
-            "--drop",
-            &case.drop.join(","),
-            "--split",
-        ])
-        .arg(split)
-        .output()
-        .map_err(|e| {
-            Error::Other(format!(
-                "cannot run {python} (pip install -r bench/requirements.txt): {e}"
-            ))
-        })?;
-    if !out.status.success() {
-        return Err(Error::Other(format!(
-            "peer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| Error::Other(format!("peer output: {e}")))?;
+    let drop = case.drop.join(",");
+    let stdout = crate::bench::run_peer(
+        python,
+        "training_peer.py",
+        &[
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--target".as_ref(),
+            case.target.as_ref(),
+            "--model".as_ref(),
+            case.peer_model.as_ref(),
+            "--drop".as_ref(),
+            drop.as_ref(),
+            "--split".as_ref(),
+            split.as_os_str(),
+        ],
+    )?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&stdout).map_err(|e| Error::Other(format!("peer output: {e}")))?;
     Ok((
         v["metric"].as_f64().unwrap_or(f64::NAN),
         v["fit_seconds"].as_f64().unwrap_or(f64::NAN),
