@@ -38,6 +38,16 @@ impl Column {
         self.len() == 0
     }
 
+    /// Cell `i` as text (numbers in their shortest form), `None` when missing.
+    pub fn text(&self, i: usize) -> Option<String> {
+        match &self.data {
+            ColumnData::Numeric(v) => (!v[i].is_nan()).then(|| format_number(v[i])),
+            ColumnData::Categorical { codes, levels } => {
+                (codes[i] != MISSING).then(|| levels[codes[i] as usize].clone())
+            }
+        }
+    }
+
     /// The cells as text (numbers formatted), for a column that must be compared as categories.
     pub fn to_categorical(&self) -> Column {
         match &self.data {

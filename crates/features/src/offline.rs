@@ -5,7 +5,7 @@
 
 use crate::defs::{Definitions, FeatureView, Source};
 use crate::time;
-use data::frame::{Column, ColumnData, Frame, MISSING, format_number};
+use data::frame::{Column, ColumnData, Frame, MISSING};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -48,23 +48,13 @@ pub fn timestamps(c: &Column) -> Result<(Vec<Option<i64>>, Option<bool>), String
     }
 }
 
-/// Cell `i` of a key column as text.
-fn key_text(c: &Column, i: usize) -> Option<String> {
-    match &c.data {
-        ColumnData::Numeric(v) => (!v[i].is_nan()).then(|| format_number(v[i])),
-        ColumnData::Categorical { codes, levels } => {
-            (codes[i] != MISSING).then(|| levels[codes[i] as usize].clone())
-        }
-    }
-}
-
 pub(crate) fn row_key(cols: &[&Column], i: usize) -> Option<String> {
     let mut k = String::new();
     for (n, c) in cols.iter().enumerate() {
         if n > 0 {
             k.push('\u{1f}');
         }
-        k.push_str(&key_text(c, i)?);
+        k.push_str(&c.text(i)?);
     }
     Some(k)
 }

@@ -125,10 +125,7 @@ pub struct SuiteResult {
 
 impl Suite {
     pub fn load(path: &Path) -> Result<Suite, MonitorError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| MonitorError::Invalid(format!("{}: {e}", path.display())))?;
-        let suite: Suite = serde_yaml_ng::from_str(&text)
-            .map_err(|e| MonitorError::Invalid(format!("{}: {e}", path.display())))?;
+        let suite: Suite = crate::read_yaml(path)?;
         suite.validate()?;
         Ok(suite)
     }
@@ -226,16 +223,6 @@ pub fn describe(e: &Expectation) -> String {
     }
 }
 
-/// Cell `i` as text (`None` when missing).
-fn cell(c: &Column, i: usize) -> Option<String> {
-    match &c.data {
-        ColumnData::Numeric(v) => (!v[i].is_nan()).then(|| format_number(v[i])),
-        ColumnData::Categorical { codes, levels } => {
-            (codes[i] != MISSING).then(|| levels[codes[i] as usize].clone())
-        }
-    }
-}
-
 fn is_null(c: &Column, i: usize) -> bool {
     match &c.data {
         ColumnData::Numeric(v) => v[i].is_nan(),
@@ -271,7 +258,7 @@ fn per_value(
         if !ok(i) {
             failed += 1;
             if examples.len() < 5 {
-                examples.push(cell(c, i).unwrap_or_default());
+                examples.push(c.text(i).unwrap_or_default());
             }
         }
     }
@@ -480,7 +467,7 @@ fn check(e: &Expectation, t: &Frame, base_dir: &Path) -> (bool, String, Vec<Stri
             Ok(col) => {
                 let allowed: HashSet<String> = values.iter().map(yaml_text).collect();
                 per_value(col, *mostly, "not in the set", |i| {
-                    cell(col, i).is_some_and(|v| allowed.contains(&v))
+                    col.text(i).is_some_and(|v| allowed.contains(&v))
                 })
             }
         },
@@ -491,7 +478,7 @@ fn check(e: &Expectation, t: &Frame, base_dir: &Path) -> (bool, String, Vec<Stri
                 let mut dups = Vec::new();
                 let mut n_dup = 0;
                 for i in 0..col.len() {
-                    if let Some(v) = cell(col, i)
+                    if let Some(v) = col.text(i)
                         && !seen.insert(v.clone())
                     {
                         n_dup += 1;
@@ -511,7 +498,7 @@ fn check(e: &Expectation, t: &Frame, base_dir: &Path) -> (bool, String, Vec<Stri
             (Err(m), _) => fail(m),
             (_, Err(err)) => fail(format!("invalid regex: {err}")),
             (Ok(col), Ok(re)) => per_value(col, *mostly, "not matching", |i| {
-                cell(col, i).is_some_and(|v| re.is_match(v.as_str()))
+                col.text(i).is_some_and(|v| re.is_match(v.as_str()))
             }),
         },
         Expectation::MeanBetween {

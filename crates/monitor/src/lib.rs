@@ -15,6 +15,16 @@ pub mod profile;
 
 pub use drift::{ColumnDrift, ColumnRole, DriftOptions, DriftReport, Kind, Method, drift};
 
+/// Reads a YAML file (a suite) into `T`; errors name the file.
+pub fn read_yaml<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> Result<T, MonitorError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| MonitorError::Invalid(format!("{}: {e}", path.display())))?;
+    serde_yaml_ng::from_str(&text)
+        .map_err(|e| MonitorError::Invalid(format!("{}: {e}", path.display())))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
     #[error("{0}")]

@@ -15,7 +15,7 @@
 
 use crate::MonitorError;
 use crate::expect::{Outcome, SuiteResult};
-use data::frame::{Column, ColumnData, Frame, MISSING, format_number};
+use data::frame::{ColumnData, Frame, format_number};
 use learn::{ModelPackage, Prediction, Task};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -93,10 +93,7 @@ pub struct ModelSuite {
 
 impl ModelSuite {
     pub fn load(path: &Path) -> Result<ModelSuite, MonitorError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| MonitorError::Invalid(format!("{}: {e}", path.display())))?;
-        let s: ModelSuite = serde_yaml_ng::from_str(&text)
-            .map_err(|e| MonitorError::Invalid(format!("{}: {e}", path.display())))?;
+        let s: ModelSuite = crate::read_yaml(path)?;
         for t in &s.tests {
             if let ModelTest::Invariance { add, set, .. } = t
                 && add.is_some() == set.is_some()
@@ -135,7 +132,7 @@ pub fn rows_for(package: &ModelPackage, t: &Frame) -> Result<Vec<Vec<f64>>, Stri
                     .column(col)
                     .ok_or_else(|| format!("the data has no column {col} (for input {input})"))?;
                 (0..n)
-                    .map(|i| f64::from(u8::from(text(c, i).as_deref() == Some(value))))
+                    .map(|i| f64::from(u8::from(c.text(i).as_deref() == Some(value))))
                     .collect()
             }
         };
@@ -144,15 +141,6 @@ pub fn rows_for(package: &ModelPackage, t: &Frame) -> Result<Vec<Vec<f64>>, Stri
     Ok((0..n)
         .map(|i| cols.iter().map(|c| c[i]).collect())
         .collect())
-}
-
-fn text(c: &Column, i: usize) -> Option<String> {
-    match &c.data {
-        ColumnData::Numeric(v) => (!v[i].is_nan()).then(|| format_number(v[i])),
-        ColumnData::Categorical { codes, levels } => {
-            (codes[i] != MISSING).then(|| levels[codes[i] as usize].clone())
-        }
-    }
 }
 
 fn yaml_text(v: &serde_yaml_ng::Value) -> String {
@@ -282,7 +270,7 @@ pub fn run(
     t: &Frame,
 ) -> SuiteResult {
     let truth: Vec<Option<String>> = match t.column(&suite.target) {
-        Some(c) => (0..c.len()).map(|i| text(c, i)).collect(),
+        Some(c) => (0..c.len()).map(|i| c.text(i)).collect(),
         None => vec![None; t.rows()],
     };
     let base = predict(model, t);
@@ -389,7 +377,7 @@ fn check(
                         .ok_or_else(|| format!("the data has no column {}", s.column))?;
                     (0..c.len())
                         .map(|i| match (&s.equals, &c.data) {
-                            (Some(v), _) => text(c, i) == Some(yaml_text(v)),
+                            (Some(v), _) => c.text(i) == Some(yaml_text(v)),
                             (None, ColumnData::Numeric(x)) => {
                                 s.min.is_none_or(|m| x[i] >= m) && s.max.is_none_or(|m| x[i] <= m)
                             }

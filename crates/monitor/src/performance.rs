@@ -76,19 +76,8 @@ fn numbers(f: &Frame, name: &str) -> Option<Vec<f64>> {
 }
 
 fn texts(f: &Frame, name: &str) -> Option<Vec<Option<String>>> {
-    match &f.column(name)?.data {
-        ColumnData::Categorical { codes, levels } => Some(
-            codes
-                .iter()
-                .map(|&c| levels.get(c as usize).cloned())
-                .collect(),
-        ),
-        ColumnData::Numeric(v) => Some(
-            v.iter()
-                .map(|x| (!x.is_nan()).then(|| format_number(*x)))
-                .collect(),
-        ),
-    }
+    let c = f.column(name)?;
+    Some((0..c.len()).map(|i| c.text(i)).collect())
 }
 
 /// The prediction rows of a segment read back from the log.
