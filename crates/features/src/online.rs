@@ -167,20 +167,7 @@ pub fn snapshot(
         .latest_all(end_micros, ttl)
         .into_iter()
         .map(|(key, row)| {
-            let values = cols
-                .iter()
-                .map(|c| match &c.data {
-                    ColumnData::Numeric(v) if v[row].is_nan() => serde_json::Value::Null,
-                    ColumnData::Numeric(v) => serde_json::json!(v[row]),
-                    ColumnData::Categorical { codes, levels } => {
-                        if codes[row] == MISSING {
-                            serde_json::Value::Null
-                        } else {
-                            serde_json::json!(levels[codes[row] as usize])
-                        }
-                    }
-                })
-                .collect();
+            let values = cols.iter().map(|c| cell_json(c, row)).collect();
             (
                 key,
                 OnlineRow {
@@ -215,7 +202,7 @@ pub fn snapshot_chunked(
     end_micros: i64,
     chunk_rows: usize,
 ) -> Result<Vec<(String, OnlineRow)>, String> {
-    scan(
+    snapshot_incremental(
         defs,
         view,
         base,
@@ -231,26 +218,6 @@ pub fn snapshot_chunked(
 /// that arrive late with an event time at or before `start` are not picked up (materialise in
 /// full for that).
 pub fn snapshot_incremental(
-    defs: &Definitions,
-    view: &FeatureView,
-    base: &Path,
-    previous: Vec<(String, OnlineRow)>,
-    start_micros: i64,
-    end_micros: i64,
-    chunk_rows: usize,
-) -> Result<Vec<(String, OnlineRow)>, String> {
-    scan(
-        defs,
-        view,
-        base,
-        previous,
-        start_micros,
-        end_micros,
-        chunk_rows,
-    )
-}
-
-fn scan(
     defs: &Definitions,
     view: &FeatureView,
     base: &Path,

@@ -633,15 +633,11 @@ fn binned_shares(
             let hi = reference[reference.len() - 1].max(current[current.len() - 1]);
             let edges = histogram::sturges_edges(lo, hi, reference.len() + current.len());
             let binner = histogram::Binner::new(edges.clone());
-            let shares = |v: &[f64]| {
-                let n = v.len() as f64;
-                binner
-                    .counts(v)
-                    .into_iter()
-                    .map(|c| c as f64 / n)
-                    .collect::<Vec<_>>()
-            };
-            (shares(reference), shares(current), Some(edges))
+            (
+                binner.shares(reference),
+                binner.shares(current),
+                Some(edges),
+            )
         }
         _ => {
             let shares_of = |c: &[u64]| {
@@ -700,15 +696,7 @@ fn hellinger(sample: &Sample, counts: Option<&ValueCounts>) -> f64 {
             let lo = reference[0].min(current[0]);
             let hi = reference[reference.len() - 1].max(current[current.len() - 1]);
             let binner = histogram::Binner::new(histogram::sturges_edges(lo, hi, distinct));
-            let share = |v: &[f64]| {
-                let n = v.len() as f64;
-                binner
-                    .counts(v)
-                    .into_iter()
-                    .map(|c| c as f64 / n)
-                    .collect::<Vec<_>>()
-            };
-            distance::hellinger(&share(reference), &share(current))
+            distance::hellinger(&binner.shares(reference), &binner.shares(current))
         }
         Sample::Categorical {
             reference, current, ..
@@ -732,22 +720,14 @@ fn distribution(
 ) -> Distribution {
     if let (Some(edges), Sample::Numeric { reference, current }) = (&edges, sample) {
         let binner = histogram::Binner::new(edges.clone());
-        let shares = |v: &[f64]| {
-            let n = v.len() as f64;
-            binner
-                .counts(v)
-                .into_iter()
-                .map(|c| c as f64 / n)
-                .collect::<Vec<_>>()
-        };
         return Distribution {
             labels: edges[..edges.len() - 1]
                 .iter()
                 .map(|e| format!("{e:.4}"))
                 .collect(),
             edges: Some(edges.clone()),
-            reference: shares(reference),
-            current: shares(current),
+            reference: binner.shares(reference),
+            current: binner.shares(current),
         };
     }
     let (keys, rc, cc) = match counts {

@@ -56,10 +56,9 @@ pub struct SegmentMeta {
 }
 
 impl SegmentMeta {
-    /// `predictions/model=<m>/version=<v>/<start>-<end>-<rows>.parquet`, the layout both sinks use.
-    pub fn key(&self) -> String {
-        let model: String = self
-            .model
+    /// `predictions/model=<m>/`: where every segment of `model` lies.
+    pub fn model_prefix(model: &str) -> String {
+        let model: String = model
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || "-_.".contains(c) {
@@ -69,9 +68,18 @@ impl SegmentMeta {
                 }
             })
             .collect();
+        format!("predictions/model={model}/")
+    }
+
+    /// `predictions/model=<m>/version=<v>/<start>-<end>-<rows>.parquet`, the layout both sinks use.
+    pub fn key(&self) -> String {
         format!(
-            "predictions/model={model}/version={}/{}-{}-{}.parquet",
-            self.version, self.start_ms, self.end_ms, self.rows
+            "{}version={}/{}-{}-{}.parquet",
+            Self::model_prefix(&self.model),
+            self.version,
+            self.start_ms,
+            self.end_ms,
+            self.rows
         )
     }
 }

@@ -345,15 +345,7 @@ pub async fn load_window(
     if let Some(log) = &s.predictions {
         log.flush().await;
     }
-    let prefix = SegmentMeta {
-        model: model.to_owned(),
-        version: 0,
-        start_ms: 0,
-        end_ms: 0,
-        rows: 0,
-    }
-    .key();
-    let prefix = prefix[..prefix.find("/version=").unwrap_or(prefix.len()) + 1].to_owned();
+    let prefix = SegmentMeta::model_prefix(model);
     let objects = s
         .blobs
         .list_named(&prefix)

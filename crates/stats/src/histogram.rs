@@ -94,6 +94,16 @@ impl Binner {
         Some(i)
     }
 
+    /// Counts per bin divided by the number of values (values outside the edges count in the
+    /// denominator, as `np.histogram(v, edges)[0] / len(v)`).
+    pub fn shares(&self, values: &[f64]) -> Vec<f64> {
+        let n = values.len() as f64;
+        self.counts(values)
+            .into_iter()
+            .map(|c| c as f64 / n)
+            .collect()
+    }
+
     pub fn counts(&self, values: &[f64]) -> Vec<u64> {
         let mut counts = vec![0u64; self.bins()];
         for &v in values {
