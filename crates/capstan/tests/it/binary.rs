@@ -22,6 +22,27 @@ pub fn capstan(home: &Path) -> Command {
     c
 }
 
+/// Runs `capstan <args>` to completion: exit code, stdout, stderr.
+pub fn cli<S: AsRef<std::ffi::OsStr>>(home: &Path, args: &[S]) -> (Option<i32>, String, String) {
+    let out = capstan(home).args(args).output().expect("cli");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `capstan <args>`, which must succeed; its stdout.
+pub fn cli_ok<S: AsRef<std::ffi::OsStr>>(home: &Path, args: &[S]) -> String {
+    let (code, out, err) = cli(home, args);
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(code, Some(0), "{shown:?}: {err}");
+    out
+}
+
 /// Starts the server on a free port and returns once it printed its address.
 pub fn start(home: &Path, extra: &[&str]) -> Running {
     start_cmd(home, &["server", "--port", "0"], extra)
@@ -733,12 +754,7 @@ fn model_tests_compare_with_the_champion_and_gate_promotion() {
         );
     };
     let ok = |args: &[&str]| {
-        let out = capstan(home.path()).args(args).output().expect("run");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cli_ok(home.path(), args);
     };
     train("1");
     ok(&["models", "promote", "bc", "1"]);
@@ -821,14 +837,7 @@ async fn monitors_from_the_cli_judge_what_the_server_served() {
         "name: diabetes-latency\nmodel: diabetes-regressor\nwindow_seconds: 600\nchecks:\n  - {check: latency_p99_above_ms, value: 0.000001}\n",
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        let out = capstan(home.path()).args(args).output().expect("cli");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| cli(home.path(), args);
     let (code, text, err) = run(&["monitors", "create", spec.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
     assert!(text.contains("monitor diabetes-latency watches diabetes-regressor"));
@@ -862,14 +871,7 @@ async fn monitors_from_the_cli_judge_what_the_server_served() {
 fn features_apply_list_and_build_a_point_in_time_training_set() {
     let home = tempfile::tempdir().expect("home");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let run = |args: &[&std::ffi::OsStr]| {
-        let out = capstan(home.path()).args(args).output().expect("cli");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&std::ffi::OsStr]| cli(home.path(), args);
     let defs = root.join("data/features/nyc_weather.yaml");
     let (code, text, err) = run(&["features".as_ref(), "apply".as_ref(), defs.as_os_str()]);
     assert_eq!(code, Some(0), "{err}");
@@ -1004,15 +1006,7 @@ async fn materialized_features_are_served_in_feasts_shape() {
         ),
     )
     .unwrap();
-    let ok = |args: &[&str]| {
-        let out = capstan(home.path()).args(args).output().expect("cli");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ok = |args: &[&str]| cli_ok(home.path(), args);
     ok(&["features", "apply", defs.to_str().unwrap()]);
     let text = ok(&["features", "materialize", "--end", "2013-03-01T00:00:00Z"]);
     assert!(

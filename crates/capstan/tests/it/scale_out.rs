@@ -175,15 +175,7 @@ async fn online_features_on_redis() {
         format!("entities:\n  - {{name: driver, join_keys: [driver_id]}}\nsources:\n  - {{name: s, path: src.csv, timestamp: ts}}\nfeature_views:\n  - {{name: {view}, entities: [driver], source: s, features: [{{name: rate, type: float}}]}}\n"),
     )
     .unwrap();
-    let ok = |args: &[&str]| {
-        let out = capstan(home.path()).args(args).output().expect("cli");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ok = |args: &[&str]| crate::binary::cli_ok(home.path(), args);
     ok(&[
         "features",
         "apply",
