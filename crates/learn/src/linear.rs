@@ -201,19 +201,7 @@ pub fn train_logistic_regression(
     o: &TrainOptions,
     mut on_epoch: impl FnMut(usize),
 ) -> Result<Fit, LearnError> {
-    let mut classes: Vec<String> = d.y.clone();
-    classes.sort();
-    classes.dedup();
-    if classes.len() < 2 {
-        return Err(LearnError::Data(format!(
-            "target '{}' has fewer than two classes",
-            d.target
-        )));
-    }
-    let label: Vec<usize> =
-        d.y.iter()
-            .map(|v| classes.iter().position(|c| c == v).unwrap_or(0))
-            .collect();
+    let (classes, label) = d.class_labels()?;
     let s = split(d, o)?;
     let (k, c) = (d.features.len(), classes.len());
     let mut w = vec![vec![0.0; k]; c];
@@ -522,19 +510,7 @@ pub fn train_trees(
     )?;
     let (classes, targets, labels, values): (Vec<String>, Vec<Vec<f64>>, Vec<usize>, Vec<f64>) =
         if classification {
-            let mut classes: Vec<String> = d.y.clone();
-            classes.sort();
-            classes.dedup();
-            if classes.len() < 2 {
-                return Err(LearnError::Data(format!(
-                    "target '{}' has fewer than two classes",
-                    d.target
-                )));
-            }
-            let labels: Vec<usize> =
-                d.y.iter()
-                    .map(|v| classes.iter().position(|c| c == v).unwrap_or(0))
-                    .collect();
+            let (classes, labels) = d.class_labels()?;
             let one_output = classes.len() == 2 && o.kind == TreeKind::GradientBoosting;
             let targets = labels
                 .iter()
@@ -800,6 +776,25 @@ mod least_squares_tests {
 }
 
 impl Dataset {
+    /// The target's classes (sorted) and each row's class index; at least two classes.
+    pub fn class_labels(&self) -> Result<(Vec<String>, Vec<usize>), LearnError> {
+        let mut classes: Vec<String> = self.y.clone();
+        classes.sort();
+        classes.dedup();
+        if classes.len() < 2 {
+            return Err(LearnError::Data(format!(
+                "target '{}' has fewer than two classes",
+                self.target
+            )));
+        }
+        let labels = self
+            .y
+            .iter()
+            .map(|v| classes.binary_search(v).unwrap_or(0))
+            .collect();
+        Ok((classes, labels))
+    }
+
     /// Reads a CSV with text columns too: `drop` columns are left out, a column whose values are
     /// all numbers (or empty) stays numeric with empty cells imputed by the column median, any
     /// other column is one-hot encoded into `column=value` features (values sorted). The target is
