@@ -1,0 +1,37 @@
+//! Neural models run in-process with candle on the CPU: the all-MiniLM-L6-v2 sentence
+//! embedder (BERT, 384-d, mean pooling + L2 normalisation), and where its weights come from
+//! without a model hub. This is the only crate that builds candle.
+
+pub mod bert;
+pub mod resolve;
+
+pub use bert::MiniLm;
+pub use resolve::{MINILM, ModelSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("model not found: {0}")]
+    NotFound(String),
+    #[error("model files in {dir} are unusable: {why}")]
+    BadModel { dir: String, why: String },
+    #[error("fetching the model: {0}")]
+    Fetch(String),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("model I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("tensor computation: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Anything that turns texts into vectors of one fixed dimension: the local MiniLM, or an
+/// OpenAI-compatible embeddings endpoint behind the gateway.
+pub trait Embedder: Send + Sync {
+    /// A stable name for the model (recorded with every collection it fills).
+    fn model_name(&self) -> &str;
+    fn dim(&self) -> usize;
+    /// One vector per text, in order.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+}
