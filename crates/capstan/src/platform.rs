@@ -28,6 +28,8 @@ pub enum Error {
 }
 
 pub struct Platform {
+    /// CAPSTAN_HOME: the embedded stores, vectors and models live under it.
+    pub home: std::path::PathBuf,
     pub db: Db,
     pub blobs: Blobs,
     pub tracking: Tracking,
@@ -63,6 +65,7 @@ impl Platform {
             }
         };
         Ok(Platform {
+            home: home.to_owned(),
             db,
             blobs,
             tracking,
@@ -127,6 +130,15 @@ impl Platform {
                 monitors: Arc::new(self.db.clone()),
                 features: Arc::new(self.db.clone()),
                 online: self.online.clone(),
+                vectors: Arc::new(server::vector_routes::LazyCollections::new(
+                    self.home.join("vectors"),
+                )),
+                embeddings: Arc::new(server::embedding::EmbeddingModels::new(
+                    self.home.clone(),
+                    (!config.models.minilm_dir.is_empty())
+                        .then(|| self.home.join(&config.models.minilm_dir)),
+                    config.models.index_url.clone(),
+                )),
                 prediction_log: sv.prediction_log.then(|| monitor::predlog::LogConfig {
                     queue: sv.log_queue.max(1),
                     rotate: std::time::Duration::from_secs(sv.log_rotate_secs.max(1)),

@@ -26,6 +26,11 @@ fn is_read_only_post(path: &str) -> bool {
     path.ends_with("/runs/search")
         || path.ends_with("/experiments/search")
         || path.ends_with("/logged-models/search")
+        || (path.starts_with("/collections/")
+            && (path.ends_with("/points/search")
+                || path.ends_with("/points/count")
+                || path.ends_with("/points/scroll")
+                || path.ends_with("/points")))
 }
 
 fn required_scope(method: &Method, path: &str) -> Scope {

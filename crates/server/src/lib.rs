@@ -7,6 +7,7 @@ mod admin;
 mod artifacts;
 mod auth;
 mod deployments;
+pub mod embedding;
 mod error;
 mod feature_routes;
 mod mlflow;
@@ -16,6 +17,7 @@ pub mod monitoring;
 pub mod monitors;
 mod oip;
 mod openapi;
+pub mod vector_routes;
 mod wire;
 
 use axum::Router;
@@ -86,6 +88,8 @@ pub struct AppState {
     pub online: Arc<dyn features::online::OnlineStore>,
     /// The applied feature definitions, re-read at most once a second.
     pub applied_features: feature_routes::AppliedCache,
+    pub vectors: Arc<vector_routes::LazyCollections>,
+    pub embeddings: Arc<embedding::EmbeddingModels>,
 }
 
 /// The stores the server reads and writes besides tracking and the registry.
@@ -100,6 +104,8 @@ pub struct Backends {
     pub monitors: Arc<dyn monitor::monitors::MonitorStore>,
     pub features: Arc<dyn features::defs::FeatureRegistry>,
     pub online: Arc<dyn features::online::OnlineStore>,
+    pub vectors: Arc<vector_routes::LazyCollections>,
+    pub embeddings: Arc<embedding::EmbeddingModels>,
 }
 
 impl AppState {
@@ -145,6 +151,8 @@ impl AppState {
                 std::time::Duration::from_secs(1),
             )),
             applied_features: Default::default(),
+            vectors: b.vectors,
+            embeddings: b.embeddings,
         }
     }
 }
@@ -174,6 +182,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(deployments::routes())
                 .layer(DefaultBodyLimit::max(json_limit * 8)),
         )
+        .merge(vector_routes::routes().layer(DefaultBodyLimit::max(json_limit * 64)))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -64,6 +64,10 @@ pub struct CollectionConfig {
     /// the original vectors.
     #[serde(default)]
     pub quantize: bool,
+    /// The embedding model that turns texts into this collection's vectors, when points and
+    /// queries may be given as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
 }
 
 impl CollectionConfig {
@@ -681,7 +685,9 @@ impl Collections {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
-                if entry.file_type()?.is_dir() {
+                if (name.starts_with(".creating-") || name.starts_with(".deleting-"))
+                    && entry.file_type()?.is_dir()
+                {
                     // A half-created or half-deleted collection from a crash.
                     fs::remove_dir_all(entry.path())?;
                 }
@@ -697,6 +703,11 @@ impl Collections {
             open: RwLock::new(open),
             _lock: lock,
         })
+    }
+
+    /// Where exported snapshots are written.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.root.join(".snapshots")
     }
 
     pub fn list(&self) -> Vec<Arc<Collection>> {
@@ -748,6 +759,7 @@ impl Collections {
             metric: state.index.metric(),
             hnsw: state.index.params(),
             quantize: state.index.is_quantized(),
+            embedder: None,
         };
         let mut open = self.open.write().unwrap_or_else(poisoned);
         if open.contains_key(name) {

@@ -17,6 +17,7 @@ fn config(dim: usize, metric: Metric) -> CollectionConfig {
             seed: 1,
         },
         quantize: false,
+        embedder: None,
     }
 }
 

@@ -156,3 +156,99 @@ fn futures_stream() -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io:
         Some((Ok(vec![(i % 256) as u8; 256 * 1024]), i + 1))
     })
 }
+
+/// kill -9 while several clients bulk-upsert vectors: after a restart every acknowledged point
+/// is there with its payload, and the collection answers searches.
+#[tokio::test]
+async fn kill_9_during_bulk_vector_upserts_loses_no_acknowledged_point() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut s = start(home.path(), &[]);
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{}/collections/crash", s.url))
+        .json(&json!({"vectors": {"size": 16, "distance": "Cosine"}}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status().as_u16(), 200);
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for client in 0..3u64 {
+        let (http, url, acked, stop) = (
+            http.clone(),
+            format!("{}/collections/crash/points", s.url),
+            acked.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut batch = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let ids: Vec<u64> = (0..200).map(|j| (client << 32) | (batch * 200 + j)).collect();
+                let points: Vec<_> = ids
+                    .iter()
+                    .map(|&id| {
+                        let v = vector_of(id);
+                        json!({"id": id, "vector": v, "payload": {"client": client, "batch": batch}})
+                    })
+                    .collect();
+                match http.put(&url).json(&json!({"points": points})).send().await {
+                    Ok(r) if r.status().is_success() => acked.lock().await.extend(ids),
+                    _ => break,
+                }
+                batch += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.child.kill().expect("kill -9");
+    s.child.wait().expect("wait");
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().await.clone();
+    assert!(
+        acked.len() >= 600,
+        "the clients should have stored something ({})",
+        acked.len()
+    );
+
+    let s2 = start(home.path(), &[]);
+    for chunk in acked.chunks(1000) {
+        let v: serde_json::Value = http
+            .post(format!("{}/collections/crash/points", s2.url))
+            .json(&json!({"ids": chunk}))
+            .send()
+            .await
+            .expect("retrieve")
+            .json()
+            .await
+            .expect("json");
+        let found = v["result"].as_array().expect("points");
+        assert_eq!(found.len(), chunk.len(), "acknowledged points lost");
+        assert!(found.iter().all(|p| p["payload"]["batch"].is_u64()));
+    }
+    let v: serde_json::Value = http
+        .post(format!("{}/collections/crash/points/search", s2.url))
+        .json(&json!({"vector": vector_of(acked[0]), "limit": 1}))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["result"][0]["id"], acked[0], "{v}");
+}
+
+/// A reproducible pseudo-random vector per id.
+fn vector_of(id: u64) -> Vec<f32> {
+    (0..16u64)
+        .map(|d| {
+            let mut z = (id * 16 + d).wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}

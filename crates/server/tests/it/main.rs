@@ -9,3 +9,4 @@ mod monitoring;
 mod registry;
 mod serving;
 mod support;
+mod vectors;

@@ -11,6 +11,15 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
 }
 
+/// Where models are cached across test runs (fetched once per machine).
+pub fn models_home() -> std::path::PathBuf {
+    std::env::var_os("CAPSTAN_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/capstan")
+        })
+}
+
 pub async fn start(config: server::ServerConfig) -> TestServer {
     start_with(
         config,
@@ -49,6 +58,14 @@ pub async fn start_with(
             monitors: Arc::new(db.clone()),
             features: Arc::new(db.clone()),
             online: Arc::new(db.clone()),
+            vectors: Arc::new(server::vector_routes::LazyCollections::new(
+                dir.path().join("vectors"),
+            )),
+            embeddings: Arc::new(server::embedding::EmbeddingModels::new(
+                models_home(),
+                None,
+                "https://pypi.org".into(),
+            )),
             prediction_log: Some(monitor::predlog::LogConfig {
                 rotate: std::time::Duration::from_millis(100),
                 ..Default::default()
@@ -88,6 +105,18 @@ impl TestServer {
             .http
             .get(format!("{}{path}", self.url))
             .query(query)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .json(&body)
             .send()
             .await
             .expect("send");
