@@ -226,6 +226,10 @@ impl Embedder for MiniLm {
         self.hidden
     }
 
+    fn count_tokens(&self, text: &str) -> usize {
+        MiniLm::count_tokens(self, text).unwrap_or_else(|_| text.split_whitespace().count())
+    }
+
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());

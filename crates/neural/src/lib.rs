@@ -34,4 +34,8 @@ pub trait Embedder: Send + Sync {
     fn dim(&self) -> usize;
     /// One vector per text, in order.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Tokens a text takes for this model (for budgets); an estimate by default.
+    fn count_tokens(&self, text: &str) -> usize {
+        text.split_whitespace().count() * 4 / 3 + 1
+    }
 }

@@ -355,6 +355,11 @@ impl Collection {
         &self.name
     }
 
+    /// The collection's own directory (companions such as an ingestion manifest live there).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn config(&self) -> &CollectionConfig {
         &self.config
     }
