@@ -534,12 +534,12 @@ impl Rag {
 
 /// Files under `root` that can be ingested (sorted, hidden entries skipped), with the reason
 /// for each file that cannot.
-pub fn collect_files(
-    root: &std::path::Path,
-) -> (
-    Vec<(String, std::path::PathBuf, Format)>,
-    Vec<(String, String)>,
-) {
+/// A file found for ingestion: its name relative to the root, its path, its format.
+pub type FoundFile = (String, std::path::PathBuf, Format);
+/// A source that was not ingested and why.
+pub type Skipped = (String, String);
+
+pub fn collect_files(root: &std::path::Path) -> (Vec<FoundFile>, Vec<Skipped>) {
     let mut found = Vec::new();
     let mut skipped = Vec::new();
     if root.is_file() {
@@ -587,10 +587,7 @@ pub fn collect_files(
 
 /// Reads the files [`collect_files`] found; a file that is not UTF-8 text is skipped with the
 /// reason, the rest are returned.
-pub fn read_sources(
-    files: Vec<(String, std::path::PathBuf, Format)>,
-    skipped: &mut Vec<(String, String)>,
-) -> Vec<SourceDoc> {
+pub fn read_sources(files: Vec<FoundFile>, skipped: &mut Vec<Skipped>) -> Vec<SourceDoc> {
     let mut docs = Vec::new();
     for (rel, path, format) in files {
         match std::fs::read(&path) {
