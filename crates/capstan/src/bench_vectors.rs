@@ -169,7 +169,7 @@ fn embed_all(model: &MiniLm, texts: &[String], label: &str) -> Result<Vec<Vec<f3
     Ok(out)
 }
 
-async fn load_model(home: &Path) -> Result<MiniLm, Error> {
+pub async fn load_model(home: &Path) -> Result<MiniLm, Error> {
     let dir = neural::MINILM
         .resolve(None, home, "https://pypi.org")
         .await

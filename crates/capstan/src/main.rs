@@ -5,6 +5,7 @@ mod bench;
 mod bench_data;
 mod bench_drift;
 mod bench_features;
+mod bench_rag;
 mod bench_serving;
 mod bench_training;
 mod bench_vectors;
@@ -20,6 +21,7 @@ mod monitors_cmd;
 mod platform;
 mod profile_cmd;
 mod progress;
+mod rag_cmd;
 mod report;
 mod test_cmd;
 mod train;
@@ -104,6 +106,9 @@ enum Command {
     /// Monitors over served models (drift, live accuracy, latency, errors) and their alerts.
     #[command(subcommand)]
     Monitors(monitors_cmd::MonitorsCmd),
+    /// Retrieval-augmented answers: ingest documents, ask questions with citations.
+    #[command(subcommand)]
+    Rag(rag_cmd::RagCmd),
     /// The embedded vector store: collections, points, search, snapshots.
     #[command(subcommand)]
     Vectors(vectors_cmd::VectorsCmd),
@@ -285,6 +290,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Features(cmd) => features_cmd::run(&home, &config, cmd).await,
         Command::Monitors(cmd) => monitors_cmd::run(&home, &config, cmd).await,
         Command::Vectors(cmd) => vectors_cmd::run(&home, &config, cmd).await,
+        Command::Rag(cmd) => rag_cmd::run(&home, &config, cmd).await,
         Command::Test(cmd) => {
             let result = test_cmd::run(&cmd, &home, &config).await?;
             if result.success {

@@ -36,6 +36,8 @@ struct Layer {
 
 pub struct MiniLm {
     tokenizer: Tokenizer,
+    /// Truncating at [`MAX_TOKENS`] without padding (batches are padded by length here).
+    unpadded: Tokenizer,
     /// The same tokenizer without padding or truncation, for counting.
     counter: Tokenizer,
     word: Embedding,
@@ -70,6 +72,14 @@ impl MiniLm {
         }
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| bad(format!("tokenizer.json: {e}")))?;
+        let mut unpadded = tokenizer.clone();
+        unpadded.with_padding(None);
+        unpadded
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
+            .map_err(|e| bad(format!("truncation: {e}")))?;
         let mut counter = tokenizer.clone();
         counter.with_padding(None);
         counter
@@ -115,6 +125,7 @@ impl MiniLm {
         }
         Ok(MiniLm {
             tokenizer,
+            unpadded,
             counter,
             word: candle_nn::embedding(config.vocab_size, h, emb.pp("word_embeddings"))?,
             position: candle_nn::embedding(
@@ -154,18 +165,29 @@ impl MiniLm {
         Ok(enc.get_ids().len())
     }
 
-    fn forward(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    /// Token ids of each text, truncated, without padding.
+    fn token_ids(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         let encodings = self
-            .tokenizer
+            .unpadded
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| Error::BadInput(format!("tokenizing: {e}")))?;
-        let b = encodings.len();
-        let l = encodings[0].get_ids().len();
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
+    }
+
+    /// One batch of token-id sequences, padded here to the longest of the batch.
+    fn forward(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let b = seqs.len();
+        let l = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
         let mut ids = Vec::with_capacity(b * l);
         let mut mask = Vec::with_capacity(b * l);
-        for e in &encodings {
-            ids.extend_from_slice(e.get_ids());
-            mask.extend(e.get_attention_mask().iter().map(|&m| m as f32));
+        for s in seqs {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat_n(0u32, l - s.len()));
+            mask.extend(std::iter::repeat_n(1f32, s.len()));
+            mask.extend(std::iter::repeat_n(0f32, l - s.len()));
         }
         let ids = Tensor::from_vec(ids, (b, l), &self.device)?;
         let mask = Tensor::from_vec(mask, (b, l), &self.device)?;
@@ -187,10 +209,11 @@ impl MiniLm {
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let q = split(layer.query.forward(&x)?)?;
+            // Scaling q (b·l·h values) is cheaper than scaling the scores (b·heads·l·l).
+            let q = split((layer.query.forward(&x)? * scale)?)?;
             let k = split(layer.key.forward(&x)?)?;
             let v = split(layer.value.forward(&x)?)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
+            let scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let ctx = probs
                 .matmul(&v)?
@@ -199,7 +222,7 @@ impl MiniLm {
             let attn = layer
                 .attn_norm
                 .forward(&(layer.attn_out.forward(&ctx)? + &x)?)?;
-            let inter = layer.inter.forward(&attn)?.gelu_erf()?;
+            let inter = crate::ops::gelu_erf(&layer.inter.forward(&attn)?)?;
             x = layer
                 .out_norm
                 .forward(&(layer.out.forward(&inter)? + attn)?)?;
@@ -234,12 +257,14 @@ impl Embedder for MiniLm {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        // Longest first, in batches of similar lengths; answers go back in the caller's order.
+        // Tokenize everything first and batch by token count (not characters), longest first:
+        // a batch then carries almost no padding. Answers go back in the caller's order.
+        let seqs = self.token_ids(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+        order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
         let mut out = vec![Vec::new(); texts.len()];
         for chunk in order.chunks(self.batch) {
-            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
             for (&i, v) in chunk.iter().zip(self.forward(&batch)?) {
                 out[i] = v;
             }

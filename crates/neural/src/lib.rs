@@ -3,6 +3,7 @@
 //! without a model hub. This is the only crate that builds candle.
 
 pub mod bert;
+pub mod ops;
 pub mod resolve;
 
 pub use bert::MiniLm;

@@ -17,6 +17,7 @@ pub mod monitoring;
 pub mod monitors;
 mod oip;
 mod openapi;
+mod rag_routes;
 pub mod vector_routes;
 mod wire;
 
@@ -90,6 +91,8 @@ pub struct AppState {
     pub applied_features: feature_routes::AppliedCache,
     pub vectors: Arc<vector_routes::LazyCollections>,
     pub embeddings: Arc<embedding::EmbeddingModels>,
+    /// RAG pipelines per collection (their keyword indexes).
+    pub rag: rag_routes::RagCache,
 }
 
 /// The stores the server reads and writes besides tracking and the registry.
@@ -153,6 +156,7 @@ impl AppState {
             applied_features: Default::default(),
             vectors: b.vectors,
             embeddings: b.embeddings,
+            rag: Default::default(),
         }
     }
 }
@@ -182,7 +186,11 @@ pub fn router(state: AppState) -> Router {
                 .merge(deployments::routes())
                 .layer(DefaultBodyLimit::max(json_limit * 8)),
         )
-        .merge(vector_routes::routes().layer(DefaultBodyLimit::max(json_limit * 64)))
+        .merge(
+            vector_routes::routes()
+                .merge(rag_routes::routes())
+                .layer(DefaultBodyLimit::max(json_limit * 64)),
+        )
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

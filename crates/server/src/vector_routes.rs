@@ -50,7 +50,22 @@ pub struct VecError {
 }
 
 impl VecError {
-    fn bad(m: impl Into<String>) -> VecError {
+    pub fn from_rag(e: rag::Error) -> VecError {
+        match e {
+            rag::Error::Vector(v) => VecError::from(v),
+            rag::Error::BadRequest(m) => VecError::bad(m),
+            rag::Error::Embedding(neural::Error::BadInput(m)) => VecError::bad(m),
+            other => {
+                tracing::error!(error = %other, "rag");
+                VecError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    message: other.to_string(),
+                }
+            }
+        }
+    }
+
+    pub fn bad(m: impl Into<String>) -> VecError {
         VecError {
             status: StatusCode::BAD_REQUEST,
             message: m.into(),
@@ -518,4 +533,47 @@ async fn store(s: &AppState) -> Result<Arc<vector::Collections>, VecError> {
 
 async fn collection(s: &AppState, name: &str) -> Result<Arc<vector::Collection>, VecError> {
     Ok(store(s).await?.get(name)?)
+}
+
+/// The collection, created for texts (the default embedding model, cosine) when `create` and
+/// it does not exist yet.
+pub async fn collection_or_create(
+    s: &AppState,
+    name: &str,
+    create: bool,
+) -> Result<Arc<vector::Collection>, VecError> {
+    let store = store(s).await?;
+    match store.get(name) {
+        Ok(c) => Ok(c),
+        Err(vector::Error::NotFound(_)) if create => {
+            let dim = s.embeddings.get(DEFAULT_MODEL).await?.dim();
+            let config = CollectionConfig {
+                dim,
+                metric: Metric::Cosine,
+                hnsw: HnswParams::default(),
+                quantize: false,
+                embedder: Some(DEFAULT_MODEL.to_owned()),
+            };
+            let name = name.to_owned();
+            blocking(move || match store.create(&name, config) {
+                Err(vector::Error::Conflict(_)) => store.get(&name),
+                other => other,
+            })
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs a RAG step off the async threads.
+pub async fn blocking_rag<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, rag::Error> + Send + 'static,
+) -> Result<T, VecError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| VecError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("rag task failed: {e}"),
+        })?
+        .map_err(VecError::from_rag)
 }

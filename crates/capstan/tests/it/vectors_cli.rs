@@ -80,3 +80,76 @@ async fn vectors_cli_loads_texts_searches_and_refuses_a_second_writer() {
     assert_ne!(code, Some(0));
     assert!(err.contains("in use by another process"), "{err}");
 }
+
+#[test]
+fn rag_cli_ingests_a_folder_and_answers_with_citations() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let models = std::env::var_os("CAPSTAN_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/capstan")
+        })
+        .join("models");
+    std::os::unix::fs::symlink(&models, h.join("models")).expect("link models");
+    let docs = h.join("docs");
+    std::fs::create_dir_all(&docs).expect("mkdir");
+    std::fs::write(
+        docs.join("ownership.md"),
+        "# Ownership\n\nWhen the owner goes out of scope, the value is dropped.\n",
+    )
+    .expect("write");
+    std::fs::write(
+        docs.join("cargo.md"),
+        "# Cargo\n\nCargo downloads your dependencies from crates.io.\n",
+    )
+    .expect("write");
+    std::fs::write(docs.join("notes.pdf"), b"%PDF-1.4").expect("write");
+    let (code, out, err) = cli(
+        h,
+        &[
+            "rag",
+            "ingest",
+            docs.to_str().unwrap(),
+            "--collection",
+            "book",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("2 documents (2 changed, 0 unchanged, 0 removed)"),
+        "{out}"
+    );
+    assert!(
+        err.contains("skipped notes.pdf: unsupported file type"),
+        "{err}"
+    );
+    let out = cli_ok(
+        h,
+        &[
+            "rag",
+            "ingest",
+            docs.to_str().unwrap(),
+            "--collection",
+            "book",
+        ],
+    );
+    assert!(out.contains("(0 changed, 2 unchanged"), "{out}");
+    let out = cli_ok(
+        h,
+        &[
+            "rag",
+            "query",
+            "book",
+            "what happens when the owner goes out of scope?",
+        ],
+    );
+    assert!(
+        out.starts_with("When the owner goes out of scope, the value is dropped. [1]"),
+        "{out}"
+    );
+    assert!(out.contains("ownership.md"), "{out}");
+    let (code, _, err) = cli(h, &["rag", "query", "nope", "x"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("collection `nope` does not exist"), "{err}");
+}

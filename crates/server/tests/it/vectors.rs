@@ -314,3 +314,89 @@ async fn bad_input_gets_the_right_status_and_reason() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
+
+#[tokio::test]
+async fn rag_ingests_documents_and_answers_with_citations() {
+    let s = start(Default::default()).await;
+    let docs = json!({"documents": [
+        {"source": "book/ownership.md", "format": "markdown", "content": "# Ownership\n\nEach value has one owner. When the owner goes out of scope, the value is dropped.\n\n## Moves\n\nAssigning a String to another variable moves it; the first variable can no longer be used."},
+        {"source": "cargo/deps.html", "format": "html", "content": "<html><title>Cargo</title><main><h1>Dependencies</h1><p>Add a crate under [dependencies] in Cargo.toml and Cargo fetches it from crates.io.</p></main></html>"}
+    ]});
+    let (st, v) = s.post("/rag/book/ingest", docs.clone()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["result"]["changed"], 2, "{v}");
+    let (_, v) = s.post("/rag/book/ingest", docs).await;
+    assert_eq!(
+        v["result"]["unchanged"], 2,
+        "re-ingesting the same content embeds nothing: {v}"
+    );
+
+    let (st, v) = s
+        .post(
+            "/rag/book/query",
+            json!({"query": "What happens when a variable that owns a value goes out of scope?"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let r = &v["result"];
+    assert!(r["answer"].as_str().unwrap().contains("dropped"), "{v}");
+    assert_eq!(r["citations"][0]["source"], "book/ownership.md", "{v}");
+    assert_eq!(r["hits"][0]["headings"], json!(["Ownership"]));
+    let (_, v) = s
+        .post(
+            "/rag/book/query",
+            json!({"query": "crates.io dependencies", "mode": "keyword", "top_k": 1}),
+        )
+        .await;
+    assert_eq!(v["result"]["hits"][0]["source"], "cargo/deps.html", "{v}");
+    let (_, v) = s
+        .post("/rag/book/query", json!({"query": "dependencies", "filter": {"must": [{"key": "source", "match": {"value": "book/ownership.md"}}]}}))
+        .await;
+    assert!(
+        v["result"]["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["source"] == "book/ownership.md"),
+        "{v}"
+    );
+
+    for (resp, status, needle) in [
+        (
+            s.post("/rag/book/query", json!({"query": "x", "mode": "fuzzy"}))
+                .await,
+            400,
+            "not hybrid",
+        ),
+        (
+            s.post("/rag/book/query", json!({"query": "   "})).await,
+            400,
+            "empty",
+        ),
+        (s.post("/rag/book/query", json!({})).await, 400, "`query`"),
+        (
+            s.post("/rag/nothing/query", json!({"query": "x"})).await,
+            404,
+            "does not exist",
+        ),
+        (
+            s.post(
+                "/rag/book/ingest",
+                json!({"documents": [{"source": "a", "content": "b", "format": "pdf"}]}),
+            )
+            .await,
+            400,
+            "not markdown",
+        ),
+        (
+            s.post("/rag/book/ingest", json!({"documents": [{"content": "b"}]}))
+                .await,
+            400,
+            "documents[0].source",
+        ),
+    ] {
+        let (st, msg) = error_of(resp);
+        assert_eq!(st, status, "{msg}");
+        assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+    }
+}
