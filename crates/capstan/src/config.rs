@@ -105,6 +105,9 @@ pub struct StoreSection {
     pub artifacts: String,
     /// The online feature store: empty = the metadata database, or `redis://HOST:PORT[/DB]`.
     pub online: String,
+    /// The vector store: empty = embedded under `$CAPSTAN_HOME/vectors`, or a PostgreSQL URL
+    /// with the pgvector extension available.
+    pub vectors: String,
 }
 
 #[derive(Deserialize, Clone)]

@@ -36,6 +36,9 @@ pub struct Platform {
     pub registry: Registry,
     /// The online feature store (the metadata database unless `store.online` names Redis).
     pub online: Arc<dyn features::online::OnlineStore>,
+    /// The scale-out vector store when `store.vectors` names one (the embedded store otherwise
+    /// opens lazily, when a server first needs it).
+    pub vectors: Option<Arc<dyn vector::VectorStore>>,
 }
 
 impl Platform {
@@ -64,8 +67,13 @@ impl Platform {
                 )));
             }
         };
+        let vectors: Option<Arc<dyn vector::VectorStore>> = match config.store.vectors.trim() {
+            "" => None,
+            _ => Some(crate::vectors_cmd::open_store(home, config).await?),
+        };
         Ok(Platform {
             home: home.to_owned(),
+            vectors,
             db,
             blobs,
             tracking,
@@ -130,9 +138,10 @@ impl Platform {
                 monitors: Arc::new(self.db.clone()),
                 features: Arc::new(self.db.clone()),
                 online: self.online.clone(),
-                vectors: Arc::new(server::vector_routes::LazyCollections::new(
-                    self.home.join("vectors"),
-                )),
+                vectors: Arc::new(match &self.vectors {
+                    Some(pg) => server::vector_routes::LazyVectors::Ready(pg.clone()),
+                    None => server::vector_routes::LazyVectors::embedded(self.home.join("vectors")),
+                }),
                 embeddings: Arc::new(server::embedding::EmbeddingModels::new(
                     self.home.clone(),
                     (!config.models.minilm_dir.is_empty())

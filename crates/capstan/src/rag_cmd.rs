@@ -10,7 +10,7 @@ use rag::pipeline::{collect_files, read_sources};
 use rag::{Mode, QueryOptions, Rag};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use vector::{CollectionConfig, Collections, HnswParams, Metric};
+use vector::{CollectionConfig, HnswParams, Metric};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum RagCmd {
@@ -47,7 +47,7 @@ fn err(e: impl std::fmt::Display) -> Error {
 }
 
 pub async fn run(home: &Path, config: &Config, cmd: RagCmd) -> Result<(), Error> {
-    let store = Collections::open(&home.join("vectors")).map_err(err)?;
+    let store = crate::vectors_cmd::open_store(home, config).await?;
     let model = Arc::new(crate::vectors_cmd::embedder(home, config, "all-MiniLM-L6-v2").await?);
     match cmd {
         RagCmd::Ingest {
@@ -102,7 +102,7 @@ pub async fn run(home: &Path, config: &Config, cmd: RagCmd) -> Result<(), Error>
                 report.removed,
                 report.chunks_added,
                 report.chunks_deleted,
-                c.count(None)
+                c.count(None).map_err(err)?
             );
             for (source, why) in skipped {
                 eprintln!("skipped {source}: {why}");

@@ -10,8 +10,10 @@ use neural::Embedder;
 use serde_json::Value;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use vector::{
     CollectionConfig, Collections, Filter, HnswParams, Metric, Point, PointId, SearchRequest,
+    VectorCollection, VectorStore,
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -101,7 +103,26 @@ fn parse_id(s: &str) -> PointId {
         .unwrap_or_else(|_| PointId::Str(s.to_owned()))
 }
 
-fn model_of(c: &vector::Collection) -> Result<String, Error> {
+/// The configured vector store: pgvector when `store.vectors` is a PostgreSQL URL, else the
+/// embedded one under `CAPSTAN_HOME/vectors`.
+pub(crate) async fn open_store(
+    home: &Path,
+    config: &Config,
+) -> Result<Arc<dyn VectorStore>, Error> {
+    match config.store.vectors.trim() {
+        "" => Ok(Arc::new(
+            Collections::open(&home.join("vectors")).map_err(err)?,
+        )),
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(store::PgVectors::connect(url).await.map_err(err)?))
+        }
+        other => Err(err(format!(
+            "store.vectors '{other}' is neither empty (embedded) nor postgres://…"
+        ))),
+    }
+}
+
+fn model_of(c: &dyn VectorCollection) -> Result<String, Error> {
     c.config()
         .embedder
         .clone()
@@ -115,7 +136,7 @@ fn model_of(c: &vector::Collection) -> Result<String, Error> {
 }
 
 pub async fn run(home: &Path, config: &Config, cmd: VectorsCmd) -> Result<(), Error> {
-    let store = Collections::open(&home.join("vectors")).map_err(err)?;
+    let store = open_store(home, config).await?;
     match cmd {
         VectorsCmd::Create {
             name,
@@ -148,20 +169,17 @@ pub async fn run(home: &Path, config: &Config, cmd: VectorsCmd) -> Result<(), Er
             println!("created collection {name} ({dim}-d, {distance})");
         }
         VectorsCmd::List => {
-            let rows: Vec<Vec<String>> = store
-                .list()
-                .iter()
-                .map(|c| {
-                    let i = c.info();
-                    vec![
-                        i.name,
-                        i.points_count.to_string(),
-                        i.config.dim.to_string(),
-                        format!("{:?}", i.config.metric),
-                        i.config.embedder.unwrap_or_default(),
-                    ]
-                })
-                .collect();
+            let mut rows: Vec<Vec<String>> = Vec::new();
+            for name in store.list().map_err(err)? {
+                let i = store.get(&name).and_then(|c| c.info()).map_err(err)?;
+                rows.push(vec![
+                    i.name,
+                    i.points_count.to_string(),
+                    i.config.dim.to_string(),
+                    format!("{:?}", i.config.metric),
+                    i.config.embedder.unwrap_or_default(),
+                ]);
+            }
             print!(
                 "{}",
                 table(&["collection", "points", "dim", "distance", "model"], &rows)
@@ -211,7 +229,7 @@ pub async fn run(home: &Path, config: &Config, cmd: VectorsCmd) -> Result<(), Er
                     ),
                     (_, Value::String(t)) => {
                         if model.is_none() {
-                            model = Some(embedder(home, config, &model_of(&c)?).await?);
+                            model = Some(embedder(home, config, &model_of(c.as_ref())?).await?);
                         }
                         (Vec::new(), Some(t.clone()))
                     }
@@ -232,7 +250,7 @@ pub async fn run(home: &Path, config: &Config, cmd: VectorsCmd) -> Result<(), Er
             total += flush(&mut pending, &model)?;
             println!(
                 "upserted {total} points into {name} ({} in all)",
-                c.count(None)
+                c.count(None).map_err(err)?
             );
         }
         VectorsCmd::Search {
@@ -247,7 +265,7 @@ pub async fn run(home: &Path, config: &Config, cmd: VectorsCmd) -> Result<(), Er
             let c = store.get(&name).map_err(err)?;
             let query = match (text, vector) {
                 (Some(t), _) => {
-                    let m = embedder(home, config, &model_of(&c)?).await?;
+                    let m = embedder(home, config, &model_of(c.as_ref())?).await?;
                     m.embed(&[t.as_str()])
                         .map_err(err)?
                         .pop()
@@ -292,7 +310,7 @@ pub async fn run(home: &Path, config: &Config, cmd: VectorsCmd) -> Result<(), Er
                 .map_err(err)?;
             println!(
                 "deleted {n} ids from {name} ({} points left)",
-                c.count(None)
+                c.count(None).map_err(err)?
             );
         }
         VectorsCmd::Drop { name } => {
@@ -308,7 +326,14 @@ pub async fn run(home: &Path, config: &Config, cmd: VectorsCmd) -> Result<(), Er
             println!("wrote {}", out.display());
         }
         VectorsCmd::Restore { name, file } => {
-            let c = store.restore(&name, &file).map_err(err)?;
+            if !config.store.vectors.trim().is_empty() {
+                return Err(err(
+                    "snapshots restore into the embedded store only (store.vectors is set)",
+                ));
+            }
+            drop(store);
+            let embedded = Collections::open(&home.join("vectors")).map_err(err)?;
+            let c = embedded.restore(&name, &file).map_err(err)?;
             println!("restored {name} ({} points)", c.count(None));
         }
     }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use vector::{Collection, Filter, Point, PointId, SearchRequest};
+use vector::{Filter, Point, PointId, SearchRequest, VectorCollection};
 
 /// One document to ingest: where it came from (a relative path or a URL) and its content.
 pub struct SourceDoc {
@@ -127,8 +127,11 @@ struct Keyword {
     payloads: Vec<Map<String, Value>>,
 }
 
+/// The metadata key of the ingestion manifest.
+const MANIFEST: &str = "rag-manifest";
+
 pub struct Rag {
-    collection: Arc<Collection>,
+    collection: Arc<dyn VectorCollection>,
     embedder: Arc<dyn Embedder>,
     keyword: Mutex<Option<Arc<Keyword>>>,
 }
@@ -166,7 +169,7 @@ fn sha_hex(s: &str) -> String {
 }
 
 impl Rag {
-    pub fn new(collection: Arc<Collection>, embedder: Arc<dyn Embedder>) -> Result<Rag> {
+    pub fn new(collection: Arc<dyn VectorCollection>, embedder: Arc<dyn Embedder>) -> Result<Rag> {
         if collection.config().dim != embedder.dim() {
             return Err(Error::BadRequest(format!(
                 "collection `{}` holds {}-d vectors, the embedder {} makes {}-d",
@@ -183,30 +186,25 @@ impl Rag {
         })
     }
 
-    pub fn collection(&self) -> &Arc<Collection> {
+    pub fn collection(&self) -> &Arc<dyn VectorCollection> {
         &self.collection
     }
 
-    fn manifest_path(&self) -> std::path::PathBuf {
-        self.collection.dir().join("rag-manifest.json")
-    }
-
     fn load_manifest(&self) -> Result<Manifest> {
-        match std::fs::read(self.manifest_path()) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| Error::Corrupt(format!("{}: {e}", self.manifest_path().display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
-            Err(e) => Err(e.into()),
+        match self.collection.read_meta(MANIFEST)? {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| {
+                Error::Corrupt(format!(
+                    "ingestion manifest of `{}`: {e}",
+                    self.collection.name()
+                ))
+            }),
+            None => Ok(Manifest::default()),
         }
     }
 
     fn save_manifest(&self, m: &Manifest) -> Result<()> {
-        let path = self.manifest_path();
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(m).expect("manifest serialises"))?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(())
+        let bytes = serde_json::to_vec(m).expect("manifest serialises");
+        Ok(self.collection.write_meta(MANIFEST, &bytes)?)
     }
 
     /// Ingests documents. Unchanged sources (same content hash) are skipped; a changed source's
@@ -326,19 +324,19 @@ impl Rag {
     }
 
     /// The BM25 index of the collection as it is now (rebuilt when the collection changed).
-    fn keyword_index(&self) -> Arc<Keyword> {
-        let sequence = self.collection.info().sequence;
+    fn keyword_index(&self) -> Result<Arc<Keyword>> {
+        let sequence = self.collection.info()?.sequence;
         let mut cache = self.keyword.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cache.as_ref()
             && k.sequence == sequence
         {
-            return k.clone();
+            return Ok(k.clone());
         }
         let mut bm25 = Bm25::new();
         let (mut ids, mut payloads) = (Vec::new(), Vec::new());
         let mut offset: Option<PointId> = None;
         loop {
-            let (page, next) = self.collection.scroll(None, offset.as_ref(), 10_000);
+            let (page, next) = self.collection.scroll(None, offset.as_ref(), 10_000)?;
             for p in page {
                 let text = p.payload.get("text").and_then(Value::as_str).unwrap_or("");
                 let headings: Vec<String> = p
@@ -368,7 +366,7 @@ impl Rag {
             payloads,
         });
         *cache = Some(k.clone());
-        k
+        Ok(k)
     }
 
     pub fn embed_query(&self, query: &str) -> Result<Vec<f32>> {
@@ -411,7 +409,7 @@ impl Rag {
         }
         let mut keyword_list = Vec::new();
         if opts.mode != Mode::Vector {
-            let k = self.keyword_index();
+            let k = self.keyword_index()?;
             let allow = |d: u32| {
                 opts.filter
                     .as_ref()

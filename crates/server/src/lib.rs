@@ -89,7 +89,7 @@ pub struct AppState {
     pub online: Arc<dyn features::online::OnlineStore>,
     /// The applied feature definitions, re-read at most once a second.
     pub applied_features: feature_routes::AppliedCache,
-    pub vectors: Arc<vector_routes::LazyCollections>,
+    pub vectors: Arc<vector_routes::LazyVectors>,
     pub embeddings: Arc<embedding::EmbeddingModels>,
     /// RAG pipelines per collection (their keyword indexes).
     pub rag: rag_routes::RagCache,
@@ -107,7 +107,7 @@ pub struct Backends {
     pub monitors: Arc<dyn monitor::monitors::MonitorStore>,
     pub features: Arc<dyn features::defs::FeatureRegistry>,
     pub online: Arc<dyn features::online::OnlineStore>,
-    pub vectors: Arc<vector_routes::LazyCollections>,
+    pub vectors: Arc<vector_routes::LazyVectors>,
     pub embeddings: Arc<embedding::EmbeddingModels>,
 }
 

@@ -27,7 +27,10 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
-use vector::{CollectionConfig, Filter, HnswParams, Metric, Point, PointId, SearchRequest};
+use vector::{
+    CollectionConfig, Filter, HnswParams, Metric, Point, PointId, SearchRequest, VectorCollection,
+    VectorStore,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -181,7 +184,7 @@ fn vector_of(v: &Value, what: &str) -> Result<Vec<f32>, VecError> {
         .collect()
 }
 
-fn embedder_of(c: &vector::Collection) -> Result<String, VecError> {
+fn embedder_of(c: &dyn VectorCollection) -> Result<String, VecError> {
     match &c.config().embedder {
         Some(m) => Ok(m.clone()),
         None if c.config().dim == 384 => Ok(DEFAULT_MODEL.to_owned()),
@@ -194,11 +197,11 @@ fn embedder_of(c: &vector::Collection) -> Result<String, VecError> {
 
 async fn list(State(s): State<AppState>) -> Answer {
     let t = Instant::now();
-    let names: Vec<Value> = store(&s)
+    let store = store(&s).await?;
+    let names: Vec<Value> = blocking(move || store.list())
         .await?
-        .list()
         .iter()
-        .map(|c| json!({"name": c.name()}))
+        .map(|n| json!({"name": n}))
         .collect();
     ok(json!({"collections": names}), t)
 }
@@ -259,7 +262,7 @@ async fn create(
 async fn info(State(s): State<AppState>, Path(name): Path<String>) -> Answer {
     let t = Instant::now();
     let c = collection(&s, &name).await?;
-    let i = c.info();
+    let i = blocking(move || c.info()).await?;
     ok(
         json!({
             "status": "green",
@@ -330,7 +333,7 @@ async fn upsert(
         });
     }
     if !texts.is_empty() {
-        let model = embedder_of(&c)?;
+        let model = embedder_of(c.as_ref())?;
         let vectors = s
             .embeddings
             .embed(&model, texts.iter().map(|(_, t)| t.clone()).collect())
@@ -358,8 +361,8 @@ async fn retrieve(
         .map(PointId::from_json)
         .collect::<Result<Vec<_>, _>>()?;
     let with_vector = bool_field(&b, "with_vector", false)?;
-    let points: Vec<Value> = c
-        .get(&ids, with_vector)
+    let points: Vec<Value> = blocking(move || c.get(&ids, with_vector))
+        .await?
         .into_iter()
         .map(|p| point_json(p, with_vector))
         .collect();
@@ -387,7 +390,7 @@ async fn search(
             if text.trim().is_empty() {
                 return Err(VecError::bad("`text` is empty"));
             }
-            let model = embedder_of(&c)?;
+            let model = embedder_of(c.as_ref())?;
             s.embeddings
                 .embed(&model, vec![text.clone()])
                 .await?
@@ -456,7 +459,7 @@ async fn count(
     let b = body(&raw)?;
     let c = collection(&s, &name).await?;
     let f = filter_field(&b)?;
-    let n = blocking(move || Ok(c.count(f.as_ref()))).await?;
+    let n = blocking(move || c.count(f.as_ref())).await?;
     ok(json!({"count": n}), t)
 }
 
@@ -474,7 +477,7 @@ async fn scroll(
         Value::Null => None,
         o => Some(PointId::from_json(o)?),
     };
-    let (page, next) = blocking(move || Ok(c.scroll(f.as_ref(), offset.as_ref(), limit))).await?;
+    let (page, next) = blocking(move || c.scroll(f.as_ref(), offset.as_ref(), limit)).await?;
     let points: Vec<Value> = page.into_iter().map(|p| point_json(p, false)).collect();
     ok(json!({"points": points, "next_page_offset": next}), t)
 }
@@ -482,7 +485,9 @@ async fn scroll(
 async fn snapshot(State(s): State<AppState>, Path(name): Path<String>) -> Answer {
     let t = Instant::now();
     let c = collection(&s, &name).await?;
-    let dir = store(&s).await?.snapshot_dir();
+    let dir = store(&s).await?.snapshot_dir().ok_or_else(|| {
+        VecError::bad("this vector store does not export snapshots (pgvector: use pg_dump)")
+    })?;
     let file = format!(
         "{name}-{}.snapshot",
         std::time::SystemTime::now()
@@ -500,39 +505,50 @@ async fn snapshot(State(s): State<AppState>, Path(name): Path<String>) -> Answer
     ok(json!({"name": file, "size": size}), t)
 }
 
-/// The vector store, opened on first use: commands that build a server state for other work
-/// never take the store's lock, and a server that never sees a vector request never reads it.
-pub struct LazyCollections {
-    root: std::path::PathBuf,
-    cell: std::sync::Mutex<Option<Arc<vector::Collections>>>,
+/// The vector store: the embedded one, opened on first use (commands that build a server state
+/// for other work never take its lock, and a server that never sees a vector request never reads
+/// it), or a connected scale-out store (pgvector).
+pub enum LazyVectors {
+    Embedded {
+        root: std::path::PathBuf,
+        cell: std::sync::Mutex<Option<Arc<vector::Collections>>>,
+    },
+    Ready(Arc<dyn VectorStore>),
 }
 
-impl LazyCollections {
-    pub fn new(root: std::path::PathBuf) -> LazyCollections {
-        LazyCollections {
+impl LazyVectors {
+    pub fn embedded(root: std::path::PathBuf) -> LazyVectors {
+        LazyVectors::Embedded {
             root,
             cell: std::sync::Mutex::new(None),
         }
     }
 
-    pub fn get(&self) -> Result<Arc<vector::Collections>, vector::Error> {
-        let mut cell = self.cell.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = cell.as_ref() {
-            return Ok(c.clone());
+    pub fn get(&self) -> Result<Arc<dyn VectorStore>, vector::Error> {
+        match self {
+            LazyVectors::Ready(s) => Ok(s.clone()),
+            LazyVectors::Embedded { root, cell } => {
+                let mut cell = cell.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(c) = cell.as_ref() {
+                    return Ok(c.clone());
+                }
+                let c = Arc::new(vector::Collections::open(root)?);
+                *cell = Some(c.clone());
+                Ok(c)
+            }
         }
-        let c = Arc::new(vector::Collections::open(&self.root)?);
-        *cell = Some(c.clone());
-        Ok(c)
     }
 }
 
-async fn store(s: &AppState) -> Result<Arc<vector::Collections>, VecError> {
+async fn store(s: &AppState) -> Result<Arc<dyn VectorStore>, VecError> {
     let lazy = s.vectors.clone();
     blocking(move || lazy.get()).await
 }
 
-async fn collection(s: &AppState, name: &str) -> Result<Arc<vector::Collection>, VecError> {
-    Ok(store(s).await?.get(name)?)
+async fn collection(s: &AppState, name: &str) -> Result<Arc<dyn VectorCollection>, VecError> {
+    let store = store(s).await?;
+    let name = name.to_owned();
+    blocking(move || store.get(&name)).await
 }
 
 /// The collection, created for texts (the default embedding model, cosine) when `create` and
@@ -541,9 +557,18 @@ pub async fn collection_or_create(
     s: &AppState,
     name: &str,
     create: bool,
-) -> Result<Arc<vector::Collection>, VecError> {
+) -> Result<Arc<dyn VectorCollection>, VecError> {
     let store = store(s).await?;
-    match store.get(name) {
+    let lookup = {
+        let (store, name) = (store.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || store.get(&name))
+            .await
+            .map_err(|e| VecError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("vector task failed: {e}"),
+            })?
+    };
+    match lookup {
         Ok(c) => Ok(c),
         Err(vector::Error::NotFound(_)) if create => {
             let dim = s.embeddings.get(DEFAULT_MODEL).await?.dim();

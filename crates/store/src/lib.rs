@@ -11,6 +11,7 @@ mod feature_store;
 mod label_store;
 mod migrations;
 mod monitor_store;
+mod pgvector;
 mod redis;
 mod registry_store;
 mod remote;
@@ -20,5 +21,6 @@ mod tracking_store;
 
 pub use blobs::{BlobConfig, BlobError, Blobs, S3Config};
 pub use db::{Backend, Db, DbError};
+pub use pgvector::PgVectors;
 pub use redis::{Redis, Reply};
 pub use remote::ObjectRemote;

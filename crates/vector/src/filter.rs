@@ -22,8 +22,9 @@ pub struct Filter {
     must_not: Vec<Condition>,
 }
 
+/// One condition of a filter (public so other backends can translate filters).
 #[derive(Clone, Debug, PartialEq)]
-enum Condition {
+pub enum Condition {
     Match { key: String, values: Vec<Value> },
     Except { key: String, values: Vec<Value> },
     Range { key: String, range: Range },
@@ -34,11 +35,11 @@ enum Condition {
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Range {
-    gt: Option<f64>,
-    gte: Option<f64>,
-    lt: Option<f64>,
-    lte: Option<f64>,
+pub struct Range {
+    pub gt: Option<f64>,
+    pub gte: Option<f64>,
+    pub lt: Option<f64>,
+    pub lte: Option<f64>,
 }
 
 impl Range {
@@ -79,6 +80,16 @@ impl Filter {
             should: list("should")?,
             must_not: list("must_not")?,
         })
+    }
+
+    pub fn must(&self) -> &[Condition] {
+        &self.must
+    }
+    pub fn should(&self) -> &[Condition] {
+        &self.should
+    }
+    pub fn must_not(&self) -> &[Condition] {
+        &self.must_not
     }
 
     /// Whether a point with this id and payload passes.

@@ -5,13 +5,16 @@
 //!
 //! Pure Rust and synchronous: the server wraps calls in `spawn_blocking`.
 
+pub mod backend;
 pub mod collection;
+pub mod conformance;
 pub mod distance;
 pub mod filter;
 pub mod hnsw;
 pub mod quant;
 mod wal;
 
+pub use backend::{VectorCollection, VectorStore};
 pub use collection::{
     Collection, CollectionConfig, CollectionInfo, Collections, Point, PointId, ScoredPoint,
     SearchRequest,

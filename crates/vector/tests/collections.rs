@@ -324,3 +324,10 @@ fn searches_run_while_a_bulk_upsert_is_applied() {
     });
     assert_eq!(c.count(None), 6000);
 }
+
+#[test]
+fn the_embedded_store_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Collections::open(dir.path()).unwrap();
+    vector::conformance::run(&store, "conf_");
+}

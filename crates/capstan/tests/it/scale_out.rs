@@ -241,3 +241,100 @@ fn uuid_like() -> String {
         .map_or(0, |d| d.as_nanos());
     format!("{:x}{:x}", t, std::process::id())
 }
+
+/// RAG on pgvector: `store.vectors = "postgres://…"` (the pgvector server scripts/test.sh
+/// starts); the CLI ingests, the server answers, both from the same PostgreSQL tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rag_on_pgvector() {
+    let home = tempfile::tempdir().expect("home");
+    let url = std::env::var("CAPSTAN_TEST_PGVECTOR")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".to_owned());
+    std::fs::write(
+        home.path().join("capstan.toml"),
+        format!("[store]\nvectors = \"{url}\"\n"),
+    )
+    .unwrap();
+    let models = std::env::var_os("CAPSTAN_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/capstan")
+        })
+        .join("models");
+    std::os::unix::fs::symlink(&models, home.path().join("models")).expect("link models");
+    let docs = home.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("own.md"),
+        "# Ownership\n\nWhen the owner goes out of scope, the value is dropped.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("cargo.md"),
+        "# Cargo\n\nCargo downloads dependencies from crates.io.\n",
+    )
+    .unwrap();
+    let collection = format!("pg{}", uuid_like());
+    let ok = |args: &[&str]| crate::binary::cli_ok(home.path(), args);
+    let out = ok(&[
+        "rag",
+        "ingest",
+        docs.to_str().unwrap(),
+        "--collection",
+        &collection,
+    ]);
+    assert!(out.contains("2 documents (2 changed"), "{out}");
+    let out = ok(&[
+        "rag",
+        "ingest",
+        docs.to_str().unwrap(),
+        "--collection",
+        &collection,
+    ]);
+    assert!(
+        out.contains("(0 changed, 2 unchanged"),
+        "the manifest lives in PostgreSQL too: {out}"
+    );
+    let port = free_port();
+    let mut child = capstan(home.path())
+        .args(["server", "--port", &port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let _server = Kill(child);
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/rag/{collection}/query"))
+        .json(&serde_json::json!({"query": "what happens when the owner goes out of scope?"}))
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        r["result"]["answer"]
+            .as_str()
+            .unwrap_or("")
+            .contains("dropped"),
+        "{r}"
+    );
+    assert_eq!(r["result"]["citations"][0]["source"], "own.md", "{r}");
+    let r: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/collections/{collection}"))
+        .send()
+        .await
+        .expect("info")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["result"]["points_count"], 2, "{r}");
+    let r = reqwest::Client::new()
+        .delete(format!("http://127.0.0.1:{port}/collections/{collection}"))
+        .send()
+        .await
+        .expect("drop");
+    assert_eq!(r.status().as_u16(), 200);
+}

@@ -7,3 +7,4 @@ mod registry;
 mod remote;
 mod support;
 mod tracking;
+mod vectors;
