@@ -8,7 +8,7 @@ pub mod csv;
 pub mod pipeline;
 pub mod text;
 
-pub use pipeline::{Answer, Hit, IngestReport, Mode, QueryOptions, Rag, SourceDoc};
+pub use pipeline::{Answer, Fusion, Hit, IngestReport, Mode, QueryOptions, Rag, SourceDoc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -76,6 +76,53 @@ pub struct QueryOptions {
     pub filter: Option<Filter>,
     /// Token budget of the assembled context.
     pub context_tokens: usize,
+    /// How the hybrid mode merges the two lists.
+    pub fusion: Fusion,
+}
+
+/// How hybrid retrieval merges the vector and keyword lists.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase")]
+pub enum Fusion {
+    /// Reciprocal rank fusion: Σ 1/(k + rank); ignores how far apart the scores are.
+    Rrf { k: f32 },
+    /// Relative score fusion: each list's scores min-max normalised to [0, 1], then
+    /// `w·vector + (1 − w)·keyword` (a chunk missing from a list scores 0 there).
+    Relative { vector_weight: f32 },
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Relative { vector_weight: 0.5 }
+    }
+}
+
+/// Relative score fusion of ranked lists with their scores (higher is better in each).
+pub fn relative_score_fusion(
+    lists: &[(&[PointId], &[f32])],
+    weights: &[f32],
+) -> Vec<(PointId, f32)> {
+    let mut total: HashMap<PointId, f32> = HashMap::new();
+    let mut first: HashMap<PointId, usize> = HashMap::new();
+    let mut order = 0;
+    for ((ids, scores), w) in lists.iter().zip(weights) {
+        let (lo, hi) = scores
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &s| {
+                (lo.min(s), hi.max(s))
+            });
+        for (id, &s) in ids.iter().zip(scores.iter()) {
+            let norm = if hi > lo { (s - lo) / (hi - lo) } else { 1.0 };
+            *total.entry(id.clone()).or_default() += w * norm;
+            first.entry(id.clone()).or_insert_with(|| {
+                order += 1;
+                order
+            });
+        }
+    }
+    let mut out: Vec<(PointId, f32)> = total.into_iter().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(first[&a.0].cmp(&first[&b.0])));
+    out
 }
 
 impl Default for QueryOptions {
@@ -86,6 +133,7 @@ impl Default for QueryOptions {
             candidates: 50,
             filter: None,
             context_tokens: 1500,
+            fusion: Fusion::default(),
         }
     }
 }
@@ -399,15 +447,18 @@ impl Rag {
         let n = opts.candidates.max(opts.top_k);
         let mut by_id: HashMap<PointId, Map<String, Value>> = HashMap::new();
         let mut vector_list = Vec::new();
+        let mut vector_scores = Vec::new();
         if opts.mode != Mode::Keyword {
             let mut req = SearchRequest::new(qv.unwrap_or_default(), n);
             req.filter = opts.filter.clone();
             for p in self.collection.search(&req)? {
+                vector_scores.push(p.score);
                 vector_list.push(p.id.clone());
                 by_id.insert(p.id, p.payload.unwrap_or_default());
             }
         }
         let mut keyword_list = Vec::new();
+        let mut keyword_scores = Vec::new();
         if opts.mode != Mode::Vector {
             let k = self.keyword_index()?;
             let allow = |d: u32| {
@@ -415,7 +466,8 @@ impl Rag {
                     .as_ref()
                     .is_none_or(|f| f.matches(&k.ids[d as usize], &k.payloads[d as usize]))
             };
-            for (d, _) in k.bm25.search(query, n, &allow) {
+            for (d, score) in k.bm25.search(query, n, &allow) {
+                keyword_scores.push(score);
                 let id = k.ids[d as usize].clone();
                 keyword_list.push(id.clone());
                 by_id
@@ -434,7 +486,16 @@ impl Rag {
                 .cloned()
                 .zip((0..).map(|r| 1.0 / (r as f32 + 1.0)))
                 .collect(),
-            Mode::Hybrid => rrf(&[vector_list.clone(), keyword_list.clone()], 60.0),
+            Mode::Hybrid => match opts.fusion {
+                Fusion::Rrf { k } => rrf(&[vector_list.clone(), keyword_list.clone()], k),
+                Fusion::Relative { vector_weight } => relative_score_fusion(
+                    &[
+                        (&vector_list, &vector_scores),
+                        (&keyword_list, &keyword_scores),
+                    ],
+                    &[vector_weight, 1.0 - vector_weight],
+                ),
+            },
         };
         let rank_in =
             |list: &[PointId], id: &PointId| list.iter().position(|x| x == id).map(|r| r + 1);

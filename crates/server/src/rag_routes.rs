@@ -138,6 +138,14 @@ async fn query(
             f => Some(vector::Filter::parse(f)?),
         },
         context_tokens: usize_or(&b, "context_tokens", 1500)?,
+        fusion: match &b["fusion"] {
+            Value::Null => rag::Fusion::default(),
+            f => serde_json::from_value(f.clone()).map_err(|e| {
+                VecError::bad(format!(
+                    "fusion: {e} (use {{\"method\": \"rrf\", \"k\": 60}} or {{\"method\": \"relative\", \"vector_weight\": 0.5}})"
+                ))
+            })?,
+        },
     };
     let r = pipeline(&s, &name, false).await?;
     let answer = blocking_rag(move || r.answer(&q, &opts)).await?;

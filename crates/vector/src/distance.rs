@@ -67,44 +67,138 @@ pub fn normalize(v: &mut [f32]) {
     }
 }
 
+// The kernels are written once, portably, with 16 independent lanes; the compiler vectorises
+// them for whatever instruction set the enclosing function enables. At run time the widest
+// set the CPU has (AVX-512, else AVX2 + FMA, else the baseline) is picked once.
+
+macro_rules! kernel_bodies {
+    ($dot:ident, $l2:ident, $fma:expr) => {
+        #[inline(always)]
+        fn $dot(a: &[f32], b: &[f32]) -> f32 {
+            let n = a.len().min(b.len());
+            let (a, b) = (&a[..n], &b[..n]);
+            let mut acc = [0.0f32; 16];
+            let ca = a.chunks_exact(16);
+            let cb = b.chunks_exact(16);
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (x, y) in ca.zip(cb) {
+                for i in 0..16 {
+                    acc[i] = if $fma {
+                        x[i].mul_add(y[i], acc[i])
+                    } else {
+                        acc[i] + x[i] * y[i]
+                    };
+                }
+            }
+            let mut sum = 0.0;
+            for lane in acc {
+                sum += lane;
+            }
+            for (x, y) in ra.iter().zip(rb) {
+                sum += x * y;
+            }
+            sum
+        }
+
+        #[inline(always)]
+        fn $l2(a: &[f32], b: &[f32]) -> f32 {
+            let n = a.len().min(b.len());
+            let (a, b) = (&a[..n], &b[..n]);
+            let mut acc = [0.0f32; 16];
+            let ca = a.chunks_exact(16);
+            let cb = b.chunks_exact(16);
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (x, y) in ca.zip(cb) {
+                for i in 0..16 {
+                    let d = x[i] - y[i];
+                    acc[i] = if $fma {
+                        d.mul_add(d, acc[i])
+                    } else {
+                        acc[i] + d * d
+                    };
+                }
+            }
+            let mut sum = 0.0;
+            for lane in acc {
+                sum += lane;
+            }
+            for (x, y) in ra.iter().zip(rb) {
+                let d = x - y;
+                sum += d * d;
+            }
+            sum
+        }
+    };
+}
+
+kernel_bodies!(dot_plain, l2_plain, false);
+kernel_bodies!(dot_fused, l2_fused, true);
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #[target_feature(enable = "avx2,fma")]
+    pub fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_fused(a, b)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub fn l2_avx2(a: &[f32], b: &[f32]) -> f32 {
+        super::l2_fused(a, b)
+    }
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_fused(a, b)
+    }
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn l2_avx512(a: &[f32], b: &[f32]) -> f32 {
+        super::l2_fused(a, b)
+    }
+}
+
+type Kernel = fn(&[f32], &[f32]) -> f32;
+
+fn pick() -> (Kernel, Kernel, &'static str) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has the features these functions are compiled for.
+            return (
+                |a, b| unsafe { x86::dot_avx512(a, b) },
+                |a, b| unsafe { x86::l2_avx512(a, b) },
+                "avx512",
+            );
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: as above.
+            return (
+                |a, b| unsafe { x86::dot_avx2(a, b) },
+                |a, b| unsafe { x86::l2_avx2(a, b) },
+                "avx2",
+            );
+        }
+    }
+    (dot_plain, l2_plain, "baseline")
+}
+
+static KERNELS: std::sync::OnceLock<(Kernel, Kernel, &'static str)> = std::sync::OnceLock::new();
+
+/// The instruction set the distance kernels use on this CPU.
+pub fn kernel_name() -> &'static str {
+    KERNELS.get_or_init(pick).2
+}
+
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0.0f32; 8];
-    let chunks_a = a.chunks_exact(8);
-    let chunks_b = b.chunks_exact(8);
-    let (ra, rb) = (chunks_a.remainder(), chunks_b.remainder());
-    for (x, y) in chunks_a.zip(chunks_b) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut sum = acc.iter().sum::<f32>();
-    for (x, y) in ra.iter().zip(rb) {
-        sum += x * y;
-    }
-    sum
+    (KERNELS.get_or_init(pick).0)(a, b)
 }
 
 #[inline]
 pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0.0f32; 8];
-    let chunks_a = a.chunks_exact(8);
-    let chunks_b = b.chunks_exact(8);
-    let (ra, rb) = (chunks_a.remainder(), chunks_b.remainder());
-    for (x, y) in chunks_a.zip(chunks_b) {
-        for i in 0..8 {
-            let d = x[i] - y[i];
-            acc[i] += d * d;
-        }
-    }
-    let mut sum = acc.iter().sum::<f32>();
-    for (x, y) in ra.iter().zip(rb) {
-        let d = x - y;
-        sum += d * d;
-    }
-    sum
+    (KERNELS.get_or_init(pick).1)(a, b)
 }
 
 #[cfg(test)]
@@ -122,6 +216,17 @@ mod tests {
             assert!(close(dot(&a, &b), naive_dot), "dot n={n}");
             assert!(close(l2_squared(&a, &b), naive_l2), "l2 n={n}");
         }
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_answer() {
+        let a: Vec<f32> = (0..385).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..385).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (d0, l0) = (dot_plain(&a, &b), l2_plain(&a, &b));
+        assert!((dot_fused(&a, &b) - d0).abs() < 1e-4);
+        assert!((l2_fused(&a, &b) - l0).abs() < 1e-4);
+        assert!((dot(&a, &b) - d0).abs() < 1e-4, "{}", kernel_name());
+        assert!((l2_squared(&a, &b) - l0).abs() < 1e-4, "{}", kernel_name());
     }
 
     #[test]

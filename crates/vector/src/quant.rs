@@ -112,8 +112,63 @@ impl Scalar {
     }
 }
 
+type U8Kernel = fn(&[u8], &[u8]) -> u32;
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #[target_feature(enable = "avx2")]
+    pub fn dot_avx2(a: &[u8], b: &[u8]) -> u32 {
+        super::dot_u8_plain(a, b)
+    }
+    #[target_feature(enable = "avx2")]
+    pub fn l2_avx2(a: &[u8], b: &[u8]) -> u32 {
+        super::l2_u8_plain(a, b)
+    }
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub fn dot_avx512(a: &[u8], b: &[u8]) -> u32 {
+        super::dot_u8_plain(a, b)
+    }
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub fn l2_avx512(a: &[u8], b: &[u8]) -> u32 {
+        super::l2_u8_plain(a, b)
+    }
+}
+
+fn pick() -> (U8Kernel, U8Kernel) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the CPU has the features these functions are compiled for.
+            return (
+                |a, b| unsafe { x86::dot_avx512(a, b) },
+                |a, b| unsafe { x86::l2_avx512(a, b) },
+            );
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return (
+                |a, b| unsafe { x86::dot_avx2(a, b) },
+                |a, b| unsafe { x86::l2_avx2(a, b) },
+            );
+        }
+    }
+    (dot_u8_plain, l2_u8_plain)
+}
+
+static KERNELS: std::sync::OnceLock<(U8Kernel, U8Kernel)> = std::sync::OnceLock::new();
+
 #[inline]
 fn dot_u8(a: &[u8], b: &[u8]) -> u32 {
+    (KERNELS.get_or_init(pick).0)(a, b)
+}
+
+#[inline]
+fn l2_u8(a: &[u8], b: &[u8]) -> u32 {
+    (KERNELS.get_or_init(pick).1)(a, b)
+}
+
+#[inline(always)]
+fn dot_u8_plain(a: &[u8], b: &[u8]) -> u32 {
     let mut acc = [0u32; 16];
     let ca = a.chunks_exact(16);
     let cb = b.chunks_exact(16);
@@ -130,8 +185,8 @@ fn dot_u8(a: &[u8], b: &[u8]) -> u32 {
     sum
 }
 
-#[inline]
-fn l2_u8(a: &[u8], b: &[u8]) -> u32 {
+#[inline(always)]
+fn l2_u8_plain(a: &[u8], b: &[u8]) -> u32 {
     let mut acc = [0u32; 16];
     let ca = a.chunks_exact(16);
     let cb = b.chunks_exact(16);
