@@ -196,7 +196,9 @@ pub async fn run(home: &Path, config: &Config, cmd: VectorsCmd) -> Result<(), Er
              -> Result<usize, Error> {
                 let texts: Vec<&str> = pending.iter().filter_map(|(_, t)| t.as_deref()).collect();
                 if !texts.is_empty() {
-                    let m = model.as_ref().expect("loaded when a text is seen");
+                    let m = model
+                        .as_ref()
+                        .ok_or_else(|| err("internal: texts seen before the model was loaded"))?;
                     let mut vectors = m.embed(&texts).map_err(err)?.into_iter();
                     for (p, t) in pending.iter_mut() {
                         if t.is_some() {

@@ -251,7 +251,7 @@ impl Rag {
     }
 
     fn save_manifest(&self, m: &Manifest) -> Result<()> {
-        let bytes = serde_json::to_vec(m).expect("manifest serialises");
+        let bytes = serde_json::to_vec(m).map_err(|e| Error::Corrupt(format!("manifest: {e}")))?;
         Ok(self.collection.write_meta(MANIFEST, &bytes)?)
     }
 

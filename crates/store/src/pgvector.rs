@@ -166,7 +166,7 @@ impl VectorStore for PgVectors {
             Metric::Cosine | Metric::Dot => "vector_ip_ops",
             Metric::Euclid => "vector_l2_ops",
         };
-        let json = serde_json::to_string(&config).expect("config serialises");
+        let json = serde_json::to_string(&config).map_err(|e| Error::BadRequest(e.to_string()))?;
         block(&self.handle, async {
             let mut tx = self.pool.begin().await.map_err(db)?;
             let inserted = sqlx::query(
@@ -605,7 +605,11 @@ impl VectorCollection for PgCollection {
                 payload: payload_of(r, "payload"),
             })
             .collect();
-        let next = (page.len() > limit).then(|| page.pop().expect("longer than limit").id);
+        let next = if page.len() > limit {
+            page.pop().map(|p| p.id)
+        } else {
+            None
+        };
         Ok((page, next))
     }
 

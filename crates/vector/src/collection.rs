@@ -254,7 +254,7 @@ impl State {
             return Err(corrupt("not a Capstan vector snapshot"));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if wal::crc32(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        if wal::crc32(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
             return Err(corrupt("checksum mismatch"));
         }
         let mut rest = &body[SNAPSHOT_MAGIC.len()..];
@@ -314,7 +314,7 @@ impl Collection {
         let tmp = dir.join("config.json.tmp");
         fs::write(
             &tmp,
-            serde_json::to_vec_pretty(&config).expect("config serialises"),
+            serde_json::to_vec_pretty(&config).map_err(|e| Error::BadRequest(e.to_string()))?,
         )?;
         File::open(&tmp)?.sync_all()?;
         fs::rename(&tmp, dir.join("config.json"))?;
@@ -566,7 +566,11 @@ impl Collection {
                 payload: s.payloads[*n as usize].clone(),
             })
             .collect();
-        let next = (page.len() > limit).then(|| page.pop().expect("longer than limit").id);
+        let next = if page.len() > limit {
+            page.pop().map(|p| p.id)
+        } else {
+            None
+        };
         (page, next)
     }
 
@@ -777,7 +781,7 @@ impl Collections {
         fs::create_dir_all(&staging)?;
         fs::write(
             staging.join("config.json"),
-            serde_json::to_vec_pretty(&config).expect("config"),
+            serde_json::to_vec_pretty(&config).map_err(|e| Error::BadRequest(e.to_string()))?,
         )?;
         fs::write(staging.join("snapshot.bin"), &bytes)?;
         File::open(staging.join("snapshot.bin"))?.sync_all()?;

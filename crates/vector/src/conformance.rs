@@ -8,6 +8,29 @@ use crate::{
 };
 use serde_json::json;
 
+/// `expect` for a test suite that lives outside `#[cfg(test)]` (both backends' tests call it).
+trait Must<T> {
+    fn must(self, what: &str) -> T;
+}
+
+impl<T, E: std::fmt::Debug> Must<T> for std::result::Result<T, E> {
+    fn must(self, what: &str) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => panic!("{what}: {e:?}"),
+        }
+    }
+}
+
+impl<T> Must<T> for Option<T> {
+    fn must(self, what: &str) -> T {
+        match self {
+            Some(v) => v,
+            None => panic!("{what}: nothing"),
+        }
+    }
+}
+
 /// A hash of `x` in [0, 1): distinct, reproducible values.
 fn noise(x: u64) -> f32 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -41,7 +64,7 @@ pub fn points(range: std::ops::Range<u64>, dim: usize) -> Vec<Point> {
 }
 
 fn filter(v: serde_json::Value) -> Filter {
-    Filter::parse(&v).expect("test filter parses")
+    Filter::parse(&v).must("test filter parses")
 }
 
 fn ids(found: &[crate::ScoredPoint]) -> Vec<PointId> {
@@ -58,7 +81,7 @@ fn search(
     let mut req = SearchRequest::new(v, k);
     req.filter = f;
     req.exact = exact;
-    c.search(&req).expect("search")
+    c.search(&req).must("search")
 }
 
 /// Runs every check on collections named `<prefix>…` (dropped at the end).
@@ -76,14 +99,14 @@ pub fn run(store: &dyn VectorStore, prefix: &str) {
         quantize: false,
         embedder: Some("all-MiniLM-L6-v2".into()),
     };
-    let c = store.create(&name, config.clone()).expect("create");
+    let c = store.create(&name, config.clone()).must("create");
     assert!(
         matches!(store.create(&name, config.clone()), Err(Error::Conflict(_))),
         "create twice"
     );
-    assert!(store.list().expect("list").contains(&name));
+    assert!(store.list().must("list").contains(&name));
     assert_eq!(
-        store.get(&name).expect("get").config(),
+        store.get(&name).must("get").config(),
         &config,
         "config round-trips"
     );
@@ -92,11 +115,11 @@ pub fn run(store: &dyn VectorStore, prefix: &str) {
         Err(Error::NotFound(_))
     ));
 
-    assert!(c.upsert(points(0..400, 8)).expect("upsert") > 0);
-    assert_eq!(c.count(None).expect("count"), 400);
-    assert_eq!(c.info().expect("info").points_count, 400);
+    assert!(c.upsert(points(0..400, 8)).must("upsert") > 0);
+    assert_eq!(c.count(None).must("count"), 400);
+    assert_eq!(c.info().must("info").points_count, 400);
     let g2 = filter(json!({"must": [{"key": "group", "match": {"value": 2}}]}));
-    assert_eq!(c.count(Some(&g2)).expect("count"), 100, "match value");
+    assert_eq!(c.count(Some(&g2)).must("count"), 100, "match value");
 
     // Nearest to a stored vector: itself, cosine 1.
     let p17 = points(17..18, 8).remove(0);
@@ -107,7 +130,7 @@ pub fn run(store: &dyn VectorStore, prefix: &str) {
         "cosine score {}",
         found[0].score
     );
-    assert_eq!(found[0].payload.as_ref().expect("payload")["tag"], "t7");
+    assert_eq!(found[0].payload.as_ref().must("payload")["tag"], "t7");
     // Scores descend.
     assert!(found.windows(2).all(|w| w[0].score >= w[1].score));
 
@@ -155,11 +178,7 @@ pub fn run(store: &dyn VectorStore, prefix: &str) {
     ];
     for (f, want) in cases {
         let parsed = filter(f.clone());
-        assert_eq!(
-            c.count(Some(&parsed)).expect("count"),
-            want,
-            "count with {f}"
-        );
+        assert_eq!(c.count(Some(&parsed)).must("count"), want, "count with {f}");
         let got = search(
             c.as_ref(),
             p17.vector.clone(),
@@ -177,7 +196,7 @@ pub fn run(store: &dyn VectorStore, prefix: &str) {
         assert_eq!(got.len(), want.min(10), "search with {f}");
         assert_eq!(ids(&got), ids(&exact), "filtered search = exact with {f}");
         for p in &got {
-            let payload = p.payload.as_ref().expect("payload");
+            let payload = p.payload.as_ref().must("payload");
             assert!(parsed.matches(&p.id, payload), "{} does not pass {f}", p.id);
         }
     }
@@ -186,11 +205,11 @@ pub fn run(store: &dyn VectorStore, prefix: &str) {
     let mut moved = points(17..18, 8);
     moved[0].vector = vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
     moved[0].payload = json!({"group": 9}).as_object().cloned().unwrap_or_default();
-    c.upsert(moved).expect("replace");
-    assert_eq!(c.count(None).expect("count"), 400);
+    c.upsert(moved).must("replace");
+    assert_eq!(c.count(None).must("count"), 400);
     let got = c
         .get(&[PointId::Num(17), PointId::Num(5000)], true)
-        .expect("get");
+        .must("get");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].payload["group"], 9);
     assert!((got[0].vector[7] - 1.0).abs() < 1e-6 && got[0].vector[0].abs() < 1e-6);
@@ -198,10 +217,10 @@ pub fn run(store: &dyn VectorStore, prefix: &str) {
     // String ids live beside numbers.
     let mut s = points(0..1, 8);
     s[0].id = PointId::Str("doc-a".into());
-    c.upsert(s).expect("string id");
+    c.upsert(s).must("string id");
     assert_eq!(
         c.get(&[PointId::Str("doc-a".into())], false)
-            .expect("get")
+            .must("get")
             .len(),
         1
     );
@@ -212,48 +231,48 @@ pub fn run(store: &dyn VectorStore, prefix: &str) {
         PointId::Num(99_999),
         PointId::Str("doc-a".into()),
     ])
-    .expect("delete");
-    assert_eq!(c.count(None).expect("count"), 399);
+    .must("delete");
+    assert_eq!(c.count(None).must("count"), 399);
     let removed = c
         .delete_matching(&filter(
             json!({"must": [{"key": "group", "match": {"value": 0}}]}),
         ))
-        .expect("delete matching");
+        .must("delete matching");
     assert_eq!(removed, 100);
-    assert_eq!(c.count(None).expect("count"), 299);
+    assert_eq!(c.count(None).must("count"), 299);
 
     // Paging in id order.
-    let (page, next) = c.scroll(None, None, 5).expect("scroll");
+    let (page, next) = c.scroll(None, None, 5).must("scroll");
     let nums: Vec<PointId> = page.iter().map(|p| p.id.clone()).collect();
     assert_eq!(nums, [1, 2, 3, 5, 6].map(PointId::Num).to_vec());
-    let (page, _) = c.scroll(None, next.as_ref(), 3).expect("scroll");
+    let (page, _) = c.scroll(None, next.as_ref(), 3).must("scroll");
     assert_eq!(
         page.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
         [7, 9, 10].map(PointId::Num).to_vec()
     );
-    let (page, next) = c.scroll(Some(&g2), None, 1000).expect("scroll filtered");
+    let (page, next) = c.scroll(Some(&g2), None, 1000).must("scroll filtered");
     assert_eq!((page.len(), next), (100, None));
 
     // Refusals change nothing.
     let mut bad = points(1000..1010, 8);
     bad[3].vector.pop();
     assert!(matches!(c.upsert(bad), Err(Error::BadRequest(m)) if m.contains("expects 8")));
-    assert_eq!(c.count(None).expect("count"), 299);
+    assert_eq!(c.count(None).must("count"), 299);
     assert!(matches!(
         c.search(&SearchRequest::new(vec![1.0; 3], 5)),
         Err(Error::BadRequest(_))
     ));
 
     // Sequence numbers grow; metadata round-trips.
-    let before = c.info().expect("info").sequence;
-    c.upsert(points(2000..2001, 8)).expect("upsert");
-    assert!(c.info().expect("info").sequence > before);
-    assert_eq!(c.read_meta("manifest").expect("meta"), None);
-    c.write_meta("manifest", b"{\"a\":1}").expect("write meta");
+    let before = c.info().must("info").sequence;
+    c.upsert(points(2000..2001, 8)).must("upsert");
+    assert!(c.info().must("info").sequence > before);
+    assert_eq!(c.read_meta("manifest").must("meta"), None);
+    c.write_meta("manifest", b"{\"a\":1}").must("write meta");
     c.write_meta("manifest", b"{\"a\":2}")
-        .expect("overwrite meta");
+        .must("overwrite meta");
     assert_eq!(
-        c.read_meta("manifest").expect("meta").as_deref(),
+        c.read_meta("manifest").must("meta").as_deref(),
         Some(&b"{\"a\":2}"[..])
     );
 
@@ -271,7 +290,7 @@ pub fn run(store: &dyn VectorStore, prefix: &str) {
                 embedder: None,
             },
         )
-        .expect("create l2");
+        .must("create l2");
     e.upsert(
         (0..20u64)
             .map(|i| Point {
@@ -281,7 +300,7 @@ pub fn run(store: &dyn VectorStore, prefix: &str) {
             })
             .collect(),
     )
-    .expect("upsert l2");
+    .must("upsert l2");
     let found = search(e.as_ref(), vec![7.2, 0.0, 1.0], 2, None, false);
     assert_eq!(found[0].id, PointId::Num(7));
     assert!(
@@ -291,8 +310,8 @@ pub fn run(store: &dyn VectorStore, prefix: &str) {
     );
     assert_eq!(found[1].id, PointId::Num(8));
 
-    store.delete(&l2).expect("drop l2");
-    store.delete(&name).expect("drop");
+    store.delete(&l2).must("drop l2");
+    store.delete(&name).must("drop");
     assert!(matches!(store.get(&name), Err(Error::NotFound(_))));
     assert!(matches!(store.delete(&name), Err(Error::NotFound(_))));
 }

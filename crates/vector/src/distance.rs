@@ -73,16 +73,17 @@ pub fn normalize(v: &mut [f32]) {
 
 macro_rules! kernel_bodies {
     ($dot:ident, $l2:ident, $fma:expr) => {
+        // 64 lanes: four AVX-512 (eight AVX2) accumulators, so consecutive multiply-adds do not
+        // wait on each other; the tail runs 16 lanes, then scalar.
         #[inline(always)]
         fn $dot(a: &[f32], b: &[f32]) -> f32 {
             let n = a.len().min(b.len());
             let (a, b) = (&a[..n], &b[..n]);
-            let mut acc = [0.0f32; 16];
-            let ca = a.chunks_exact(16);
-            let cb = b.chunks_exact(16);
+            let mut acc = [0.0f32; 64];
+            let (ca, cb) = (a.chunks_exact(64), b.chunks_exact(64));
             let (ra, rb) = (ca.remainder(), cb.remainder());
             for (x, y) in ca.zip(cb) {
-                for i in 0..16 {
+                for i in 0..64 {
                     acc[i] = if $fma {
                         x[i].mul_add(y[i], acc[i])
                     } else {
@@ -90,9 +91,17 @@ macro_rules! kernel_bodies {
                     };
                 }
             }
+            let mut acc16 = [0.0f32; 16];
+            let (ca, cb) = (ra.chunks_exact(16), rb.chunks_exact(16));
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (x, y) in ca.zip(cb) {
+                for i in 0..16 {
+                    acc16[i] += x[i] * y[i];
+                }
+            }
             let mut sum = 0.0;
-            for lane in acc {
-                sum += lane;
+            for i in 0..16 {
+                sum += acc16[i] + acc[i] + acc[i + 16] + acc[i + 32] + acc[i + 48];
             }
             for (x, y) in ra.iter().zip(rb) {
                 sum += x * y;
@@ -104,12 +113,11 @@ macro_rules! kernel_bodies {
         fn $l2(a: &[f32], b: &[f32]) -> f32 {
             let n = a.len().min(b.len());
             let (a, b) = (&a[..n], &b[..n]);
-            let mut acc = [0.0f32; 16];
-            let ca = a.chunks_exact(16);
-            let cb = b.chunks_exact(16);
+            let mut acc = [0.0f32; 64];
+            let (ca, cb) = (a.chunks_exact(64), b.chunks_exact(64));
             let (ra, rb) = (ca.remainder(), cb.remainder());
             for (x, y) in ca.zip(cb) {
-                for i in 0..16 {
+                for i in 0..64 {
                     let d = x[i] - y[i];
                     acc[i] = if $fma {
                         d.mul_add(d, acc[i])
@@ -118,9 +126,18 @@ macro_rules! kernel_bodies {
                     };
                 }
             }
+            let mut acc16 = [0.0f32; 16];
+            let (ca, cb) = (ra.chunks_exact(16), rb.chunks_exact(16));
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (x, y) in ca.zip(cb) {
+                for i in 0..16 {
+                    let d = x[i] - y[i];
+                    acc16[i] += d * d;
+                }
+            }
             let mut sum = 0.0;
-            for lane in acc {
-                sum += lane;
+            for i in 0..16 {
+                sum += acc16[i] + acc[i] + acc[i + 16] + acc[i + 32] + acc[i + 48];
             }
             for (x, y) in ra.iter().zip(rb) {
                 let d = x - y;

@@ -80,6 +80,11 @@ impl Scalar {
         self.sums.push(sum);
     }
 
+    /// Where vector `i`'s codes start (for prefetching).
+    pub fn codes_ptr(&self, i: usize) -> *const u8 {
+        self.codes[i * self.dim..].as_ptr()
+    }
+
     pub fn len(&self) -> usize {
         self.sums.len()
     }
