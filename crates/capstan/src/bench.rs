@@ -103,6 +103,9 @@ pub enum BenchCmd {
         /// Questions to ask (every k-th of the 10,565, evenly spread).
         #[arg(long, default_value_t = 10_565)]
         questions: usize,
+        /// Questions for the re-ranking comparison (it embeds every candidate sentence); 0 skips.
+        #[arg(long, default_value_t = 1_000)]
+        rerank_questions: usize,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -506,8 +509,12 @@ pub async fn run(cmd: BenchCmd, home: &Path) -> Result<(), Error> {
         } => {
             return crate::bench_vectors::run(&python, vectors, queries, out, home).await;
         }
-        BenchCmd::Rag { questions, out } => {
-            return crate::bench_rag::run(questions, out, home).await;
+        BenchCmd::Rag {
+            questions,
+            rerank_questions,
+            out,
+        } => {
+            return crate::bench_rag::run(questions, rerank_questions, out, home).await;
         }
         BenchCmd::Embed {
             python,

@@ -36,6 +36,9 @@ pub enum RagCmd {
         mode: String,
         #[arg(long, default_value_t = 5)]
         top_k: usize,
+        /// Re-rank this many of the first results by their best-matching sentence (slower).
+        #[arg(long, default_value_t = 0)]
+        rerank: usize,
         /// Print the assembled context too.
         #[arg(long)]
         context: bool,
@@ -113,6 +116,7 @@ pub async fn run(home: &Path, config: &Config, cmd: RagCmd) -> Result<(), Error>
             question,
             mode,
             top_k,
+            rerank,
             context,
         } => {
             let c = store.get(&collection).map_err(err)?;
@@ -125,6 +129,7 @@ pub async fn run(home: &Path, config: &Config, cmd: RagCmd) -> Result<(), Error>
                     &QueryOptions {
                         mode,
                         top_k,
+                        rerank,
                         ..Default::default()
                     },
                 )

@@ -78,6 +78,8 @@ pub struct QueryOptions {
     pub context_tokens: usize,
     /// How the hybrid mode merges the two lists.
     pub fusion: Fusion,
+    /// Re-rank this many of the first results by their best-matching sentence (0 = off).
+    pub rerank: usize,
 }
 
 /// How hybrid retrieval merges the vector and keyword lists.
@@ -134,6 +136,7 @@ impl Default for QueryOptions {
             filter: None,
             context_tokens: 1500,
             fusion: Fusion::default(),
+            rerank: 0,
         }
     }
 }
@@ -445,6 +448,7 @@ impl Rag {
             return Err(Error::BadRequest("top_k must be between 1 and 1000".into()));
         }
         let n = opts.candidates.max(opts.top_k);
+        let qv_for_rerank = if opts.rerank > 0 { qv.clone() } else { None };
         let mut by_id: HashMap<PointId, Map<String, Value>> = HashMap::new();
         let mut vector_list = Vec::new();
         let mut vector_scores = Vec::new();
@@ -499,6 +503,11 @@ impl Rag {
         };
         let rank_in =
             |list: &[PointId], id: &PointId| list.iter().position(|x| x == id).map(|r| r + 1);
+        let ranked = if opts.rerank > 0 {
+            self.rerank(query, qv_for_rerank.as_deref(), ranked, opts.rerank, &by_id)?
+        } else {
+            ranked
+        };
         Ok(ranked
             .into_iter()
             .take(opts.top_k)
@@ -525,6 +534,76 @@ impl Rag {
                 }
             })
             .collect())
+    }
+
+    /// Re-ranks the first `depth` results by how well their best sentence matches the query
+    /// (MiniLM cosine), blended half and half with the retrieval score (both min-max
+    /// normalised over the reranked set); the rest keep their order.
+    fn rerank(
+        &self,
+        query: &str,
+        qv: Option<&[f32]>,
+        ranked: Vec<(PointId, f32)>,
+        depth: usize,
+        by_id: &HashMap<PointId, Map<String, Value>>,
+    ) -> Result<Vec<(PointId, f32)>> {
+        let depth = depth.min(ranked.len());
+        if depth < 2 {
+            return Ok(ranked);
+        }
+        let mut texts: Vec<String> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (i, (id, _)) in ranked[..depth].iter().enumerate() {
+            let text = by_id
+                .get(id)
+                .and_then(|p| p.get("text"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            for s in sentences(text) {
+                texts.push(s.to_owned());
+                owner.push(i);
+            }
+        }
+        let mut refs: Vec<&str> = Vec::with_capacity(texts.len() + 1);
+        if qv.is_none() {
+            refs.push(query);
+        }
+        refs.extend(texts.iter().map(String::as_str));
+        let mut vs = self.embedder.embed(&refs)?;
+        let q = match qv {
+            Some(q) => q.to_vec(),
+            None => vs.remove(0),
+        };
+        let mut best = vec![f32::NEG_INFINITY; depth];
+        for (v, &i) in vs.iter().zip(&owner) {
+            best[i] = best[i].max(vector::distance::dot(&q, v));
+        }
+        let norm = |xs: &[f32]| -> Vec<f32> {
+            let finite: Vec<f32> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+            let lo = finite.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = finite.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            xs.iter()
+                .map(|&x| {
+                    if !x.is_finite() {
+                        0.0
+                    } else if hi > lo {
+                        (x - lo) / (hi - lo)
+                    } else {
+                        1.0
+                    }
+                })
+                .collect()
+        };
+        let fused: Vec<f32> = ranked[..depth].iter().map(|r| r.1).collect();
+        let (nf, nb) = (norm(&fused), norm(&best));
+        let mut head: Vec<(PointId, f32)> = ranked[..depth]
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id.clone(), 0.5 * nf[i] + 0.5 * nb[i]))
+            .collect();
+        head.sort_by(|a, b| b.1.total_cmp(&a.1));
+        head.extend(ranked.into_iter().skip(depth));
+        Ok(head)
     }
 
     /// Numbered context within `budget` tokens, and the citations it holds.

@@ -97,6 +97,32 @@ fn ingest_retrieve_answer_and_reingest_only_what_changed() {
         assert_eq!(hits[0].headings, vec!["Dependencies"]);
         assert_eq!(hits[0].title, "Cargo");
     }
+    // Re-ranking by best sentence keeps the right chunk first and returns the same set.
+    let plain = rag
+        .retrieve(
+            "What happens when the owner goes out of scope?",
+            &QueryOptions {
+                top_k: 4,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let reranked = rag
+        .retrieve(
+            "What happens when the owner goes out of scope?",
+            &QueryOptions {
+                top_k: 4,
+                rerank: 4,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(reranked[0].text.contains("dropped"), "{reranked:#?}");
+    let mut a: Vec<_> = plain.iter().map(|h| h.id.clone()).collect();
+    let mut b: Vec<_> = reranked.iter().map(|h| h.id.clone()).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
     let answer = rag
         .answer(
             "What happens to a value when its owner goes out of scope?",

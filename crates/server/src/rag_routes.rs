@@ -138,6 +138,7 @@ async fn query(
             f => Some(vector::Filter::parse(f)?),
         },
         context_tokens: usize_or(&b, "context_tokens", 1500)?,
+        rerank: usize_or(&b, "rerank", 0)?.min(100),
         fusion: match &b["fusion"] {
             Value::Null => rag::Fusion::default(),
             f => serde_json::from_value(f.clone()).map_err(|e| {
