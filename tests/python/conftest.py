@@ -17,6 +17,10 @@ def _binary():
 @pytest.fixture(scope="session")
 def capstan_url():
     home = tempfile.mkdtemp(prefix="capstan-pytest-")
+    # Share the machine's model cache (the Rust tests fetch MiniLM there once).
+    cache = os.environ.get("CAPSTAN_CACHE", os.path.expanduser("~/.cache/capstan"))
+    if os.path.isdir(os.path.join(cache, "models")):
+        os.symlink(os.path.join(cache, "models"), os.path.join(home, "models"))
     proc = subprocess.Popen(
         [_binary(), "--home", home, "server", "--port", "0"],
         stdout=subprocess.PIPE,

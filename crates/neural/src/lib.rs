@@ -3,10 +3,12 @@
 //! without a model hub. This is the only crate that builds candle.
 
 pub mod bert;
+pub mod http;
 pub mod ops;
 pub mod resolve;
 
 pub use bert::MiniLm;
+pub use http::HttpEmbedder;
 pub use resolve::{MINILM, ModelSpec};
 
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,7 @@ fn is_read_only_post(path: &str) -> bool {
         || path.ends_with("/experiments/search")
         || path.ends_with("/logged-models/search")
         || (path.starts_with("/rag/") && path.ends_with("/query"))
+        || path == "/v1/embeddings"
         || (path.starts_with("/collections/")
             && (path.ends_with("/points/search")
                 || path.ends_with("/points/count")

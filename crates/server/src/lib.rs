@@ -16,6 +16,7 @@ mod model_source;
 pub mod monitoring;
 pub mod monitors;
 mod oip;
+mod openai;
 mod openapi;
 mod rag_routes;
 pub mod vector_routes;
@@ -189,6 +190,7 @@ pub fn router(state: AppState) -> Router {
         .merge(
             vector_routes::routes()
                 .merge(rag_routes::routes())
+                .merge(openai::routes())
                 .layer(DefaultBodyLimit::max(json_limit * 64)),
         )
         .fallback(error::not_found)

@@ -400,3 +400,82 @@ async fn rag_ingests_documents_and_answers_with_citations() {
         assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_embeddings_endpoint_serves_minilm_and_an_http_embedder_uses_it() {
+    let s = start(Default::default()).await;
+    let (st, v) = s.post("/v1/embeddings", json!({"model": "all-MiniLM-L6-v2", "input": ["Cargo builds crates.", "Rain keeps riders home."]})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"][1]["index"], 1);
+    let first: Vec<f32> = serde_json::from_value(v["data"][0]["embedding"].clone()).unwrap();
+    assert_eq!(first.len(), 384);
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() >= 8, "{v}");
+    // base64, as the openai Python client asks: little-endian f32 bytes.
+    let (_, b) = s.post("/v1/embeddings", json!({"model": "all-MiniLM-L6-v2", "input": "Cargo builds crates.", "encoding_format": "base64"})).await;
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(decoded, first);
+    let (_, m) = s.get("/v1/models", &[]).await;
+    assert_eq!(m["data"][0]["id"], "all-MiniLM-L6-v2");
+    for (body, status, param) in [
+        (
+            json!({"model": "text-embedding-3-small", "input": "x"}),
+            404,
+            "model",
+        ),
+        (
+            json!({"model": "all-MiniLM-L6-v2", "input": [1, 2, 3]}),
+            400,
+            "input",
+        ),
+        (
+            json!({"model": "all-MiniLM-L6-v2", "input": ""}),
+            400,
+            "input",
+        ),
+        (
+            json!({"model": "all-MiniLM-L6-v2", "input": "x", "encoding_format": "int8"}),
+            400,
+            "encoding_format",
+        ),
+        (json!({"input": "x"}), 400, "model"),
+    ] {
+        let (st, v) = s.post("/v1/embeddings", body.clone()).await;
+        assert_eq!(st, status, "{body}: {v}");
+        assert_eq!(v["error"]["param"], param, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+
+    // The OpenAI-compatible embedder, over real HTTP, gives the in-process model's vectors.
+    let remote = neural::HttpEmbedder::connect(&format!("{}/v1", s.url), None, "all-MiniLM-L6-v2")
+        .await
+        .unwrap();
+    let got = tokio::task::spawn_blocking(move || {
+        use neural::Embedder;
+        (
+            remote.dim(),
+            remote.embed(&["Cargo builds crates."]).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.0, 384);
+    let dot: f32 = got.1[0].iter().zip(&first).map(|(a, b)| a * b).sum();
+    assert!(dot > 0.99999, "cosine {dot}");
+    assert!(
+        neural::HttpEmbedder::connect(&format!("{}/v1", s.url), None, "nope")
+            .await
+            .is_err()
+    );
+}
