@@ -75,6 +75,9 @@ impl Ord for Dist {
 struct Visited {
     marks: Vec<u16>,
     generation: u16,
+    /// The beam's heaps, kept between searches so a search allocates nothing.
+    candidates: BinaryHeap<Reverse<(Dist, u32)>>,
+    results: BinaryHeap<(Dist, u32)>,
 }
 
 impl Visited {
@@ -219,6 +222,20 @@ impl Hnsw {
         }
     }
 
+    /// Appends one link to a list known to have room.
+    fn push_link(&mut self, i: u32, level: usize, to: u32) {
+        let (slots, base) = if level == 0 {
+            let stride = self.m0() + 1;
+            (&mut self.links0, i as usize * stride)
+        } else {
+            let stride = self.params.m + 1;
+            (&mut self.upper[i as usize], (level - 1) * stride)
+        };
+        let n = slots[base] as usize;
+        slots[base + 1 + n] = to;
+        slots[base] = n as u32 + 1;
+    }
+
     fn set_links(&mut self, i: u32, level: usize, links: &[u32]) {
         let (slots, base) = if level == 0 {
             let stride = self.m0() + 1;
@@ -270,6 +287,8 @@ impl Hnsw {
             .unwrap_or(Visited {
                 marks: Vec::new(),
                 generation: 0,
+                candidates: BinaryHeap::new(),
+                results: BinaryHeap::new(),
             });
         v.reset(self.len());
         v
@@ -309,8 +328,10 @@ impl Hnsw {
         allow: Allow,
         visited: &mut Visited,
     ) -> Vec<(f32, u32)> {
-        let mut candidates: BinaryHeap<Reverse<(Dist, u32)>> = BinaryHeap::new();
-        let mut results: BinaryHeap<(Dist, u32)> = BinaryHeap::with_capacity(ef + 1);
+        let mut candidates = std::mem::take(&mut visited.candidates);
+        let mut results = std::mem::take(&mut visited.results);
+        candidates.clear();
+        results.clear();
         visited.insert(start.1);
         candidates.push(Reverse((Dist(start.0), start.1)));
         if allow.is_none_or(|f| f(start.1)) {
@@ -348,8 +369,10 @@ impl Hnsw {
                 }
             }
         }
-        let mut out: Vec<(f32, u32)> = results.into_iter().map(|(d, i)| (d.0, i)).collect();
+        let mut out: Vec<(f32, u32)> = results.drain().map(|(d, i)| (d.0, i)).collect();
         out.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        visited.candidates = candidates;
+        visited.results = results;
         out
     }
 
@@ -409,9 +432,7 @@ impl Hnsw {
             for &nb in &neighbours {
                 let current = self.links(nb, l);
                 if current.len() < cap {
-                    let mut grown = current.to_vec();
-                    grown.push(id);
-                    self.set_links(nb, l, &grown);
+                    self.push_link(nb, l, id);
                 } else {
                     let nv = self.vector(nb);
                     let mut cands: Vec<(f32, u32)> = current
