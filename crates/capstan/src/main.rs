@@ -16,6 +16,7 @@ mod demo;
 mod deploy;
 mod drift_cmd;
 mod features_cmd;
+mod jobs_cmd;
 mod models;
 mod monitors_cmd;
 mod platform;
@@ -106,6 +107,9 @@ enum Command {
     /// Monitors over served models (drift, live accuracy, latency, errors) and their alerts.
     #[command(subcommand)]
     Monitors(monitors_cmd::MonitorsCmd),
+    /// The durable job queue: list, inspect and cancel jobs.
+    #[command(subcommand)]
+    Jobs(jobs_cmd::JobsCmd),
     /// Retrieval-augmented answers: ingest documents, ask questions with citations.
     #[command(subcommand)]
     Rag(rag_cmd::RagCmd),
@@ -291,6 +295,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Monitors(cmd) => monitors_cmd::run(&home, &config, cmd).await,
         Command::Vectors(cmd) => vectors_cmd::run(&home, &config, cmd).await,
         Command::Rag(cmd) => rag_cmd::run(&home, &config, cmd).await,
+        Command::Jobs(cmd) => jobs_cmd::run(&home, &config, cmd).await,
         Command::Test(cmd) => {
             let result = test_cmd::run(&cmd, &home, &config).await?;
             if result.success {

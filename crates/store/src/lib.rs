@@ -8,6 +8,7 @@ mod blobs;
 mod db;
 mod deploy_store;
 mod feature_store;
+mod job_store;
 mod label_store;
 mod migrations;
 mod monitor_store;

@@ -252,6 +252,30 @@ CREATE TABLE feature_materializations (
 );
 "#,
     },
+    Migration {
+        version: 9,
+        name: "jobs",
+        sql: r#"
+CREATE TABLE jobs (
+    id {ID},
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    max_attempts BIGINT NOT NULL,
+    run_after BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    dedupe_key TEXT,
+    last_error TEXT,
+    result TEXT,
+    created BIGINT NOT NULL,
+    updated BIGINT NOT NULL
+);
+CREATE INDEX jobs_runnable ON jobs (state, run_after, id);
+CREATE UNIQUE INDEX jobs_pending_dedupe ON jobs (dedupe_key) WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running')
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

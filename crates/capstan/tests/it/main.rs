@@ -3,6 +3,7 @@
 
 mod binary;
 mod crash;
+mod jobs_cli;
 mod scale_out;
 mod tidy;
 mod vectors_cli;

@@ -3,6 +3,7 @@
 
 mod blobs;
 mod deploy;
+mod jobs;
 mod registry;
 mod remote;
 mod support;

@@ -1,0 +1,107 @@
+//! `capstan jobs list | show | cancel`: the durable job queue (pipelines, retraining, ingestion)
+//! in the metadata database.
+
+use crate::config::Config;
+use crate::platform::{Error, Platform};
+use crate::report::table;
+use pipeline::jobs::{JobQueue, JobState};
+use std::path::Path;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum JobsCmd {
+    /// Jobs, newest first.
+    List {
+        /// queued, running, succeeded, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One job as JSON: payload, attempts, lease, last error, result.
+    Show { id: i64 },
+    /// Cancel a job that has not finished.
+    Cancel { id: i64 },
+}
+
+fn err(e: impl std::fmt::Display) -> Error {
+    Error::Other(e.to_string())
+}
+
+fn ago(now: i64, t: i64) -> String {
+    let s = (now - t).max(0) / 1000;
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        _ => format!("{}h ago", s / 3600),
+    }
+}
+
+pub async fn run(home: &Path, config: &Config, cmd: JobsCmd) -> Result<(), Error> {
+    let p = Platform::open(home, config).await?;
+    let now = base::now_millis();
+    match cmd {
+        JobsCmd::List { state, limit } => {
+            let state = match state {
+                Some(s) => Some(JobState::parse(&s).ok_or_else(|| {
+                    err(format!(
+                        "unknown state `{s}` (queued, running, succeeded, failed, cancelled)"
+                    ))
+                })?),
+                None => None,
+            };
+            let jobs = p.db.list(state, limit).await.map_err(err)?;
+            let rows: Vec<Vec<String>> = jobs
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.id.to_string(),
+                        j.kind.clone(),
+                        j.state.as_str().to_owned(),
+                        format!("{}/{}", j.attempts, j.max_attempts),
+                        j.lease_owner.clone().unwrap_or_default(),
+                        ago(now, j.updated_ms),
+                        j.last_error
+                            .clone()
+                            .unwrap_or_default()
+                            .chars()
+                            .take(60)
+                            .collect(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &[
+                        "id",
+                        "kind",
+                        "state",
+                        "attempts",
+                        "worker",
+                        "updated",
+                        "last error"
+                    ],
+                    &rows
+                )
+            );
+        }
+        JobsCmd::Show { id } => {
+            let j =
+                p.db.get(id)
+                    .await
+                    .map_err(err)?
+                    .ok_or_else(|| err(format!("no job {id}")))?;
+            println!("{}", serde_json::to_string_pretty(&j).map_err(err)?);
+        }
+        JobsCmd::Cancel { id } => {
+            if p.db.cancel(id, now).await.map_err(err)? {
+                println!("cancelled job {id}");
+            } else {
+                return Err(err(format!(
+                    "job {id} does not exist or has already finished"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

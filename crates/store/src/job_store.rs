@@ -1,0 +1,295 @@
+//! `JobQueue` for SQLite and PostgreSQL. Leasing is one `UPDATE … WHERE id = (SELECT … LIMIT 1)`:
+//! on PostgreSQL the inner select takes `FOR UPDATE SKIP LOCKED`, so concurrent workers each get
+//! a different job without waiting on each other; on SQLite the one-writer queue serialises it.
+
+use crate::db::{Backend, Db, map_err};
+use pipeline::jobs::{Job, JobQueue, JobState, NewJob, backoff_ms};
+use serde_json::Value;
+use sqlx::Row;
+
+fn err(e: sqlx::Error) -> String {
+    map_err(e).to_string()
+}
+
+const COLUMNS: &str = "id, kind, payload, state, attempts, max_attempts, run_after, lease_owner, \
+                       lease_until, dedupe_key, last_error, result, created, updated";
+
+fn job_of(r: &sqlx::any::AnyRow) -> Result<Job, String> {
+    let text = |c: &str| r.try_get::<Option<String>, _>(c).map_err(err);
+    let state: String = r.try_get("state").map_err(err)?;
+    Ok(Job {
+        id: r.try_get("id").map_err(err)?,
+        kind: r.try_get("kind").map_err(err)?,
+        payload: serde_json::from_str(&r.try_get::<String, _>("payload").map_err(err)?)
+            .unwrap_or(Value::Null),
+        state: JobState::parse(&state).ok_or_else(|| format!("job state `{state}` unknown"))?,
+        attempts: r.try_get::<i64, _>("attempts").map_err(err)? as u32,
+        max_attempts: r.try_get::<i64, _>("max_attempts").map_err(err)? as u32,
+        run_after_ms: r.try_get("run_after").map_err(err)?,
+        lease_owner: text("lease_owner")?,
+        lease_until_ms: r.try_get::<Option<i64>, _>("lease_until").map_err(err)?,
+        dedupe_key: text("dedupe_key")?,
+        last_error: text("last_error")?,
+        result: text("result")?.and_then(|s| serde_json::from_str(&s).ok()),
+        created_ms: r.try_get("created").map_err(err)?,
+        updated_ms: r.try_get("updated").map_err(err)?,
+    })
+}
+
+impl Db {
+    async fn job_by_id(&self, id: i64) -> Result<Option<Job>, String> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        row.as_ref().map(job_of).transpose()
+    }
+
+    async fn pending_with_key(&self, key: &str) -> Result<Option<Job>, String> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE dedupe_key = $1 AND state IN ('queued', 'running')"
+        )))
+        .bind(key.to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        row.as_ref().map(job_of).transpose()
+    }
+}
+
+#[async_trait::async_trait]
+impl JobQueue for Db {
+    async fn enqueue(&self, job: NewJob, now_ms: i64) -> Result<Job, String> {
+        job.validate()?;
+        if let Some(key) = &job.dedupe_key
+            && let Some(existing) = self.pending_with_key(key).await?
+        {
+            return Ok(existing);
+        }
+        let inserted = {
+            let _g = self.write_guard().await;
+            // A NULL dedupe key is written as a literal: sqlx's `Any` driver cannot bind an
+            // untyped NULL to PostgreSQL.
+            let key_sql = if job.dedupe_key.is_some() {
+                "$6"
+            } else {
+                "NULL"
+            };
+            let sql = format!(
+                "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_after, dedupe_key, created, updated) \
+                 VALUES ($1, $2, 'queued', 0, $3, $4, {key_sql}, $5, $5) RETURNING id"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(job.kind.clone())
+                .bind(job.payload.to_string())
+                .bind(job.max_attempts as i64)
+                .bind(job.run_after_ms.max(0))
+                .bind(now_ms);
+            if let Some(k) = &job.dedupe_key {
+                q = q.bind(k.clone());
+            }
+            q.fetch_one(&self.pool).await
+        };
+        match inserted {
+            Ok(row) => {
+                let id: i64 = row.try_get(0).map_err(err)?;
+                self.job_by_id(id)
+                    .await?
+                    .ok_or_else(|| "job vanished after insert".to_owned())
+            }
+            // Another enqueuer won the race for the same dedupe key: theirs is the job.
+            Err(e) => match &job.dedupe_key {
+                Some(key) => self.pending_with_key(key).await?.ok_or_else(|| err(e)),
+                None => Err(err(e)),
+            },
+        }
+    }
+
+    async fn lease(
+        &self,
+        worker: &str,
+        kinds: &[String],
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Job>, String> {
+        loop {
+            let kind_marks: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 4)).collect();
+            let kind_clause = if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" AND kind IN ({})", kind_marks.join(", "))
+            };
+            let lock = if self.backend() == Backend::Postgres {
+                " FOR UPDATE SKIP LOCKED"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated = $3 \
+                 WHERE id = (SELECT id FROM jobs WHERE ((state = 'queued' AND run_after <= $3) \
+                 OR (state = 'running' AND lease_until < $3)){kind_clause} ORDER BY run_after, id LIMIT 1{lock}) \
+                 RETURNING id"
+            );
+            let row = {
+                let _g = self.write_guard().await;
+                // Only numbered placeholders are formatted in; every value is bound.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(worker.to_owned())
+                    .bind(now_ms + lease_ms)
+                    .bind(now_ms);
+                for k in kinds {
+                    q = q.bind(k.clone());
+                }
+                q.fetch_optional(&self.pool).await.map_err(err)?
+            };
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let id: i64 = row.try_get(0).map_err(err)?;
+            let job = self
+                .job_by_id(id)
+                .await?
+                .ok_or_else(|| "leased job vanished".to_owned())?;
+            if job.attempts <= job.max_attempts {
+                return Ok(Some(job));
+            }
+            // A job whose workers kept dying: out of attempts, so it fails instead of running.
+            let _g = self.write_guard().await;
+            sqlx::query(
+                "UPDATE jobs SET state = 'failed', lease_until = NULL, updated = $1, \
+                 last_error = 'lease expired: the worker stopped responding, and no attempts remain' WHERE id = $2",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        id: i64,
+        worker: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, String> {
+        let _g = self.write_guard().await;
+        let r = sqlx::query(
+            "UPDATE jobs SET lease_until = $1, updated = $2 WHERE id = $3 AND state = 'running' AND lease_owner = $4",
+        )
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(id)
+        .bind(worker.to_owned())
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete(
+        &self,
+        id: i64,
+        worker: &str,
+        result: Value,
+        now_ms: i64,
+    ) -> Result<bool, String> {
+        let _g = self.write_guard().await;
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'succeeded', result = $1, lease_until = NULL, updated = $2 \
+             WHERE id = $3 AND state = 'running' AND lease_owner = $4",
+        )
+        .bind(result.to_string())
+        .bind(now_ms)
+        .bind(id)
+        .bind(worker.to_owned())
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn fail(
+        &self,
+        id: i64,
+        worker: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<Option<Job>, String> {
+        let Some(job) = self.job_by_id(id).await? else {
+            return Ok(None);
+        };
+        if job.state != JobState::Running || job.lease_owner.as_deref() != Some(worker) {
+            return Ok(None);
+        }
+        let retry = job.attempts < job.max_attempts;
+        let changed = {
+            let _g = self.write_guard().await;
+            let r = sqlx::query(
+                "UPDATE jobs SET state = $1, run_after = $2, last_error = $3, lease_until = NULL, updated = $4 \
+                 WHERE id = $5 AND state = 'running' AND lease_owner = $6 AND attempts = $7",
+            )
+            .bind(if retry { "queued" } else { "failed" })
+            .bind(if retry { now_ms + backoff_ms(id, job.attempts) } else { job.run_after_ms })
+            .bind(error.chars().take(4000).collect::<String>())
+            .bind(now_ms)
+            .bind(id)
+            .bind(worker.to_owned())
+            .bind(job.attempts as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+            r.rows_affected() == 1
+        };
+        if !changed {
+            return Ok(None);
+        }
+        self.job_by_id(id).await
+    }
+
+    async fn cancel(&self, id: i64, now_ms: i64) -> Result<bool, String> {
+        let _g = self.write_guard().await;
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', lease_until = NULL, updated = $1 \
+             WHERE id = $2 AND state IN ('queued', 'running')",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<Job>, String> {
+        self.job_by_id(id).await
+    }
+
+    async fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, String> {
+        let rows = match state {
+            Some(s) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM jobs WHERE state = $1 ORDER BY id DESC LIMIT $2"
+                )))
+                .bind(s.as_str())
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM jobs ORDER BY id DESC LIMIT $1"
+                )))
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(err)?;
+        rows.iter().map(job_of).collect()
+    }
+}
