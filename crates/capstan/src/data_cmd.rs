@@ -170,7 +170,7 @@ pub async fn run(
 }
 
 /// Records a pipeline run in experiment tracking: params, metrics, input data versions, commit.
-async fn track_repro(
+pub(crate) async fn track_repro(
     repo_dir: &std::path::Path,
     home: &std::path::Path,
     config: &Config,

@@ -9,6 +9,21 @@ use std::path::Path;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum JobsCmd {
+    /// Queue a job for `capstan worker` (kinds: rag-ingest, data-repro).
+    Submit {
+        kind: String,
+        /// The job's input as JSON, e.g. '{"collection": "book", "path": "docs"}'.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// While a job with this key is pending, submitting again returns that job.
+        #[arg(long)]
+        dedupe: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        max_attempts: u32,
+        /// Not before this many seconds from now.
+        #[arg(long, default_value_t = 0)]
+        delay_secs: u64,
+    },
     /// Jobs, newest first.
     List {
         /// queued, running, succeeded, failed or cancelled.
@@ -84,6 +99,31 @@ pub async fn run(home: &Path, config: &Config, cmd: JobsCmd) -> Result<(), Error
                     &rows
                 )
             );
+        }
+        JobsCmd::Submit {
+            kind,
+            payload,
+            dedupe,
+            max_attempts,
+            delay_secs,
+        } => {
+            if !crate::worker::KINDS.contains(&kind.as_str()) {
+                return Err(err(format!(
+                    "unknown job kind `{kind}` ({})",
+                    crate::worker::KINDS.join(", ")
+                )));
+            }
+            let payload: serde_json::Value = serde_json::from_str(&payload)
+                .map_err(|e| err(format!("--payload is not JSON: {e}")))?;
+            let job = pipeline::NewJob {
+                kind,
+                payload,
+                max_attempts,
+                run_after_ms: now + (delay_secs * 1000) as i64,
+                dedupe_key: dedupe,
+            };
+            let j = p.db.enqueue(job, now).await.map_err(err)?;
+            println!("job {} ({}) {}", j.id, j.kind, j.state.as_str());
         }
         JobsCmd::Show { id } => {
             let j =

@@ -27,6 +27,7 @@ mod report;
 mod test_cmd;
 mod train;
 mod vectors_cmd;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -107,6 +108,8 @@ enum Command {
     /// Monitors over served models (drift, live accuracy, latency, errors) and their alerts.
     #[command(subcommand)]
     Monitors(monitors_cmd::MonitorsCmd),
+    /// Lease jobs from the queue and run them (rag-ingest, data-repro).
+    Worker(worker::WorkerArgs),
     /// The durable job queue: list, inspect and cancel jobs.
     #[command(subcommand)]
     Jobs(jobs_cmd::JobsCmd),
@@ -296,6 +299,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Vectors(cmd) => vectors_cmd::run(&home, &config, cmd).await,
         Command::Rag(cmd) => rag_cmd::run(&home, &config, cmd).await,
         Command::Jobs(cmd) => jobs_cmd::run(&home, &config, cmd).await,
+        Command::Worker(args) => worker::run(&home, &config, args).await,
         Command::Test(cmd) => {
             let result = test_cmd::run(&cmd, &home, &config).await?;
             if result.success {

@@ -49,6 +49,59 @@ fn err(e: impl std::fmt::Display) -> Error {
     Error::Other(e.to_string())
 }
 
+/// Ingests a file or folder into a collection (created for MiniLM texts when missing); the
+/// report (with the files skipped and why) and the collection's size after.
+#[allow(clippy::too_many_arguments)]
+pub fn ingest(
+    store: &dyn vector::VectorStore,
+    model: Arc<neural::MiniLm>,
+    path: &Path,
+    collection: &str,
+    chunks: ChunkOptions,
+    complete: bool,
+    progress: bool,
+) -> Result<(rag::IngestReport, usize), Error> {
+    if !path.exists() {
+        return Err(err(format!("{} does not exist", path.display())));
+    }
+    let c = match store.get(collection) {
+        Ok(c) => c,
+        Err(vector::Error::NotFound(_)) => store
+            .create(
+                collection,
+                CollectionConfig {
+                    dim: 384,
+                    metric: Metric::Cosine,
+                    hnsw: HnswParams::default(),
+                    quantize: false,
+                    embedder: Some("all-MiniLM-L6-v2".into()),
+                },
+            )
+            .map_err(err)?,
+        Err(e) => return Err(err(e)),
+    };
+    let rag = Rag::new(c.clone(), model).map_err(err)?;
+    let (files, mut skipped) = collect_files(path);
+    let docs = read_sources(files, &mut skipped);
+    let mut bar = progress.then(|| Progress::new("ingesting", docs.len() as u64));
+    let mut last = 0;
+    let mut report = rag
+        .ingest(docs, chunks, complete, &mut |done, _| {
+            if let Some(b) = bar.as_mut() {
+                b.inc((done - last) as u64);
+            }
+            last = done;
+        })
+        .map_err(err)?;
+    if let Some(b) = bar {
+        b.finish();
+    }
+    skipped.append(&mut report.skipped);
+    report.skipped = skipped;
+    let total = c.count(None).map_err(err)?;
+    Ok((report, total))
+}
+
 pub async fn run(home: &Path, config: &Config, cmd: RagCmd) -> Result<(), Error> {
     let store = crate::vectors_cmd::open_store(home, config).await?;
     let model = Arc::new(crate::vectors_cmd::embedder(home, config, "all-MiniLM-L6-v2").await?);
@@ -60,43 +113,18 @@ pub async fn run(home: &Path, config: &Config, cmd: RagCmd) -> Result<(), Error>
             overlap_tokens,
             complete,
         } => {
-            let c = match store.get(&collection) {
-                Ok(c) => c,
-                Err(vector::Error::NotFound(_)) => store
-                    .create(
-                        &collection,
-                        CollectionConfig {
-                            dim: 384,
-                            metric: Metric::Cosine,
-                            hnsw: HnswParams::default(),
-                            quantize: false,
-                            embedder: Some("all-MiniLM-L6-v2".into()),
-                        },
-                    )
-                    .map_err(err)?,
-                Err(e) => return Err(err(e)),
-            };
-            let rag = Rag::new(c.clone(), model).map_err(err)?;
-            let (files, mut skipped) = collect_files(&path);
-            let docs = read_sources(files, &mut skipped);
-            let mut bar = Progress::new("ingesting", docs.len() as u64);
-            let mut last = 0;
-            let report = rag
-                .ingest(
-                    docs,
-                    ChunkOptions {
-                        max_tokens: chunk_tokens.clamp(16, 512),
-                        overlap_tokens,
-                    },
-                    complete,
-                    &mut |done, _| {
-                        bar.inc((done - last) as u64);
-                        last = done;
-                    },
-                )
-                .map_err(err)?;
-            bar.finish();
-            skipped.extend(report.skipped.iter().cloned());
+            let (report, total) = ingest(
+                store.as_ref(),
+                model,
+                &path,
+                &collection,
+                ChunkOptions {
+                    max_tokens: chunk_tokens.clamp(16, 512),
+                    overlap_tokens,
+                },
+                complete,
+                true,
+            )?;
             println!(
                 "{collection}: {} documents ({} changed, {} unchanged, {} removed); {} chunks added, {} deleted; {} points in all",
                 report.documents,
@@ -105,8 +133,9 @@ pub async fn run(home: &Path, config: &Config, cmd: RagCmd) -> Result<(), Error>
                 report.removed,
                 report.chunks_added,
                 report.chunks_deleted,
-                c.count(None).map_err(err)?
+                total
             );
+            let skipped = report.skipped;
             for (source, why) in skipped {
                 eprintln!("skipped {source}: {why}");
             }

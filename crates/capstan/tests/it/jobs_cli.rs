@@ -60,3 +60,98 @@ async fn jobs_cli_lists_shows_and_cancels() {
     assert!(err.contains("unknown state"), "{err}");
     assert!(cli_ok(h, &["jobs", "show", &b.id.to_string()]).contains("\"running\""));
 }
+
+#[test]
+fn a_worker_runs_submitted_jobs_and_the_queue_retries_failures() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let models = std::env::var_os("CAPSTAN_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/capstan")
+        })
+        .join("models");
+    std::os::unix::fs::symlink(&models, h.join("models")).expect("link models");
+    let docs = h.join("docs");
+    std::fs::create_dir_all(&docs).expect("mkdir");
+    std::fs::write(
+        docs.join("own.md"),
+        "# Ownership\n\nWhen the owner goes out of scope, the value is dropped.\n",
+    )
+    .expect("write");
+    std::fs::write(
+        docs.join("cargo.md"),
+        "# Cargo\n\nCargo downloads dependencies from crates.io.\n",
+    )
+    .expect("write");
+    let payload = format!(r#"{{"collection": "book", "path": "{}"}}"#, docs.display());
+    assert!(cli_ok(h, &["jobs", "submit", "rag-ingest", "--payload", &payload]).contains("queued"));
+    cli_ok(
+        h,
+        &[
+            "jobs",
+            "submit",
+            "rag-ingest",
+            "--payload",
+            r#"{"collection": "x", "path": "/nowhere"}"#,
+            "--max-attempts",
+            "1",
+        ],
+    );
+    cli_ok(
+        h,
+        &[
+            "jobs",
+            "submit",
+            "data-repro",
+            "--payload",
+            r#"{"repo": "/nowhere"}"#,
+            "--max-attempts",
+            "2",
+        ],
+    );
+    let (code, _, err) = cli(h, &["jobs", "submit", "shell", "--payload", "{}"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("unknown job kind"), "{err}");
+
+    let out = cli_ok(h, &["worker", "--once", "--name", "w1"]);
+    assert!(out.contains("job 1 (rag-ingest) succeeded"), "{out}");
+    assert!(
+        out.contains("job 2 (rag-ingest) failed: /nowhere does not exist; no attempts left"),
+        "{out}"
+    );
+    assert!(
+        out.contains("job 3 (data-repro) failed:") && out.contains("retry in"),
+        "{out}"
+    );
+
+    let one: serde_json::Value =
+        serde_json::from_str(&cli_ok(h, &["jobs", "show", "1"])).expect("json");
+    assert_eq!(one["state"], "succeeded");
+    assert_eq!(one["result"]["points"], 2, "{one}");
+    assert_eq!(one["lease_owner"], "w1");
+    let two: serde_json::Value =
+        serde_json::from_str(&cli_ok(h, &["jobs", "show", "2"])).expect("json");
+    assert_eq!(two["state"], "failed");
+    let three: serde_json::Value =
+        serde_json::from_str(&cli_ok(h, &["jobs", "show", "3"])).expect("json");
+    assert_eq!(
+        (three["state"].as_str(), three["attempts"].as_u64()),
+        (Some("queued"), Some(1)),
+        "{three}"
+    );
+    assert!(three["last_error"].as_str().is_some_and(|e| !e.is_empty()));
+    // What the job ingested answers questions.
+    let out = cli_ok(
+        h,
+        &[
+            "rag",
+            "query",
+            "book",
+            "when is a value dropped?",
+            "--top-k",
+            "1",
+        ],
+    );
+    assert!(out.contains("own.md"), "{out}");
+}

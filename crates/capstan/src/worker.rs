@@ -1,0 +1,214 @@
+//! `capstan worker`: leases jobs from the queue in the metadata database and runs them — any
+//! number of workers, on any machines sharing the database. A lease is extended by heartbeats
+//! while the job runs; if this process dies, the lease runs out and another worker takes the job.
+//! Failures are retried by the queue's backoff policy. Ctrl-C / SIGTERM stop leasing and let the
+//! running job finish.
+//!
+//! Kinds this worker runs:
+//! - `rag-ingest` `{"collection", "path", "complete": false}`: ingest files into a collection.
+//! - `data-repro` `{"repo", "stage": null}`: reproduce a DVC-format pipeline, tracked as a run.
+
+use crate::config::Config;
+use crate::platform::{Error, Platform};
+use pipeline::jobs::{Job, JobQueue};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub const KINDS: &[&str] = &["rag-ingest", "data-repro"];
+
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// Only these kinds (comma-separated); default every kind this worker knows.
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Vec<String>,
+    /// How long a lease lasts; heartbeats renew it every third of that.
+    #[arg(long, default_value_t = 60)]
+    pub lease_secs: u64,
+    /// How often an idle worker asks for work.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// Exit when no job is runnable instead of waiting for more.
+    #[arg(long)]
+    pub once: bool,
+    /// The name leases are taken under (default host-pid).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+async fn execute(job: &Job, home: &Path, config: &Config) -> Result<Value, String> {
+    let p = &job.payload;
+    let field = |k: &str| {
+        p[k].as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("payload needs a string `{k}`"))
+    };
+    match job.kind.as_str() {
+        "rag-ingest" => {
+            let (collection, path) = (field("collection")?, field("path")?);
+            let complete = p["complete"].as_bool().unwrap_or(false);
+            let store = crate::vectors_cmd::open_store(home, config)
+                .await
+                .map_err(err)?;
+            let model = Arc::new(
+                crate::vectors_cmd::embedder(home, config, "all-MiniLM-L6-v2")
+                    .await
+                    .map_err(err)?,
+            );
+            let (report, total) = tokio::task::spawn_blocking(move || {
+                crate::rag_cmd::ingest(
+                    store.as_ref(),
+                    model,
+                    Path::new(&path),
+                    &collection,
+                    rag::chunk::ChunkOptions::default(),
+                    complete,
+                    false,
+                )
+            })
+            .await
+            .map_err(err)?
+            .map_err(err)?;
+            Ok(json!({"report": report, "points": total}))
+        }
+        "data-repro" => {
+            let repo = field("repo")?;
+            let stage = p["stage"].as_str().map(str::to_owned);
+            let (runs, repo_dir) = tokio::task::spawn_blocking(move || {
+                let mut r = data::Repo::open(Path::new(&repo)).map_err(err)?;
+                r.repro(stage.as_deref())
+                    .map_err(err)
+                    .map(|runs| (runs, repo))
+            })
+            .await
+            .map_err(err)??;
+            let stages: Vec<Value> = runs
+                .iter()
+                .map(|r| match r {
+                    data::StageRun::Unchanged(s) => json!({"stage": s, "outcome": "unchanged"}),
+                    data::StageRun::Restored(s) => json!({"stage": s, "outcome": "restored"}),
+                    data::StageRun::Ran(s) => json!({"stage": s, "outcome": "ran"}),
+                })
+                .collect();
+            let run_id = crate::data_cmd::track_repro(Path::new(&repo_dir), home, config)
+                .await
+                .map_err(err)?;
+            Ok(json!({"stages": stages, "run_id": run_id}))
+        }
+        other => Err(format!("this worker has no executor for kind `{other}`")),
+    }
+}
+
+pub async fn run(home: &Path, config: &Config, args: WorkerArgs) -> Result<(), Error> {
+    let p = Platform::open(home, config).await?;
+    let name = args.name.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let kinds: Vec<String> = if args.kinds.is_empty() {
+        KINDS.iter().map(|k| k.to_string()).collect()
+    } else {
+        for k in &args.kinds {
+            if !KINDS.contains(&k.as_str()) {
+                return Err(Error::Other(format!(
+                    "unknown job kind `{k}` (this worker runs {})",
+                    KINDS.join(", ")
+                )));
+            }
+        }
+        args.kinds
+    };
+    let lease_ms = (args.lease_secs.max(1) * 1000) as i64;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    eprintln!("worker {name}: running {}", kinds.join(", "));
+    while !stop.load(Ordering::Relaxed) {
+        let Some(job) =
+            p.db.lease(&name, &kinds, lease_ms, base::now_millis())
+                .await
+                .map_err(Error::Other)?
+        else {
+            if args.once {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
+            continue;
+        };
+        println!(
+            "job {} ({}) started, attempt {}/{}",
+            job.id, job.kind, job.attempts, job.max_attempts
+        );
+        // Heartbeats while it runs; a lost lease is reported (the result will then be refused).
+        let beat = {
+            let (db, name, id) = (p.db.clone(), name.clone(), job.id);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis((lease_ms / 3).max(100) as u64)).await;
+                    match db.heartbeat(id, &name, lease_ms, base::now_millis()).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            eprintln!(
+                                "job {id}: lease lost (cancelled, or taken over after expiry)"
+                            );
+                            break;
+                        }
+                        Err(e) => eprintln!("job {id}: heartbeat failed: {e}"),
+                    }
+                }
+            })
+        };
+        let outcome = execute(&job, home, config).await;
+        beat.abort();
+        let now = base::now_millis();
+        match outcome {
+            Ok(result) => {
+                if p.db
+                    .complete(job.id, &name, result, now)
+                    .await
+                    .map_err(Error::Other)?
+                {
+                    println!("job {} ({}) succeeded", job.id, job.kind);
+                } else {
+                    println!(
+                        "job {} ({}) finished, but its lease was lost: result discarded",
+                        job.id, job.kind
+                    );
+                }
+            }
+            Err(e) => match p
+                .db
+                .fail(job.id, &name, &e, now)
+                .await
+                .map_err(Error::Other)?
+            {
+                Some(j) if j.state == pipeline::JobState::Queued => println!(
+                    "job {} ({}) failed: {e}; retry in {:.1}s",
+                    job.id,
+                    job.kind,
+                    (j.run_after_ms - now) as f64 / 1000.0
+                ),
+                Some(_) => println!(
+                    "job {} ({}) failed: {e}; no attempts left",
+                    job.id, job.kind
+                ),
+                None => println!(
+                    "job {} ({}) failed: {e}; its lease was already lost",
+                    job.id, job.kind
+                ),
+            },
+        }
+    }
+    Ok(())
+}
