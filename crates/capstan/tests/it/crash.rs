@@ -252,3 +252,88 @@ fn vector_of(id: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// kill -9 a worker in the middle of a job: once its lease runs out another worker takes the job
+/// over and finishes it; the dead worker's attempt is counted.
+#[test]
+fn a_job_whose_worker_dies_is_finished_by_another() {
+    use crate::binary::{capstan, cli_ok};
+    let home = tempfile::tempdir().expect("home");
+    let proj = tempfile::tempdir().expect("project");
+    let (h, p) = (home.path(), proj.path());
+    std::fs::write(p.join("dvc.yaml"), "stages:\n  slow:\n    cmd: sleep 3 && echo done > out.txt\n    deps:\n    - in.txt\n    outs:\n    - out.txt\n").expect("yaml");
+    std::fs::write(p.join("in.txt"), "x\n").expect("input");
+    cli_ok(h, &["data", "-C", p.to_str().unwrap(), "init"]);
+    let payload = format!(r#"{{"repo": "{}"}}"#, p.display());
+    cli_ok(h, &["jobs", "submit", "data-repro", "--payload", &payload]);
+    let mut a = capstan(h)
+        .args([
+            "worker",
+            "--name",
+            "doomed",
+            "--lease-secs",
+            "2",
+            "--poll-ms",
+            "100",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("worker a");
+    // Wait until it holds the job, then kill it without warning.
+    let start = std::time::Instant::now();
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&cli_ok(h, &["jobs", "show", "1"])).expect("json");
+        if v["state"] == "running" {
+            assert_eq!(v["lease_owner"], "doomed");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "worker never leased the job"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.kill().expect("kill -9");
+    a.wait().expect("reap");
+    // The lease (2 s) has to run out before anyone may take the job over.
+    let out = cli_ok(
+        h,
+        &["worker", "--once", "--name", "early", "--lease-secs", "2"],
+    );
+    assert!(!out.contains("started"), "{out}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = cli_ok(
+        h,
+        &[
+            "worker",
+            "--once",
+            "--name",
+            "rescuer",
+            "--lease-secs",
+            "10",
+        ],
+    );
+    assert!(
+        out.contains("job 1 (data-repro) started, attempt 2/3"),
+        "{out}"
+    );
+    assert!(out.contains("job 1 (data-repro) succeeded"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&cli_ok(h, &["jobs", "show", "1"])).expect("json");
+    assert_eq!(
+        (
+            v["state"].as_str(),
+            v["lease_owner"].as_str(),
+            v["attempts"].as_u64()
+        ),
+        (Some("succeeded"), Some("rescuer"), Some(2)),
+        "{v}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.join("out.txt"))
+            .expect("output")
+            .trim(),
+        "done"
+    );
+}
