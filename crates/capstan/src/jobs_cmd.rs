@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::platform::{Error, Platform};
 use crate::report::table;
 use pipeline::jobs::{JobQueue, JobState};
+use pipeline::schedules::ScheduleStore;
 use std::path::Path;
 
 #[derive(clap::Subcommand, Debug)]
@@ -24,6 +25,22 @@ pub enum JobsCmd {
         #[arg(long, default_value_t = 0)]
         delay_secs: u64,
     },
+    /// Run a job on a cron schedule (UTC; fired by `capstan worker`).
+    Schedule {
+        name: String,
+        /// Five fields: minute hour day month weekday, e.g. "0 3 * * mon".
+        #[arg(long)]
+        cron: String,
+        kind: String,
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        #[arg(long, default_value_t = 3)]
+        max_attempts: u32,
+    },
+    /// Schedules with their next fire times.
+    Schedules,
+    /// Remove a schedule.
+    Unschedule { name: String },
     /// Jobs, newest first.
     List {
         /// queued, running, succeeded, failed or cancelled.
@@ -40,6 +57,14 @@ pub enum JobsCmd {
 
 fn err(e: impl std::fmt::Display) -> Error {
     Error::Other(e.to_string())
+}
+
+/// An epoch-ms time as `YYYY-MM-DD HH:MM` UTC.
+fn iso(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let (y, m, d) = pipeline::cron::civil(days);
+    let in_day = ms.rem_euclid(86_400_000) / 60_000;
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", in_day / 60, in_day % 60)
 }
 
 fn ago(now: i64, t: i64) -> String {
@@ -124,6 +149,49 @@ pub async fn run(home: &Path, config: &Config, cmd: JobsCmd) -> Result<(), Error
             };
             let j = p.db.enqueue(job, now).await.map_err(err)?;
             println!("job {} ({}) {}", j.id, j.kind, j.state.as_str());
+        }
+        JobsCmd::Schedule {
+            name,
+            cron,
+            kind,
+            payload,
+            max_attempts,
+        } => {
+            if !crate::worker::KINDS.contains(&kind.as_str()) {
+                return Err(err(format!(
+                    "unknown job kind `{kind}` ({})",
+                    crate::worker::KINDS.join(", ")
+                )));
+            }
+            let payload: serde_json::Value = serde_json::from_str(&payload)
+                .map_err(|e| err(format!("--payload is not JSON: {e}")))?;
+            let mut job = pipeline::NewJob::new(&kind, payload);
+            job.max_attempts = max_attempts;
+            let s = pipeline::schedules::Schedule::new(&name, &cron, &job, now).map_err(err)?;
+            p.db.put_schedule(&s).await.map_err(err)?;
+            println!(
+                "schedule {name}: {kind} at `{cron}`, next {}",
+                iso(s.next_fire_ms)
+            );
+        }
+        JobsCmd::Schedules => {
+            let rows: Vec<Vec<String>> =
+                p.db.list_schedules()
+                    .await
+                    .map_err(err)?
+                    .into_iter()
+                    .map(|s| vec![s.name, s.cron, s.kind, iso(s.next_fire_ms)])
+                    .collect();
+            print!(
+                "{}",
+                table(&["schedule", "cron", "kind", "next (UTC)"], &rows)
+            );
+        }
+        JobsCmd::Unschedule { name } => {
+            if !p.db.delete_schedule(&name).await.map_err(err)? {
+                return Err(err(format!("no schedule named `{name}`")));
+            }
+            println!("removed schedule {name}");
         }
         JobsCmd::Show { id } => {
             let j =

@@ -1,7 +1,8 @@
 //! `capstan worker`: leases jobs from the queue in the metadata database and runs them — any
 //! number of workers, on any machines sharing the database. A lease is extended by heartbeats
 //! while the job runs; if this process dies, the lease runs out and another worker takes the job.
-//! Failures are retried by the queue's backoff policy. Ctrl-C / SIGTERM stop leasing and let the
+//! Failures are retried by the queue's backoff policy. Before each lease it fires the schedules
+//! that are due (each tick once, whichever worker claims it). Ctrl-C / SIGTERM stop leasing and let the
 //! running job finish.
 //!
 //! Kinds this worker runs:
@@ -135,6 +136,12 @@ pub async fn run(home: &Path, config: &Config, args: WorkerArgs) -> Result<(), E
     }
     eprintln!("worker {name}: running {}", kinds.join(", "));
     while !stop.load(Ordering::Relaxed) {
+        for id in pipeline::schedules::fire_due(&p.db, base::now_millis())
+            .await
+            .map_err(Error::Other)?
+        {
+            println!("schedule fired: job {id} queued");
+        }
         let Some(job) =
             p.db.lease(&name, &kinds, lease_ms, base::now_millis())
                 .await

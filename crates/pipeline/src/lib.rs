@@ -3,6 +3,8 @@
 //! implements it on SQLite and PostgreSQL (`FOR UPDATE SKIP LOCKED`), so any number of workers on
 //! any machines sharing the database can lease work.
 
+pub mod cron;
 pub mod jobs;
+pub mod schedules;
 
 pub use jobs::{Job, JobQueue, JobState, NewJob};

@@ -293,3 +293,73 @@ impl JobQueue for Db {
         rows.iter().map(job_of).collect()
     }
 }
+
+#[async_trait::async_trait]
+impl pipeline::schedules::ScheduleStore for Db {
+    async fn put_schedule(&self, s: &pipeline::schedules::Schedule) -> Result<(), String> {
+        let _g = self.write_guard().await;
+        sqlx::query(
+            "INSERT INTO schedules (name, cron, kind, payload, max_attempts, next_fire, created) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO UPDATE SET cron = excluded.cron, \
+             kind = excluded.kind, payload = excluded.payload, max_attempts = excluded.max_attempts, \
+             next_fire = excluded.next_fire",
+        )
+        .bind(s.name.clone())
+        .bind(s.cron.clone())
+        .bind(s.kind.clone())
+        .bind(s.payload.to_string())
+        .bind(s.max_attempts as i64)
+        .bind(s.next_fire_ms)
+        .bind(s.created_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<pipeline::schedules::Schedule>, String> {
+        let rows = sqlx::query(
+            "SELECT name, cron, kind, payload, max_attempts, next_fire, created FROM schedules ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(pipeline::schedules::Schedule {
+                    name: r.try_get("name").map_err(err)?,
+                    cron: r.try_get("cron").map_err(err)?,
+                    kind: r.try_get("kind").map_err(err)?,
+                    payload: serde_json::from_str(&r.try_get::<String, _>("payload").map_err(err)?)
+                        .unwrap_or(Value::Null),
+                    max_attempts: r.try_get::<i64, _>("max_attempts").map_err(err)? as u32,
+                    next_fire_ms: r.try_get("next_fire").map_err(err)?,
+                    created_ms: r.try_get("created").map_err(err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, String> {
+        let _g = self.write_guard().await;
+        let r = sqlx::query("DELETE FROM schedules WHERE name = $1")
+            .bind(name.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn advance_schedule(&self, name: &str, expected: i64, next: i64) -> Result<bool, String> {
+        let _g = self.write_guard().await;
+        let r =
+            sqlx::query("UPDATE schedules SET next_fire = $1 WHERE name = $2 AND next_fire = $3")
+                .bind(next)
+                .bind(name.to_owned())
+                .bind(expected)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+}

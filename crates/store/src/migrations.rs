@@ -276,6 +276,21 @@ CREATE INDEX jobs_runnable ON jobs (state, run_after, id);
 CREATE UNIQUE INDEX jobs_pending_dedupe ON jobs (dedupe_key) WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running')
 "#,
     },
+    Migration {
+        version: 10,
+        name: "schedules",
+        sql: r#"
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    cron TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    max_attempts BIGINT NOT NULL,
+    next_fire BIGINT NOT NULL,
+    created BIGINT NOT NULL
+)
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

@@ -155,3 +155,49 @@ fn a_worker_runs_submitted_jobs_and_the_queue_retries_failures() {
     );
     assert!(out.contains("own.md"), "{out}");
 }
+
+#[test]
+fn schedules_are_created_listed_and_removed() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let out = cli_ok(
+        h,
+        &[
+            "jobs",
+            "schedule",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "rag-ingest",
+            "--payload",
+            r#"{"collection": "book", "path": "docs"}"#,
+        ],
+    );
+    assert!(
+        out.contains("schedule nightly: rag-ingest at `0 3 * * *`, next ")
+            && out.trim_end().ends_with("03:00"),
+        "{out}"
+    );
+    let out = cli_ok(h, &["jobs", "schedules"]);
+    assert!(
+        out.contains("nightly") && out.contains("0 3 * * *"),
+        "{out}"
+    );
+    let (code, _, err) = cli(
+        h,
+        &[
+            "jobs",
+            "schedule",
+            "bad",
+            "--cron",
+            "61 * * * *",
+            "rag-ingest",
+        ],
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("cron minute `61`"), "{err}");
+    assert!(cli_ok(h, &["jobs", "unschedule", "nightly"]).contains("removed"));
+    let (code, _, err) = cli(h, &["jobs", "unschedule", "nightly"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("no schedule named"), "{err}");
+}

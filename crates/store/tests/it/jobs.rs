@@ -294,3 +294,64 @@ db_test!(concurrent_workers_never_share_a_job, |db: Db| async move {
         60
     );
 });
+
+db_test!(
+    schedules_fire_each_tick_once_however_many_workers_ask,
+    |db: Db| async move {
+        use pipeline::schedules::{Schedule, ScheduleStore, fire_due};
+        // 2026-11-27T10:47:30Z.
+        let t = 1_795_776_450_000i64;
+        let s =
+            Schedule::new("hourly-retrain", "0 * * * *", &job("retrain", 1), t).expect("schedule");
+        assert_eq!(
+            s.next_fire_ms,
+            t - 30_000 - 47 * 60_000 + 3_600_000,
+            "11:00"
+        );
+        db.put_schedule(&s).await.expect("put");
+        assert!(
+            fire_due(&db, t).await.expect("fire").is_empty(),
+            "not due yet"
+        );
+        // Three workers check at 11:00:05: one job.
+        let at = s.next_fire_ms + 5_000;
+        let (a, b, c) = tokio::join!(fire_due(&db, at), fire_due(&db, at), fire_due(&db, at));
+        let fired: Vec<i64> = [a, b, c]
+            .into_iter()
+            .flat_map(|r| r.expect("fire"))
+            .collect();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        let j = db.get(fired[0]).await.expect("get").expect("job");
+        assert_eq!(
+            (j.kind.as_str(), j.dedupe_key.as_deref()),
+            (
+                "retrain",
+                Some(format!("schedule:hourly-retrain:{}", s.next_fire_ms)).as_deref()
+            )
+        );
+        let listed = db.list_schedules().await.expect("list");
+        assert_eq!(
+            listed[0].next_fire_ms,
+            s.next_fire_ms + 3_600_000,
+            "12:00 next"
+        );
+        // Down for five hours: the missed ticks fire once, then it is back on the hour.
+        let late = s.next_fire_ms + 5 * 3_600_000 + 60_000;
+        assert_eq!(fire_due(&db, late).await.expect("fire").len(), 1);
+        assert_eq!(
+            db.list_schedules().await.expect("list")[0].next_fire_ms,
+            s.next_fire_ms + 6 * 3_600_000
+        );
+        assert!(db.delete_schedule("hourly-retrain").await.expect("delete"));
+        assert!(
+            !db.delete_schedule("hourly-retrain")
+                .await
+                .expect("delete again")
+        );
+        assert!(
+            Schedule::new("x", "0 0 31 2 *", &job("retrain", 1), t).is_err(),
+            "never fires"
+        );
+        assert!(Schedule::new("bad name", "* * * * *", &job("retrain", 1), t).is_err());
+    }
+);
