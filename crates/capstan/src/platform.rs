@@ -138,6 +138,7 @@ impl Platform {
                 monitors: Arc::new(self.db.clone()),
                 features: Arc::new(self.db.clone()),
                 online: self.online.clone(),
+                jobs: Arc::new(self.db.clone()),
                 vectors: Arc::new(match &self.vectors {
                     Some(pg) => server::vector_routes::LazyVectors::Ready(pg.clone()),
                     None => server::vector_routes::LazyVectors::embedded(self.home.join("vectors")),

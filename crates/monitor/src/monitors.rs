@@ -38,6 +38,21 @@ pub struct MonitorSpec {
     /// Alerts are POSTed here as JSON.
     #[serde(default)]
     pub webhook: Option<String>,
+    /// A job queued when this monitor raises alerts (e.g. a retraining), at most one pending per
+    /// monitor: alerts of the same incident do not start a second one.
+    #[serde(default)]
+    pub on_alert: Option<AlertJob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertJob {
+    pub kind: String,
+    /// Given to the job with the raised alerts added under `alerts`.
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +116,11 @@ impl MonitorSpec {
         }
         if self.checks.is_empty() {
             return Err("a monitor needs at least one check".into());
+        }
+        if let Some(j) = &self.on_alert
+            && (j.kind.is_empty() || !j.payload.is_object() && !j.payload.is_null())
+        {
+            return Err("on_alert needs a job `kind` and an object `payload`".into());
         }
         let mut seen = BTreeSet::new();
         for c in &self.checks {
@@ -496,6 +516,7 @@ mod tests {
             reference: Some("ref.csv".into()),
             checks,
             webhook: None,
+            on_alert: None,
         }
     }
 

@@ -10,6 +10,7 @@ mod deployments;
 pub mod embedding;
 mod error;
 mod feature_routes;
+mod jobs_routes;
 mod mlflow;
 mod mlflow_registry;
 mod model_source;
@@ -94,6 +95,8 @@ pub struct AppState {
     pub embeddings: Arc<embedding::EmbeddingModels>,
     /// RAG pipelines per collection (their keyword indexes).
     pub rag: rag_routes::RagCache,
+    /// The job queue monitors' alerts feed.
+    pub jobs: Arc<dyn pipeline::JobQueue>,
 }
 
 /// The stores the server reads and writes besides tracking and the registry.
@@ -110,6 +113,7 @@ pub struct Backends {
     pub online: Arc<dyn features::online::OnlineStore>,
     pub vectors: Arc<vector_routes::LazyVectors>,
     pub embeddings: Arc<embedding::EmbeddingModels>,
+    pub jobs: Arc<dyn pipeline::JobQueue>,
 }
 
 impl AppState {
@@ -158,6 +162,7 @@ impl AppState {
             vectors: b.vectors,
             embeddings: b.embeddings,
             rag: Default::default(),
+            jobs: b.jobs,
         }
     }
 }
@@ -170,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(monitors::routes())
         .merge(feature_routes::routes())
+        .merge(jobs_routes::routes())
         .layer(DefaultBodyLimit::max(json_limit));
     Router::new()
         .route("/health", get(|| async { "OK" }))

@@ -205,6 +205,27 @@ pub async fn run_monitor(s: &AppState, name: &str) -> Result<(Evaluation, Vec<Al
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(name.to_owned(), eval.clone());
+    if let (Some(j), false) = (&spec.on_alert, raised.is_empty()) {
+        // One pending job per monitor: a later alert of the same incident finds it queued or
+        // running and starts nothing new.
+        let mut payload = match &j.payload {
+            serde_json::Value::Object(m) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        payload.insert("alerts".into(), json!(raised));
+        payload.insert("monitor".into(), json!(spec.name));
+        let mut job = pipeline::NewJob::new(&j.kind, serde_json::Value::Object(payload));
+        job.max_attempts = j.max_attempts.unwrap_or(3);
+        job.dedupe_key = Some(format!("alert:{}", spec.name));
+        match s.jobs.enqueue(job, now).await {
+            Ok(job) => {
+                tracing::info!(monitor = %spec.name, job = job.id, kind = %job.kind, "alert queued a job")
+            }
+            Err(e) => {
+                tracing::error!(monitor = %spec.name, error = %e, "alert could not queue its job")
+            }
+        }
+    }
     if let (Some(url), false) = (spec.webhook.clone(), raised.is_empty()) {
         let body = json!({"alerts": raised});
         tokio::spawn(async move {

@@ -2,7 +2,7 @@
 //! version and variant, and written to Parquet segments under the artifact store.
 
 use crate::serving::{alias_to, package, register};
-use crate::support::start;
+use crate::support::{check_error, start};
 use data::frame::{ColumnData, read_frame};
 use serde_json::json;
 
@@ -244,6 +244,7 @@ async fn monitors_detect_drift_raise_one_alert_and_call_the_webhook() {
             {"check": "rmse_above", "value": 100.0, "min_labeled": 1}
         ],
         "webhook": hook_url,
+        "on_alert": {"kind": "retrain", "payload": {"model": "lin"}},
     });
     let (st, out) = s.post("/api/2.0/capstan/monitors", spec.clone()).await;
     assert_eq!(st, 200, "{out}");
@@ -295,12 +296,27 @@ async fn monitors_detect_drift_raise_one_alert_and_call_the_webhook() {
         .unwrap();
     assert_eq!(hooked["alerts"][0]["check"], "drift");
     assert_eq!(hooked["alerts"][0]["monitor"], "lin-health");
+    // The alert queued its job, with the alerts in the payload.
+    use pipeline::JobQueue;
+    let jobs = s.db.list(None, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(
+        (jobs[0].kind.as_str(), jobs[0].dedupe_key.as_deref()),
+        ("retrain", Some("alert:lin-health"))
+    );
+    assert_eq!(jobs[0].payload["model"], "lin");
+    assert_eq!(jobs[0].payload["alerts"][0]["check"], "drift");
 
     // Still drifting: evaluated again, no second alert for the same incident.
     let (_, again) = s
         .post("/api/2.0/capstan/monitors/lin-health/evaluate", json!({}))
         .await;
     assert_eq!(again["alerts"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(
+        s.db.list(None, 10).await.unwrap().len(),
+        1,
+        "one incident, one job"
+    );
     let (_, list) = s
         .get("/api/2.0/capstan/alerts", &[("monitor", "lin-health")])
         .await;
@@ -359,4 +375,69 @@ async fn the_scheduler_evaluates_monitors_on_their_interval() {
         "evaluated twice by the scheduler: {seen:?}"
     );
     assert!(seen[1] - seen[0] >= 1000, "{seen:?}");
+}
+
+#[tokio::test]
+async fn the_job_queue_over_http() {
+    let s = start(Default::default()).await;
+    let (st, v) = s
+        .post("/api/2.0/capstan/jobs", json!({"kind": "rag-ingest", "payload": {"collection": "c", "path": "docs"}, "dedupe_key": "k"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let id = v["job"]["id"].as_i64().unwrap();
+    assert_eq!(v["job"]["state"], "queued");
+    let (_, again) = s
+        .post(
+            "/api/2.0/capstan/jobs",
+            json!({"kind": "rag-ingest", "dedupe_key": "k"}),
+        )
+        .await;
+    assert_eq!(again["job"]["id"], id, "deduplicated");
+    let (_, listed) = s.get("/api/2.0/capstan/jobs", &[("state", "queued")]).await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1);
+    let (_, shown) = s.get(&format!("/api/2.0/capstan/jobs/{id}"), &[]).await;
+    assert_eq!(shown["job"]["payload"]["collection"], "c");
+    let (_, c) = s
+        .post(&format!("/api/2.0/capstan/jobs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(c["cancelled"], true);
+    let (_, c) = s
+        .post(&format!("/api/2.0/capstan/jobs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(c["cancelled"], false, "already finished");
+    check_error(
+        s.get("/api/2.0/capstan/jobs/999", &[]).await,
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "no job 999",
+    );
+    check_error(
+        s.post("/api/2.0/capstan/jobs/999/cancel", json!({})).await,
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "no job 999",
+    );
+    check_error(
+        s.post("/api/2.0/capstan/jobs", json!({"kind": "bad kind"}))
+            .await,
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "job kind",
+    );
+    check_error(
+        s.post(
+            "/api/2.0/capstan/jobs",
+            json!({"kind": "x", "max_attempts": 0}),
+        )
+        .await,
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "max_attempts",
+    );
+    check_error(
+        s.get("/api/2.0/capstan/jobs", &[("state", "asleep")]).await,
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "state",
+    );
 }

@@ -58,6 +58,7 @@ pub async fn start_with(
             monitors: Arc::new(db.clone()),
             features: Arc::new(db.clone()),
             online: Arc::new(db.clone()),
+            jobs: Arc::new(db.clone()),
             vectors: Arc::new(server::vector_routes::LazyVectors::embedded(
                 dir.path().join("vectors"),
             )),

@@ -100,6 +100,7 @@ db_test!(monitors_evaluations_and_alerts, |db: Db| async move {
         reference: None,
         checks: vec![Check::LatencyP99AboveMs { value: 5.0 }],
         webhook: None,
+        on_alert: None,
     };
     db.put_monitor(&spec).await.expect("put");
     assert_eq!(
