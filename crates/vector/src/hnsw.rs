@@ -278,6 +278,23 @@ impl Hnsw {
         let _ = (i, q);
     }
 
+    /// Starts loading node `i`'s level-0 link list.
+    #[inline(always)]
+    fn prefetch_links(&self, i: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let ptr = self.links0[i as usize * (self.m0() + 1)..].as_ptr() as *const i8;
+            // SAFETY: SSE is part of the x86_64 baseline; a prefetch never faults.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(ptr);
+                _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(64));
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
+    }
+
     fn take_visited(&self) -> Visited {
         let mut v = self
             .visited
@@ -347,6 +364,15 @@ impl Hnsw {
                 break;
             }
             let links = self.links(c, level);
+            // The next candidate's link list, and this one's first neighbour, start loading now.
+            if level == 0
+                && let Some(Reverse((_, next))) = candidates.peek()
+            {
+                self.prefetch_links(*next);
+            }
+            if let Some(&first) = links.first() {
+                self.prefetch(first, q);
+            }
             for (at, &nb) in links.iter().enumerate() {
                 if let Some(&next) = links.get(at + 1) {
                     self.prefetch(next, q);
