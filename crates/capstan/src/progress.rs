@@ -1,4 +1,6 @@
-//! A dependency-free progress bar on stderr for long CLI work.
+//! A dependency-free progress bar on stderr for long CLI work. On a terminal it redraws in place;
+//! in a log (stderr not a terminal) it writes a plain line every ten seconds, so long background
+//! runs still show where they are.
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
@@ -26,10 +28,15 @@ impl Progress {
 
     pub fn inc(&mut self, n: u64) {
         self.done = (self.done + n).min(self.total);
-        // Redraw on a terminal; in logs only the final line is written.
-        let due = std::io::stderr().is_terminal()
-            && self.last_draw.is_none_or(|t| t.elapsed().as_millis() >= 80);
-        if due {
+        let every_ms = if std::io::stderr().is_terminal() {
+            80
+        } else {
+            10_000
+        };
+        if self
+            .last_draw
+            .is_none_or(|t| t.elapsed().as_millis() >= every_ms)
+        {
             self.draw();
         }
     }
@@ -38,14 +45,17 @@ impl Progress {
         let width = 30;
         let filled = (self.done * width / self.total) as usize;
         let bar: String = "█".repeat(filled) + &"░".repeat(width as usize - filled);
+        let terminal = std::io::stderr().is_terminal();
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r  {:<28} {bar} {:>5}/{:<5} {:>5.1}s",
+            "{}  {:<28} {bar} {:>5}/{:<5} {:>5.1}s{}",
+            if terminal { "\r" } else { "" },
             self.label,
             self.done,
             self.total,
-            self.start.elapsed().as_secs_f64()
+            self.start.elapsed().as_secs_f64(),
+            if terminal { "" } else { "\n" }
         );
         let _ = err.flush();
         self.last_draw = Some(Instant::now());
@@ -54,6 +64,8 @@ impl Progress {
     pub fn finish(mut self) {
         self.done = self.total;
         self.draw();
-        let _ = writeln!(std::io::stderr());
+        if std::io::stderr().is_terminal() {
+            let _ = writeln!(std::io::stderr());
+        }
     }
 }
