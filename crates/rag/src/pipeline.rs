@@ -194,8 +194,7 @@ fn chunk_id(headings: &[String], text: &str) -> String {
         h.update([0x1f]);
     }
     h.update(text.as_bytes());
-    let d = h.finalize();
-    d[..12].iter().map(|b| format!("{b:02x}")).collect()
+    base::to_hex(&h.finalize()[..12])
 }
 
 /// What gets embedded: the heading path gives a chunk the context its own words may lack.
@@ -210,13 +209,6 @@ fn embed_text(title: &str, headings: &[String], text: &str) -> String {
     } else {
         format!("{}: {text}", path.join(" > "))
     }
-}
-
-fn sha_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl Rag {
@@ -280,7 +272,7 @@ impl Rag {
         let mut texts: Vec<String> = Vec::new();
         let mut dropped: Vec<String> = Vec::new();
         for (i, doc) in docs.into_iter().enumerate() {
-            let hash = sha_hex(&doc.content);
+            let hash = base::to_hex(&Sha256::digest(doc.content.as_bytes()));
             if manifest
                 .sources
                 .get(&doc.source)
@@ -376,7 +368,7 @@ impl Rag {
 
     /// The BM25 index of the collection as it is now (rebuilt when the collection changed).
     fn keyword_index(&self) -> Result<Arc<Keyword>> {
-        let sequence = self.collection.info()?.sequence;
+        let sequence = self.collection.sequence()?;
         let mut cache = self.keyword.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cache.as_ref()
             && k.sequence == sequence

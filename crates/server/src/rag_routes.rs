@@ -11,7 +11,7 @@
 
 use crate::AppState;
 use crate::embedding::DEFAULT_MODEL;
-use crate::vector_routes::{VecError, blocking_rag, collection_or_create};
+use crate::vector_routes::{VecError, blocking, collection_or_create, usize_field};
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -45,7 +45,7 @@ async fn pipeline(s: &AppState, name: &str, create: bool) -> Result<Arc<Rag>, Ve
         .clone()
         .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
     let embedder = s.embeddings.get(&model).await?;
-    let r = Arc::new(Rag::new(c, embedder).map_err(VecError::from_rag)?);
+    let r = Arc::new(Rag::new(c, embedder).map_err(VecError::from)?);
     s.rag
         .0
         .lock()
@@ -56,16 +56,6 @@ async fn pipeline(s: &AppState, name: &str, create: bool) -> Result<Arc<Rag>, Ve
 
 fn json_body(raw: &[u8]) -> Result<Value, VecError> {
     serde_json::from_slice(raw).map_err(|e| VecError::bad(format!("request body is not JSON: {e}")))
-}
-
-fn usize_or(v: &Value, key: &str, default: usize) -> Result<usize, VecError> {
-    match &v[key] {
-        Value::Null => Ok(default),
-        x => x
-            .as_u64()
-            .map(|n| n as usize)
-            .ok_or_else(|| VecError::bad(format!("`{key}` must be a non-negative integer"))),
-    }
 }
 
 async fn ingest(
@@ -102,12 +92,12 @@ async fn ingest(
         });
     }
     let opts = rag::chunk::ChunkOptions {
-        max_tokens: usize_or(&b, "chunk_tokens", 200)?.clamp(16, 512),
-        overlap_tokens: usize_or(&b, "overlap_tokens", 40)?,
+        max_tokens: usize_field(&b, "chunk_tokens", 200)?.clamp(16, 512),
+        overlap_tokens: usize_field(&b, "overlap_tokens", 40)?,
     };
     let complete = b["complete"].as_bool().unwrap_or(false);
     let r = pipeline(&s, &name, true).await?;
-    let report = blocking_rag(move || r.ingest(docs, opts, complete, &mut |_, _| {})).await?;
+    let report = blocking(move || r.ingest(docs, opts, complete, &mut |_, _| {})).await?;
     Ok(Json(
         json!({"result": report, "status": "ok", "time": t.elapsed().as_secs_f64()}),
     ))
@@ -131,14 +121,14 @@ async fn query(
     };
     let opts = QueryOptions {
         mode,
-        top_k: usize_or(&b, "top_k", 5)?,
-        candidates: usize_or(&b, "candidates", 50)?.clamp(1, 1000),
+        top_k: usize_field(&b, "top_k", 5)?,
+        candidates: usize_field(&b, "candidates", 50)?.clamp(1, 1000),
         filter: match &b["filter"] {
             Value::Null => None,
             f => Some(vector::Filter::parse(f)?),
         },
-        context_tokens: usize_or(&b, "context_tokens", 1500)?,
-        rerank: usize_or(&b, "rerank", 0)?.min(100),
+        context_tokens: usize_field(&b, "context_tokens", 1500)?,
+        rerank: usize_field(&b, "rerank", 0)?.min(100),
         fusion: match &b["fusion"] {
             Value::Null => rag::Fusion::default(),
             f => serde_json::from_value(f.clone()).map_err(|e| {
@@ -149,7 +139,7 @@ async fn query(
         },
     };
     let r = pipeline(&s, &name, false).await?;
-    let answer = blocking_rag(move || r.answer(&q, &opts)).await?;
+    let answer = blocking(move || r.answer(&q, &opts)).await?;
     Ok(Json(
         json!({"result": answer, "status": "ok", "time": t.elapsed().as_secs_f64()}),
     ))

@@ -52,8 +52,8 @@ pub struct VecError {
     message: String,
 }
 
-impl VecError {
-    pub fn from_rag(e: rag::Error) -> VecError {
+impl From<rag::Error> for VecError {
+    fn from(e: rag::Error) -> VecError {
         match e {
             rag::Error::Vector(v) => VecError::from(v),
             rag::Error::BadRequest(m) => VecError::bad(m),
@@ -67,7 +67,9 @@ impl VecError {
             }
         }
     }
+}
 
+impl VecError {
     pub fn bad(m: impl Into<String>) -> VecError {
         VecError {
             status: StatusCode::BAD_REQUEST,
@@ -133,8 +135,9 @@ fn body(bytes: &[u8]) -> Result<Value, VecError> {
         .map_err(|e| VecError::bad(format!("request body is not JSON: {e}")))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, vector::Error> + Send + 'static,
+/// Runs a vector-store or RAG step off the async threads.
+pub async fn blocking<T: Send + 'static, E: Into<VecError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, VecError> {
     tokio::task::spawn_blocking(f)
         .await
@@ -142,10 +145,10 @@ async fn blocking<T: Send + 'static>(
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: format!("vector task failed: {e}"),
         })?
-        .map_err(VecError::from)
+        .map_err(Into::into)
 }
 
-fn usize_field(v: &Value, key: &str, default: usize) -> Result<usize, VecError> {
+pub fn usize_field(v: &Value, key: &str, default: usize) -> Result<usize, VecError> {
     match &v[key] {
         Value::Null => Ok(default),
         x => x
@@ -185,14 +188,12 @@ fn vector_of(v: &Value, what: &str) -> Result<Vec<f32>, VecError> {
 }
 
 fn embedder_of(c: &dyn VectorCollection) -> Result<String, VecError> {
-    match &c.config().embedder {
-        Some(m) => Ok(m.clone()),
-        None if c.config().dim == 384 => Ok(DEFAULT_MODEL.to_owned()),
-        None => Err(VecError::bad(format!(
+    c.config().text_model().ok_or_else(|| {
+        VecError::bad(format!(
             "collection `{}` names no embedding model; send vectors, not text",
             c.name()
-        ))),
-    }
+        ))
+    })
 }
 
 async fn list(State(s): State<AppState>) -> Answer {
@@ -499,7 +500,7 @@ async fn snapshot(State(s): State<AppState>, Path(name): Path<String>) -> Answer
     let size = blocking(move || {
         std::fs::create_dir_all(&dir)?;
         c.export_snapshot(&path)?;
-        Ok(std::fs::metadata(&path)?.len())
+        Ok::<_, vector::Error>(std::fs::metadata(&path)?.len())
     })
     .await?;
     ok(json!({"name": file, "size": size}), t)
@@ -561,12 +562,7 @@ pub async fn collection_or_create(
     let store = store(s).await?;
     let lookup = {
         let (store, name) = (store.clone(), name.to_owned());
-        tokio::task::spawn_blocking(move || store.get(&name))
-            .await
-            .map_err(|e| VecError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!("vector task failed: {e}"),
-            })?
+        blocking(move || Ok::<_, VecError>(store.get(&name))).await?
     };
     match lookup {
         Ok(c) => Ok(c),
@@ -588,17 +584,4 @@ pub async fn collection_or_create(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// Runs a RAG step off the async threads.
-pub async fn blocking_rag<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, rag::Error> + Send + 'static,
-) -> Result<T, VecError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| VecError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("rag task failed: {e}"),
-        })?
-        .map_err(VecError::from_rag)
 }

@@ -38,13 +38,7 @@ fn block<F: std::future::Future>(handle: &tokio::runtime::Handle, f: F) -> F::Ou
 
 fn table_of(name: &str) -> String {
     let h = Sha256::digest(name.as_bytes());
-    format!(
-        "capstan_vec_{}",
-        h[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
+    format!("capstan_vec_{}", base::to_hex(&h[..8]))
 }
 
 /// Keys sort like ids: numbers (zero-padded) before strings.
@@ -382,20 +376,7 @@ fn payload_of(
 
 impl PgCollection {
     fn check_vector(&self, v: &[f32], what: &str) -> Result<()> {
-        if v.len() != self.config.dim {
-            return Err(Error::BadRequest(format!(
-                "{what} has dimension {}, collection `{}` expects {}",
-                v.len(),
-                self.name,
-                self.config.dim
-            )));
-        }
-        if v.iter().any(|x| !x.is_finite()) {
-            return Err(Error::BadRequest(format!(
-                "{what} holds a NaN or infinite value"
-            )));
-        }
-        Ok(())
+        self.config.check_vector(&self.name, v, what)
     }
 
     async fn bump(&self, tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<u64> {
@@ -428,7 +409,7 @@ impl VectorCollection for PgCollection {
     }
 
     fn info(&self) -> Result<CollectionInfo> {
-        let (count, seq) = block(&self.handle, async {
+        let count = block(&self.handle, async {
             let count: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT count(*) FROM {}",
                 self.table
@@ -437,16 +418,9 @@ impl VectorCollection for PgCollection {
             .await
             .map_err(db)?
             .get(0);
-            let seq: i64 =
-                sqlx::query("SELECT sequence FROM capstan_vector_collections WHERE name = $1")
-                    .bind(&self.name)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db)?
-                    .map(|r| r.get(0))
-                    .unwrap_or(0);
-            Ok::<_, Error>((count, seq))
+            Ok::<_, Error>(count)
         })?;
+        let seq = self.sequence()?;
         Ok(CollectionInfo {
             name: self.name.clone(),
             config: self.config.clone(),
@@ -454,7 +428,20 @@ impl VectorCollection for PgCollection {
             indexed_nodes: count as usize,
             quantized: false,
             wal_bytes: 0,
-            sequence: seq as u64,
+            sequence: seq,
+        })
+    }
+
+    fn sequence(&self) -> Result<u64> {
+        block(&self.handle, async {
+            let seq: Option<i64> =
+                sqlx::query("SELECT sequence FROM capstan_vector_collections WHERE name = $1")
+                    .bind(&self.name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?
+                    .map(|r| r.get(0));
+            Ok(seq.unwrap_or(0) as u64)
         })
     }
 

@@ -28,6 +28,8 @@ pub trait VectorCollection: Send + Sync {
     fn name(&self) -> &str;
     fn config(&self) -> &CollectionConfig;
     fn info(&self) -> Result<CollectionInfo>;
+    /// Sequence number of the last applied write (cheaper than `info`: no counting).
+    fn sequence(&self) -> Result<u64>;
     /// Inserts or replaces points, all or none; returns the write's sequence number once it is
     /// durable.
     fn upsert(&self, points: Vec<Point>) -> Result<u64>;
@@ -96,6 +98,9 @@ impl VectorCollection for Collection {
     }
     fn info(&self) -> Result<CollectionInfo> {
         Ok(Collection::info(self))
+    }
+    fn sequence(&self) -> Result<u64> {
+        Ok(Collection::sequence(self))
     }
     fn upsert(&self, points: Vec<Point>) -> Result<u64> {
         Collection::upsert(self, points)

@@ -71,6 +71,32 @@ pub struct CollectionConfig {
 }
 
 impl CollectionConfig {
+    /// Refuses a vector of the wrong dimension or with a non-finite value, naming `what` and
+    /// the collection.
+    pub fn check_vector(&self, collection: &str, v: &[f32], what: &str) -> Result<()> {
+        if v.len() != self.dim {
+            return Err(Error::BadRequest(format!(
+                "{what} has dimension {}, collection `{collection}` expects {}",
+                v.len(),
+                self.dim
+            )));
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::BadRequest(format!(
+                "{what} holds a NaN or infinite value"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The embedding model that turns texts into this collection's vectors: the one it names,
+    /// else all-MiniLM-L6-v2 for a 384-d collection, else none (it takes vectors only).
+    pub fn text_model(&self) -> Option<String> {
+        self.embedder
+            .clone()
+            .or_else(|| (self.dim == 384).then(|| "all-MiniLM-L6-v2".to_owned()))
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(1..=65_536).contains(&self.dim) {
             return Err(Error::BadRequest(format!(
@@ -379,20 +405,12 @@ impl Collection {
     }
 
     fn check_vector(&self, v: &[f32], what: &str) -> Result<()> {
-        if v.len() != self.config.dim {
-            return Err(Error::BadRequest(format!(
-                "{what} has dimension {}, collection `{}` expects {}",
-                v.len(),
-                self.name,
-                self.config.dim
-            )));
-        }
-        if v.iter().any(|x| !x.is_finite()) {
-            return Err(Error::BadRequest(format!(
-                "{what} holds a NaN or infinite value"
-            )));
-        }
-        Ok(())
+        self.config.check_vector(&self.name, v, what)
+    }
+
+    /// Sequence number of the last applied write.
+    pub fn sequence(&self) -> u64 {
+        self.state.read().unwrap_or_else(poisoned).sequence
     }
 
     /// Inserts or replaces points. Returns once the batch is in the log on disk and applied:
@@ -431,7 +449,7 @@ impl Collection {
     }
 
     fn write_locked(&self, wal: &mut Wal, record: Record) -> Result<u64> {
-        let seq = self.state.read().unwrap_or_else(poisoned).sequence + 1;
+        let seq = self.sequence() + 1;
         wal.append(seq, &record)?;
         match record {
             Record::Upsert(points) => {

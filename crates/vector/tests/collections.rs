@@ -2,6 +2,7 @@
 //! through the log and snapshots, compaction, restore, and refused input.
 
 use serde_json::{Value, json};
+use vector::conformance::points;
 use vector::{
     Collection, CollectionConfig, Collections, Error, Filter, HnswParams, Metric, Point, PointId,
     SearchRequest,
@@ -19,37 +20,6 @@ fn config(dim: usize, metric: Metric) -> CollectionConfig {
         quantize: false,
         embedder: None,
     }
-}
-
-/// Deterministic vectors around a few directions, with a payload naming the direction.
-fn points(range: std::ops::Range<u64>, dim: usize) -> Vec<Point> {
-    range
-        .map(|i| {
-            let group = i % 4;
-            let vector = (0..dim)
-                .map(|d| {
-                    let base = if d as u64 % 4 == group { 1.0 } else { 0.0 };
-                    base + (noise(i * 1_000 + d as u64) - 0.5) * 0.3
-                })
-                .collect();
-            Point {
-                id: PointId::Num(i),
-                vector,
-                payload: json!({"group": group, "even": i % 2 == 0, "tag": format!("t{}", i % 10)})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
-            }
-        })
-        .collect()
-}
-
-/// A hash of `x` in [0, 1): distinct points, reproducible.
-fn noise(x: u64) -> f32 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
 }
 
 fn ids(found: &[vector::ScoredPoint]) -> Vec<PointId> {

@@ -22,6 +22,17 @@ pub fn capstan(home: &Path) -> Command {
     c
 }
 
+/// Links the machine's model cache (`$CAPSTAN_CACHE/models`, else `~/.cache/capstan/models`)
+/// into a test home, so MiniLM is fetched once per machine, not once per test.
+pub fn link_models(home: &Path) {
+    let cache = std::env::var_os("CAPSTAN_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/capstan")
+        });
+    std::os::unix::fs::symlink(cache.join("models"), home.join("models")).expect("link models");
+}
+
 /// Runs `capstan <args>` to completion: exit code, stdout, stderr.
 pub fn cli<S: AsRef<std::ffi::OsStr>>(home: &Path, args: &[S]) -> (Option<i32>, String, String) {
     let out = capstan(home).args(args).output().expect("cli");

@@ -65,13 +65,7 @@ async fn jobs_cli_lists_shows_and_cancels() {
 fn a_worker_runs_submitted_jobs_and_the_queue_retries_failures() {
     let home = tempfile::tempdir().expect("tempdir");
     let h = home.path();
-    let models = std::env::var_os("CAPSTAN_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/capstan")
-        })
-        .join("models");
-    std::os::unix::fs::symlink(&models, h.join("models")).expect("link models");
+    crate::binary::link_models(h);
     let docs = h.join("docs");
     std::fs::create_dir_all(&docs).expect("mkdir");
     std::fs::write(

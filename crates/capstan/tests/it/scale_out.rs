@@ -254,13 +254,7 @@ async fn rag_on_pgvector() {
         format!("[store]\nvectors = \"{url}\"\n"),
     )
     .unwrap();
-    let models = std::env::var_os("CAPSTAN_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/capstan")
-        })
-        .join("models");
-    std::os::unix::fs::symlink(&models, home.path().join("models")).expect("link models");
+    crate::binary::link_models(home.path());
     let docs = home.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
     std::fs::write(

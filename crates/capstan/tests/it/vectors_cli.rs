@@ -7,13 +7,7 @@ async fn vectors_cli_loads_texts_searches_and_refuses_a_second_writer() {
     let home = tempfile::tempdir().expect("tempdir");
     let h = home.path();
     // Share the machine's model cache instead of fetching again.
-    let models = std::env::var_os("CAPSTAN_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/capstan")
-        })
-        .join("models");
-    std::os::unix::fs::symlink(&models, h.join("models")).expect("link models");
+    crate::binary::link_models(h);
     cli_ok(
         h,
         &["vectors", "create", "faq", "--model", "all-MiniLM-L6-v2"],
@@ -85,13 +79,7 @@ async fn vectors_cli_loads_texts_searches_and_refuses_a_second_writer() {
 fn rag_cli_ingests_a_folder_and_answers_with_citations() {
     let home = tempfile::tempdir().expect("tempdir");
     let h = home.path();
-    let models = std::env::var_os("CAPSTAN_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/capstan")
-        })
-        .join("models");
-    std::os::unix::fs::symlink(&models, h.join("models")).expect("link models");
+    crate::binary::link_models(h);
     let docs = h.join("docs");
     std::fs::create_dir_all(&docs).expect("mkdir");
     std::fs::write(
