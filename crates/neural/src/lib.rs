@@ -1,14 +1,16 @@
 //! Neural models run in-process with candle on the CPU: the all-MiniLM-L6-v2 sentence
-//! embedder (BERT, 384-d, mean pooling + L2 normalisation), and where its weights come from
-//! without a model hub. This is the only crate that builds candle.
+//! embedder (BERT, 384-d, mean pooling + L2 normalisation), the SmolLM2 chat model (LLaMA from
+//! GGUF), and where their weights come from without a model hub. This is the only crate that builds candle.
 
 pub mod bert;
 pub mod http;
+pub mod llama;
 pub mod ops;
 pub mod resolve;
 
 pub use bert::MiniLm;
 pub use http::HttpEmbedder;
+pub use llama::{ChatLm, ChatMessage, Finish, GenParams, Generation, SMOLLM2, SMOLLM2_FILE};
 pub use resolve::{MINILM, ModelSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,10 @@ pub enum Error {
     Fetch(String),
     #[error("{0}")]
     BadInput(String),
+    #[error(
+        "this model's context is {limit} tokens; the request needs {requested} (prompt + max_tokens)"
+    )]
+    ContextLength { limit: usize, requested: usize },
     #[error("model I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("tensor computation: {0}")]

@@ -28,6 +28,8 @@ fn is_read_only_post(path: &str) -> bool {
         || path.ends_with("/logged-models/search")
         || (path.starts_with("/rag/") && path.ends_with("/query"))
         || path == "/v1/embeddings"
+        || path == "/v1/chat/completions"
+        || path == "/v1/completions"
         || (path.starts_with("/collections/")
             && (path.ends_with("/points/search")
                 || path.ends_with("/points/count")
@@ -90,5 +92,8 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
         )
         .into_response();
     }
+    let mut req = req;
+    // Handlers that account per caller (the LLM gateway) read who it is.
+    req.extensions_mut().insert(info);
     next.run(req).await
 }

@@ -10,6 +10,7 @@ mod deployments;
 pub mod embedding;
 mod error;
 mod feature_routes;
+pub mod gateway_routes;
 mod jobs_routes;
 mod mlflow;
 mod mlflow_registry;
@@ -97,6 +98,8 @@ pub struct AppState {
     pub rag: rag_routes::RagCache,
     /// The job queue monitors' alerts feed.
     pub jobs: Arc<dyn pipeline::JobQueue>,
+    /// The LLM gateway behind `/v1/chat/completions` and `/v1/completions`.
+    pub gateway: Arc<gateway::Gateway>,
 }
 
 /// The stores the server reads and writes besides tracking and the registry.
@@ -114,6 +117,7 @@ pub struct Backends {
     pub vectors: Arc<vector_routes::LazyVectors>,
     pub embeddings: Arc<embedding::EmbeddingModels>,
     pub jobs: Arc<dyn pipeline::JobQueue>,
+    pub gateway: Arc<gateway::Gateway>,
 }
 
 impl AppState {
@@ -163,6 +167,7 @@ impl AppState {
             embeddings: b.embeddings,
             rag: Default::default(),
             jobs: b.jobs,
+            gateway: b.gateway,
         }
     }
 }
@@ -197,6 +202,7 @@ pub fn router(state: AppState) -> Router {
             vector_routes::routes()
                 .merge(rag_routes::routes())
                 .merge(openai::routes())
+                .merge(gateway_routes::routes())
                 .layer(DefaultBodyLimit::max(json_limit * 64)),
         )
         .fallback(error::not_found)
@@ -216,7 +222,11 @@ pub async fn serve(
     if state.config.monitor_scheduler {
         tokio::spawn(monitors::scheduler(state.clone()));
     }
-    axum::serve(listener, router(state))
+    let gateway = state.gateway.clone();
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    // Usage records still queued are written before the process ends.
+    gateway.flush().await;
+    served
 }

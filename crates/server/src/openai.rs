@@ -1,8 +1,8 @@
 //! The OpenAI HTTP API, as far as this server serves models itself: `POST /v1/embeddings`
 //! (string or list of strings; `encoding_format` `float` or `base64` — the `openai` Python client
 //! asks for base64) and `GET /v1/models`, answered by the in-process MiniLM. Errors use OpenAI's
-//! shape: `{"error": {"message", "type", "param", "code"}}`. Chat and completions arrive with the
-//! LLM gateway.
+//! shape: `{"error": {"message", "type", "param", "code"}}`. Chat and completions are the LLM
+//! gateway's (`gateway_routes`).
 
 use crate::AppState;
 use crate::embedding::{DEFAULT_MODEL, ModelError};
@@ -157,8 +157,15 @@ async fn embeddings(
     })))
 }
 
-async fn models() -> Json<Value> {
-    Json(json!({"object": "list", "data": [
-        {"id": DEFAULT_MODEL, "object": "model", "created": 0, "owned_by": "capstan"}
-    ]}))
+/// The embedding model and every model group the gateway routes.
+async fn models(State(s): State<AppState>) -> Json<Value> {
+    let mut data =
+        vec![json!({"id": DEFAULT_MODEL, "object": "model", "created": 0, "owned_by": "capstan"})];
+    data.extend(
+        s.gateway
+            .models()
+            .into_iter()
+            .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "capstan"})),
+    );
+    Json(json!({"object": "list", "data": data}))
 }

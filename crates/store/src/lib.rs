@@ -19,6 +19,7 @@ mod remote;
 mod sql;
 mod tokens;
 mod tracking_store;
+mod usage_store;
 
 pub use blobs::{BlobConfig, BlobError, Blobs, S3Config};
 pub use db::{Backend, Db, DbError};

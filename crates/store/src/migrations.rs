@@ -291,6 +291,28 @@ CREATE TABLE schedules (
 )
 "#,
     },
+    Migration {
+        version: 11,
+        name: "gateway usage",
+        sql: r#"
+CREATE TABLE gateway_usage (
+    id TEXT PRIMARY KEY,
+    ts BIGINT NOT NULL,
+    api_key TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    team TEXT NOT NULL,
+    model TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    cost_usd {REAL} NOT NULL,
+    status BIGINT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX gateway_usage_ts ON gateway_usage (ts);
+CREATE INDEX gateway_usage_key_ts ON gateway_usage (api_key, ts)
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

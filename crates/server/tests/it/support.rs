@@ -35,6 +35,24 @@ pub async fn start_with(
     config: server::ServerConfig,
     serving_config: serving::ServingConfig,
 ) -> TestServer {
+    start_full(config, serving_config, gateway::GatewayConfig::default()).await
+}
+
+/// A server whose LLM gateway routes by `gateway_config`.
+pub async fn start_gateway(gateway_config: gateway::GatewayConfig) -> TestServer {
+    start_full(
+        server::ServerConfig::default(),
+        serving::ServingConfig::default(),
+        gateway_config,
+    )
+    .await
+}
+
+pub async fn start_full(
+    config: server::ServerConfig,
+    serving_config: serving::ServingConfig,
+    gateway_config: gateway::GatewayConfig,
+) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(&format!("sqlite://{}", dir.path().join("m.db").display()))
         .await
@@ -67,6 +85,18 @@ pub async fn start_with(
                 None,
                 "https://pypi.org".into(),
             )),
+            gateway: Arc::new(
+                gateway::Gateway::new(
+                    gateway_config,
+                    gateway::provider::LocalChat::new(
+                        models_home(),
+                        None,
+                        "https://pypi.org".into(),
+                    ),
+                    Some(Arc::new(db.clone())),
+                )
+                .expect("gateway"),
+            ),
             prediction_log: Some(monitor::predlog::LogConfig {
                 rotate: std::time::Duration::from_millis(100),
                 ..Default::default()
