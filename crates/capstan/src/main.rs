@@ -5,6 +5,7 @@ mod bench;
 mod bench_data;
 mod bench_drift;
 mod bench_features;
+mod bench_gateway;
 mod bench_rag;
 mod bench_serving;
 mod bench_training;

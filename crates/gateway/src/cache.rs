@@ -19,6 +19,8 @@ pub struct CachedAnswer {
     /// What the original call cost (saved by each hit).
     pub cost_usd: f64,
     pub deployment: String,
+    /// The upstream's model name.
+    pub provider_model: String,
 }
 
 struct Entry {
@@ -121,6 +123,7 @@ mod tests {
             usage: Usage::default(),
             cost_usd: 0.0,
             deployment: "d".into(),
+            provider_model: "m".into(),
         }
     }
 

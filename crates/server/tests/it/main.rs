@@ -5,6 +5,7 @@ mod api;
 mod artifacts;
 mod auth;
 mod deployments;
+mod gateway;
 mod monitoring;
 mod registry;
 mod serving;

@@ -1,0 +1,366 @@
+//! The LLM gateway over real HTTP: one server runs SmolLM2 in-process; a second server's gateway
+//! routes to it over loopback (and to an address nothing listens on, and to a socket that never
+//! answers), so fallbacks, breakers, timeouts, streaming passthrough, costs, the cache, usage
+//! records and hot reload are all exercised against real upstreams.
+
+use crate::support::{TestServer, start_gateway};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+const FRANCE: &str = "What is the capital of France?";
+/// SmolLM2's greedy answer (the reference implementation's, see neural's fixture).
+const PARIS: &str = "The capital of France is Paris.";
+
+async fn call(s: &TestServer, path: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = s
+        .http
+        .post(format!("{}{path}", s.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The SSE events of a streamed answer, `[DONE]` excluded, and the headers.
+async fn stream(s: &TestServer, body: Value) -> (reqwest::header::HeaderMap, Vec<Value>) {
+    let r = s
+        .http
+        .post(format!("{}/v1/chat/completions", s.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let headers = r.headers().clone();
+    let mut text = String::new();
+    let mut bytes = r.bytes_stream();
+    while let Some(b) = bytes.next().await {
+        text.push_str(&String::from_utf8_lossy(&b.expect("chunk")));
+    }
+    let mut events = Vec::new();
+    let mut done = false;
+    for line in text.lines() {
+        if let Some(data) = line.strip_prefix("data: ") {
+            if data == "[DONE]" {
+                done = true;
+            } else {
+                events.push(serde_json::from_str(data).expect("event is JSON"));
+            }
+        }
+    }
+    assert!(done, "the stream ends with [DONE]: {text}");
+    (headers, events)
+}
+
+fn content(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
+fn h(headers: &reqwest::header::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn ask(model: &str, question: &str) -> Value {
+    json!({"model": model, "temperature": 0, "max_tokens": 16,
+           "messages": [{"role": "user", "content": question}]})
+}
+
+#[tokio::test]
+async fn local_model_answers_streams_caches_and_accounts() {
+    let s = start_gateway(gateway::GatewayConfig::default()).await;
+    let (status, headers, body) = call(&s, "/v1/chat/completions", ask("smollm2", FRANCE)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["message"]["content"], PARIS);
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"]["completion_tokens"], 7);
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 20);
+    assert_eq!(h(&headers, "x-capstan-deployment"), "smollm2/local");
+    assert_eq!(h(&headers, "x-capstan-cache"), "miss");
+    assert_eq!(h(&headers, "x-capstan-cost-usd"), "0.00000000");
+    assert!(h(&headers, "x-capstan-overhead-ms").parse::<f64>().unwrap() >= 0.0);
+
+    // The same request again is a cache hit with the same answer.
+    let (_, headers, again) = call(&s, "/v1/chat/completions", ask("smollm2", FRANCE)).await;
+    assert_eq!(h(&headers, "x-capstan-cache"), "hit");
+    assert_eq!(again["choices"][0]["message"]["content"], PARIS);
+    assert_ne!(again["id"], body["id"]);
+
+    // … and replayed as a stream, with the usage chunk only for a client that asks for it.
+    let mut streamed = ask("smollm2", FRANCE);
+    streamed["stream"] = json!(true);
+    let (headers, events) = stream(&s, streamed.clone()).await;
+    assert_eq!(h(&headers, "x-capstan-cache"), "hit");
+    assert_eq!(content(&events), PARIS);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.get("usage").is_none_or(Value::is_null))
+    );
+    streamed["stream_options"] = json!({"include_usage": true});
+    let (_, events) = stream(&s, streamed).await;
+    assert_eq!(events.last().unwrap()["usage"]["completion_tokens"], 7);
+
+    // A fresh streamed answer comes token by token and stops at max_tokens.
+    let mut fresh = ask("smollm2", "Why is the sky blue?");
+    fresh["stream"] = json!(true);
+    fresh["max_tokens"] = json!(6);
+    let (headers, events) = stream(&s, fresh).await;
+    assert_eq!(h(&headers, "x-capstan-cache"), "miss");
+    assert!(
+        events.len() >= 7,
+        "role chunk, pieces and the finish chunk: {events:?}"
+    );
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(content(&events).starts_with("The "), "{}", content(&events));
+    assert_eq!(
+        events.last().unwrap()["choices"][0]["finish_reason"],
+        "length"
+    );
+
+    // Legacy completions: a raw prompt, no chat template.
+    let (status, _, body) = call(&s, "/v1/completions",
+        json!({"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 3, "temperature": 0})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "text_completion");
+    assert!(!body["choices"][0]["text"].as_str().unwrap().is_empty());
+
+    // Mistakes: OpenAI's error shape, the right status, the field named.
+    let (status, _, e) = call(&s, "/v1/chat/completions", ask("gpt-nope", "hi")).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
+    let (status, _, e) = call(
+        &s,
+        "/v1/chat/completions",
+        json!({"model": "smollm2", "messages": [{"role": "robot", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("messages[0].role"))
+    );
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    let mut long = ask("smollm2", "hi");
+    long["max_tokens"] = json!(100_000);
+    let (status, _, e) = call(&s, "/v1/chat/completions", long).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("context_length_exceeded")),
+        "{e}"
+    );
+
+    // Every call left a usage record in the metadata store; /metrics has the numbers.
+    let (status, usage) = s
+        .get("/api/2.0/capstan/gateway/usage", &[("limit", "100")])
+        .await;
+    assert_eq!(status, 200);
+    let records = usage["records"].as_array().unwrap();
+    assert_eq!(records.len(), 8, "{usage}");
+    assert_eq!(records.iter().filter(|r| r["cache"] == "hit").count(), 3);
+    assert_eq!(records.iter().filter(|r| r["status"] == 404).count(), 1);
+    // Newest first: the oldest record is the first call.
+    let first = records.last().unwrap();
+    assert_eq!(first["deployment"], "smollm2/local");
+    assert_eq!(first["usage"]["completion_tokens"], 7);
+    assert_eq!(first["key"], "anonymous");
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("capstan_gateway_cache_requests_total{cache=\"exact\",outcome=\"hit\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("capstan_gateway_overhead_seconds_count"));
+    let (_, models) = s.get("/v1/models", &[]).await;
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "smollm2")
+    );
+}
+
+/// A TCP socket that accepts connections and never answers.
+async fn hanging_upstream() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = l.accept().await {
+            held.push(sock);
+        }
+    });
+    url
+}
+
+/// An address nothing listens on.
+async fn closed_port() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", l.local_addr().unwrap());
+    drop(l);
+    url
+}
+
+#[tokio::test]
+async fn routes_over_http_with_fallbacks_breakers_timeouts_and_hot_reload() {
+    let upstream = start_gateway(gateway::GatewayConfig::default()).await;
+    let up = format!("{}/v1", upstream.url);
+    let down = closed_port().await;
+    let hang = hanging_upstream().await;
+    let config: gateway::GatewayConfig = serde_json::from_value(json!({
+        "local_models": false,
+        "retry": {"attempts": 4, "backoff_ms": 1},
+        "breaker": {"failures": 2, "cooldown_ms": 60000},
+        "groups": [
+            {"name": "chat", "strategy": "least-busy", "deployments": [
+                {"id": "down", "base_url": down, "model": "smollm2"},
+                {"id": "up", "base_url": up, "model": "smollm2"}]},
+            {"name": "tiny", "fallbacks": {"context_window": "chat"}, "deployments": [
+                {"id": "small", "base_url": up, "model": "smollm2", "context_window": 8}]},
+            {"name": "hang", "deployments": [
+                {"id": "h", "base_url": hang, "model": "x", "timeout_ms": 300, "ttft_timeout_ms": 300}]},
+            {"name": "dead", "deployments": [{"id": "d", "base_url": down, "model": "x"}]},
+        ],
+    }))
+    .unwrap();
+    let s = start_gateway(config).await;
+
+    // The first deployment refuses connections: the second answers, and the headers say so.
+    let (status, headers, body) = call(&s, "/v1/chat/completions", ask("chat", FRANCE)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], PARIS);
+    assert_eq!(h(&headers, "x-capstan-deployment"), "chat/up");
+    assert!(
+        h(&headers, "x-capstan-route").contains("chat/down: unreachable"),
+        "{headers:?}"
+    );
+    assert_eq!(h(&headers, "x-capstan-attempts"), "2");
+
+    // After two faults the breaker keeps `down` out: one attempt, and the route says why.
+    let mut sampled = ask("chat", "Say hi.");
+    sampled["temperature"] = json!(0.7);
+    sampled["max_tokens"] = json!(3);
+    call(&s, "/v1/chat/completions", sampled.clone()).await;
+    let (status, headers, _) = call(&s, "/v1/chat/completions", sampled.clone()).await;
+    assert_eq!(status, 200);
+    assert!(
+        h(&headers, "x-capstan-route").contains("down: circuit open"),
+        "{headers:?}"
+    );
+    assert_eq!(h(&headers, "x-capstan-attempts"), "1");
+
+    // A prompt too long for every deployment of `tiny` falls back to `chat`.
+    let (status, headers, _) = call(
+        &s,
+        "/v1/chat/completions",
+        ask(
+            "tiny",
+            "Please tell me, in one short sentence, what the capital city of France is.",
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h(&headers, "x-capstan-deployment"), "chat/up");
+    assert!(
+        h(&headers, "x-capstan-route").contains("fallback tiny -> chat"),
+        "{headers:?}"
+    );
+
+    // Streams pass through from the upstream, token by token.
+    let mut streamed = ask("chat", FRANCE);
+    streamed["stream"] = json!(true);
+    streamed["seed"] = json!(1);
+    let (headers, events) = stream(&s, streamed).await;
+    assert_eq!(h(&headers, "x-capstan-deployment"), "chat/up");
+    assert_eq!(content(&events), PARIS);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.get("usage").is_none_or(Value::is_null)),
+        "usage hidden unless asked"
+    );
+
+    // An upstream that never answers: a timeout, in OpenAI's shape, after every attempt.
+    let started = std::time::Instant::now();
+    let (status, _, e) = call(&s, "/v1/chat/completions", ask("hang", "hi")).await;
+    assert_eq!(status, 504, "{e}");
+    assert_eq!(e["error"]["type"], "api_error");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Nothing reachable: 503.
+    let (status, _, e) = call(&s, "/v1/chat/completions", ask("dead", "hi")).await;
+    assert_eq!(status, 503, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("upstream"),
+        "{e}"
+    );
+
+    // Hot reload: a new group appears without a restart; a broken config is refused and the
+    // old one keeps serving.
+    let mut cfg = s.get("/api/2.0/capstan/gateway/config", &[]).await.1["config"].clone();
+    cfg["groups"].as_array_mut().unwrap().push(json!(
+        {"name": "chat2", "deployments": [{"id": "u", "base_url": up, "model": "smollm2"}]}));
+    let r = s
+        .http
+        .put(format!("{}/api/2.0/capstan/gateway/config", s.url))
+        .json(&cfg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (status, headers, _) = call(&s, "/v1/chat/completions", ask("chat2", FRANCE)).await;
+    assert_eq!(
+        (status, h(&headers, "x-capstan-deployment").as_str()),
+        (200, "chat2/u")
+    );
+    cfg["groups"][0]["fallbacks"] = json!({"default": "nowhere"});
+    let r = s
+        .http
+        .put(format!("{}/api/2.0/capstan/gateway/config", s.url))
+        .json(&cfg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("nowhere"),
+        "{body}"
+    );
+    let (status, _, _) = call(&s, "/v1/chat/completions", ask("chat2", FRANCE)).await;
+    assert_eq!(status, 200);
+
+    // Upstream usage is recorded on both sides.
+    let (_, usage) = s.get("/api/2.0/capstan/gateway/usage", &[]).await;
+    let ok: Vec<&Value> = usage["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == 200)
+        .collect();
+    assert!(ok.iter().all(|r| r["provider_model"] == "smollm2"));
+    assert!(ok.iter().any(|r| r["usage"]["completion_tokens"] == 7));
+}
