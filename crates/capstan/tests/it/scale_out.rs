@@ -248,7 +248,7 @@ fn uuid_like() -> String {
 async fn rag_on_pgvector() {
     let home = tempfile::tempdir().expect("home");
     let url = std::env::var("CAPSTAN_TEST_PGVECTOR")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".to_owned());
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5434/postgres".to_owned());
     std::fs::write(
         home.path().join("capstan.toml"),
         format!("[store]\nvectors = \"{url}\"\n"),

@@ -1,9 +1,9 @@
-//! pgvector (PostgreSQL 18 + pgvector 0.8, started by scripts/test.sh on port 5433) passes the
+//! pgvector (PostgreSQL 18 + pgvector 0.8, started by scripts/test.sh on port 5434) passes the
 //! same conformance suite as the embedded vector store.
 
 pub fn pgvector_url() -> String {
     std::env::var("CAPSTAN_TEST_PGVECTOR")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".to_owned())
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5434/postgres".to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
