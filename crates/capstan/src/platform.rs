@@ -39,6 +39,8 @@ pub struct Platform {
     /// The scale-out vector store when `store.vectors` names one (the embedded store otherwise
     /// opens lazily, when a server first needs it).
     pub vectors: Option<Arc<dyn vector::VectorStore>>,
+    /// Where the gateway counts budgets and rate limits (`gateway.ledger`).
+    pub ledger: Arc<dyn gateway::budget::Ledger>,
 }
 
 impl Platform {
@@ -67,6 +69,15 @@ impl Platform {
                 )));
             }
         };
+        let ledger: Arc<dyn gateway::budget::Ledger> = match config.gateway.ledger.trim() {
+            "" => Arc::new(db.clone()),
+            "memory" => Arc::new(gateway::budget::MemoryLedger::default()),
+            url => Arc::new(
+                store::Redis::connect(url, "capstan:ledger")
+                    .await
+                    .map_err(Error::Other)?,
+            ),
+        };
         let vectors: Option<Arc<dyn vector::VectorStore>> = match config.store.vectors.trim() {
             "" => None,
             _ => Some(crate::vectors_cmd::open_store(home, config).await?),
@@ -79,6 +90,7 @@ impl Platform {
             tracking,
             registry,
             online,
+            ledger,
         })
     }
 
@@ -130,7 +142,7 @@ impl Platform {
         );
         let sink: Arc<dyn gateway::UsageSink> = Arc::new(self.db.clone());
         match gateway::Gateway::new(config.gateway.clone(), local, Some(sink.clone())) {
-            Ok(g) => Arc::new(g),
+            Ok(g) => Arc::new(g.with_ledger(self.ledger.clone())),
             Err(e) => {
                 // Config loading validates the gateway section, so this is a config changed
                 // underneath; keep serving the local models rather than nothing.

@@ -4,6 +4,7 @@
 //! and price overrides. A new config replaces the old atomically; requests in flight finish on
 //! the one they started with.
 
+use crate::budget::{BudgetConfig, RateLimitConfig};
 use crate::error::{ErrorClass, GatewayError, Result};
 use crate::pricing::Price;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,11 @@ pub struct GatewayConfig {
     pub cache: CacheConfig,
     /// Prices per provider model name, over the table shipped with the binary.
     pub prices: BTreeMap<String, Price>,
+    pub budgets: Vec<BudgetConfig>,
+    pub rate_limits: Vec<RateLimitConfig>,
+    /// Where budgets and rate limits are counted: empty = the metadata database, `redis://…` =
+    /// Redis (shared by gateway replicas), `memory` = this process only.
+    pub ledger: String,
 }
 
 impl Default for GatewayConfig {
@@ -31,6 +37,9 @@ impl Default for GatewayConfig {
             breaker: BreakerConfig::default(),
             cache: CacheConfig::default(),
             prices: BTreeMap::new(),
+            budgets: Vec::new(),
+            rate_limits: Vec::new(),
+            ledger: String::new(),
         }
     }
 }
@@ -246,6 +255,42 @@ impl GatewayConfig {
                     ));
                 }
             }
+        }
+        let mut budget_names = HashSet::new();
+        for b in &self.budgets {
+            if b.name.is_empty() || !budget_names.insert(b.name.as_str()) {
+                return bad(format!("budget name `{}` is empty or repeated", b.name));
+            }
+            if !(b.limit_usd.is_finite() && b.limit_usd > 0.0) {
+                return bad(format!("budget `{}`: limit_usd must be > 0", b.name));
+            }
+            if let Some(to) = &b.downgrade_to
+                && !names.contains(to.as_str())
+                && !self.is_local_name(to)
+            {
+                return bad(format!(
+                    "budget `{}` downgrades to `{to}`, which is not a group",
+                    b.name
+                ));
+            }
+        }
+        let mut limit_names = HashSet::new();
+        for l in &self.rate_limits {
+            if l.name.is_empty() || !limit_names.insert(l.name.as_str()) {
+                return bad(format!("rate limit name `{}` is empty or repeated", l.name));
+            }
+            if l.rpm.is_none() && l.tpm.is_none() || l.rpm == Some(0) || l.tpm == Some(0) {
+                return bad(format!("rate limit `{}` needs rpm and/or tpm > 0", l.name));
+            }
+        }
+        if !(self.ledger.is_empty()
+            || self.ledger == "memory"
+            || self.ledger.starts_with("redis://"))
+        {
+            return bad(format!(
+                "ledger `{}` is not empty, `memory` or a redis:// URL",
+                self.ledger
+            ));
         }
         if !(0.0..=1.0).contains(&self.breaker.failure_rate) {
             return bad("breaker.failure_rate must be within 0..1".into());

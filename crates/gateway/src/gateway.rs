@@ -3,6 +3,7 @@
 //! response headers that say which deployment answered and why. The live configuration is one
 //! `Arc` swapped whole on reload, so a request finishes on the configuration it started with.
 
+use crate::budget::{Holds, Ledger, MemoryLedger, budget_keys, rate_keys};
 use crate::cache::{CachedAnswer, ExactCache};
 use crate::config::{GatewayConfig, GroupConfig, ProviderKind};
 use crate::error::{ErrorClass, GatewayError, Result};
@@ -58,6 +59,8 @@ pub struct Gateway {
     http: reqwest::Client,
     usage: crate::usage_log::UsageLog,
     pub metrics: Arc<GatewayMetrics>,
+    /// Budgets and rate limits are counted here.
+    ledger: Arc<dyn Ledger>,
 }
 
 fn key_from_env(var: &Option<String>) -> Option<String> {
@@ -95,7 +98,20 @@ impl Gateway {
             http,
             usage: crate::usage_log::UsageLog::start(sink),
             metrics: Arc::new(GatewayMetrics::default()),
+            ledger: Arc::new(MemoryLedger::default()),
         }
+    }
+
+    /// Counts budgets and rate limits in `ledger` (the metadata database, or Redis shared by
+    /// replicas) instead of this process's memory.
+    pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Gateway {
+        self.ledger = ledger;
+        self
+    }
+
+    /// (spent, reserved) of a ledger key (for the API and tests).
+    pub async fn ledger_entry(&self, key: &str) -> std::result::Result<(f64, f64), String> {
+        self.ledger.get(key).await
     }
 
     fn build(config: &GatewayConfig, http: &reqwest::Client, local: &Arc<LocalChat>) -> Live {
@@ -165,7 +181,7 @@ impl Gateway {
     /// Answers one request; on failure the error and the headers gathered so far.
     pub async fn handle(
         &self,
-        req: LlmRequest,
+        mut req: LlmRequest,
         caller: Caller,
     ) -> std::result::Result<Answer, (GatewayError, Vec<(&'static str, String)>)> {
         let t0 = Instant::now();
@@ -208,6 +224,13 @@ impl Gateway {
             return Err(self.fail(rec, e, t0, Duration::ZERO, Vec::new()));
         };
 
+        // Rate limits, then budgets: reserved before the call, settled after it.
+        let (group, settlement, mut trail) = match self.admit(&live, &caller, &mut req, group).await
+        {
+            Ok(x) => x,
+            Err(e) => return Err(self.fail(rec, e, t0, Duration::ZERO, Vec::new())),
+        };
+
         // The exact cache, for answers that are the answer to this request (greedy or seeded).
         let cacheable =
             live.config.cache.exact && (req.temperature == Some(0.0) || req.seed.is_some());
@@ -236,6 +259,7 @@ impl Gateway {
                     ("x-capstan-overhead-ms", format!("{:.3}", ms(overhead))),
                 ];
                 self.usage.push(rec);
+                settlement.settle(0.0, 0);
                 return Ok(Answer { reply, headers });
             }
             self.metrics.cache(false, 0.0);
@@ -244,7 +268,6 @@ impl Gateway {
 
         let needed = req.prompt_chars() / 4 + req.max_tokens.unwrap_or(0);
         let mut upstream = Duration::ZERO;
-        let mut trail: Vec<String> = Vec::new();
         let mut visited = vec![group.name.clone()];
         let mut group: GroupConfig = group;
         let mut last: Option<GatewayError> = None;
@@ -302,6 +325,7 @@ impl Gateway {
                             t0,
                             upstream,
                             live.config.cache.clone(),
+                            settlement,
                         ));
                     }
                     Err(e) => {
@@ -460,6 +484,7 @@ impl Gateway {
         t0: Instant,
         upstream: Duration,
         cache: crate::config::CacheConfig,
+        settlement: Settlement,
     ) -> Answer {
         let overhead = t0.elapsed().saturating_sub(upstream);
         let mut headers = vec![
@@ -497,6 +522,10 @@ impl Gateway {
                         cache.max_entries,
                     );
                 }
+                settlement.settle(
+                    rec.cost_usd.unwrap_or(0.0),
+                    rec.usage.prompt_tokens + rec.usage.completion_tokens,
+                );
                 self.usage.push(rec);
                 Answer {
                     reply: Reply::Whole(body),
@@ -522,6 +551,7 @@ impl Gateway {
                     usage_log: self.usage.clone(),
                     cache: self.cache.clone(),
                     metrics: self.metrics.clone(),
+                    settlement: Some(settlement),
                 };
                 Answer {
                     reply: Reply::Stream(Box::pin(acct)),
@@ -529,6 +559,145 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// Rate limits and budgets for this request: reserves what it may use, and on an exhausted
+    /// budget that names a downgrade, switches to that group (once). Returns the group to route,
+    /// what to settle afterwards, and notes for the route header.
+    async fn admit(
+        &self,
+        live: &Live,
+        caller: &Caller,
+        req: &mut LlmRequest,
+        group: GroupConfig,
+    ) -> Result<(GroupConfig, Settlement, Vec<String>)> {
+        let cfg = &live.config;
+        let mut settlement = Settlement {
+            ledger: self.ledger.clone(),
+            holds: Holds::default(),
+            done: false,
+        };
+        let mut notes = Vec::new();
+        if cfg.budgets.is_empty() && cfg.rate_limits.is_empty() {
+            return Ok((group, settlement, notes));
+        }
+        let unavailable = |e: String| {
+            GatewayError::new(
+                ErrorClass::Upstream,
+                503,
+                format!("the budget ledger is unavailable: {e}"),
+            )
+        };
+        if req.max_tokens.is_none() {
+            // Reserving needs a bound on the answer; it goes upstream too, so the bound holds.
+            req.max_tokens = Some(MAX_TOKENS_BOUND);
+            if let Some(o) = req.body.as_object_mut() {
+                o.insert("max_tokens".into(), json!(MAX_TOKENS_BOUND));
+            }
+        }
+        let max_tokens = req.max_tokens.unwrap_or(MAX_TOKENS_BOUND) as u64;
+        let prompt = req.prompt_bound() as u64;
+        let now = now_ms();
+        for (i, key, limit, tokens, expires) in rate_keys(&cfg.rate_limits, caller, now) {
+            let amount = if tokens {
+                (prompt + max_tokens) as f64
+            } else {
+                1.0
+            };
+            if !self
+                .ledger
+                .reserve(&key, amount, limit as f64, expires)
+                .await
+                .map_err(unavailable)?
+            {
+                let l = &cfg.rate_limits[i];
+                return Err(GatewayError::new(
+                    ErrorClass::Budget,
+                    429,
+                    format!(
+                        "rate limit `{}` reached: {limit} {} per minute",
+                        l.name,
+                        if tokens { "tokens" } else { "requests" }
+                    ),
+                )
+                .with_code("rate_limit_exceeded"));
+            }
+            if tokens {
+                settlement.holds.tokens.push((key, amount));
+            }
+        }
+        let mut group = group;
+        let mut downgraded = false;
+        loop {
+            let worst = self.worst_case(live, &group, prompt, max_tokens);
+            let mut exhausted = None;
+            for (i, key, expires) in budget_keys(&cfg.budgets, caller, now) {
+                let limit = cfg.budgets[i].limit_usd;
+                if self
+                    .ledger
+                    .reserve(&key, worst, limit, expires)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    settlement.holds.dollars.push((key, worst));
+                } else {
+                    exhausted = Some((i, key));
+                    break;
+                }
+            }
+            let Some((i, key)) = exhausted else {
+                return Ok((group, settlement, notes));
+            };
+            settlement.release_dollars().await;
+            let b = &cfg.budgets[i];
+            if let (Some(to), false) = (&b.downgrade_to, downgraded)
+                && let Some(g) = cfg.group(to)
+            {
+                notes.push(format!(
+                    "budget {} exhausted: downgraded {} -> {}",
+                    b.name, group.name, g.name
+                ));
+                group = g;
+                downgraded = true;
+                continue;
+            }
+            let (spent, reserved) = self.ledger.get(&key).await.unwrap_or_default();
+            return Err(GatewayError::new(
+                ErrorClass::Budget,
+                429,
+                format!(
+                    "budget `{}` is exhausted: ${spent:.6} spent and ${reserved:.6} reserved of ${:.6} ({:?}); this call may cost up to ${worst:.6}",
+                    b.name, b.limit_usd, b.window
+                ),
+            )
+            .with_code("budget_exceeded"));
+        }
+    }
+
+    /// The dearest this request can be on any deployment it may reach (the group and, through
+    /// fallbacks, every group after it).
+    fn worst_case(&self, live: &Live, group: &GroupConfig, prompt: u64, max_tokens: u64) -> f64 {
+        let mut seen = vec![group.name.clone()];
+        let mut queue = vec![group.clone()];
+        let mut worst = 0.0f64;
+        while let Some(g) = queue.pop() {
+            for d in &g.deployments {
+                worst = worst.max(
+                    live.prices
+                        .worst_case(&d.model, prompt, max_tokens)
+                        .unwrap_or(0.0),
+                );
+            }
+            for t in g.fallbacks.values() {
+                if !seen.contains(t)
+                    && let Some(next) = live.config.group(t)
+                {
+                    seen.push(t.clone());
+                    queue.push(next);
+                }
+            }
+        }
+        worst
     }
 
     fn fail(
@@ -696,6 +865,7 @@ struct StreamAccount {
     usage_log: crate::usage_log::UsageLog,
     cache: Arc<ExactCache>,
     metrics: Arc<GatewayMetrics>,
+    settlement: Option<Settlement>,
 }
 
 impl StreamAccount {
@@ -732,6 +902,12 @@ impl StreamAccount {
             );
         }
         self.metrics.spend(&rec);
+        if let Some(settlement) = self.settlement.take() {
+            settlement.settle(
+                rec.cost_usd.unwrap_or(0.0),
+                rec.usage.prompt_tokens + rec.usage.completion_tokens,
+            );
+        }
         self.usage_log.push(rec);
     }
 }
@@ -769,5 +945,59 @@ impl Stream for StreamAccount {
 impl Drop for StreamAccount {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// `max_tokens` set on requests that give none when a budget or token limit applies.
+const MAX_TOKENS_BOUND: usize = 4096;
+
+/// What one request holds in the ledger. Settled with the actual cost and tokens when the
+/// answer is complete; dropped unsettled (an error, a client gone), it gives everything back.
+struct Settlement {
+    ledger: Arc<dyn Ledger>,
+    holds: Holds,
+    done: bool,
+}
+
+impl Settlement {
+    async fn release_dollars(&mut self) {
+        for (key, amount) in std::mem::take(&mut self.holds.dollars) {
+            let _ = self.ledger.settle(&key, amount, 0.0).await;
+        }
+    }
+
+    fn settle(mut self, cost: f64, tokens: u64) {
+        self.done = true;
+        self.spawn(cost, tokens as f64);
+    }
+
+    fn spawn(&mut self, cost: f64, tokens: f64) {
+        let holds = std::mem::take(&mut self.holds);
+        if holds.dollars.is_empty() && holds.tokens.is_empty() {
+            return;
+        }
+        let ledger = self.ledger.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for (key, amount) in holds.dollars {
+                    if let Err(e) = ledger.settle(&key, amount, cost).await {
+                        tracing::error!("settling {key}: {e}");
+                    }
+                }
+                for (key, amount) in holds.tokens {
+                    if let Err(e) = ledger.settle(&key, amount, tokens).await {
+                        tracing::error!("settling {key}: {e}");
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        if !self.done {
+            self.spawn(0.0, 0.0);
+        }
     }
 }

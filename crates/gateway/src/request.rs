@@ -303,6 +303,16 @@ impl LlmRequest {
         })
     }
 
+    /// An upper bound on the prompt's tokens for byte-level tokenizers (a token is at least one
+    /// byte), with room for each message's template tokens and a default system prompt.
+    pub fn prompt_bound(&self) -> usize {
+        self.messages
+            .iter()
+            .map(|m| m.content.len() + 16)
+            .sum::<usize>()
+            + 64
+    }
+
     /// All message text, for token estimates and routing rules.
     pub fn prompt_chars(&self) -> usize {
         self.messages.iter().map(|m| m.content.len()).sum()

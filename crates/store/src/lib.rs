@@ -10,6 +10,7 @@ mod deploy_store;
 mod feature_store;
 mod job_store;
 mod label_store;
+mod ledger_store;
 mod migrations;
 mod monitor_store;
 mod pgvector;

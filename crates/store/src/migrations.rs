@@ -313,6 +313,19 @@ CREATE INDEX gateway_usage_ts ON gateway_usage (ts);
 CREATE INDEX gateway_usage_key_ts ON gateway_usage (api_key, ts)
 "#,
     },
+    Migration {
+        version: 12,
+        name: "gateway ledger",
+        sql: r#"
+CREATE TABLE gateway_ledger (
+    key TEXT PRIMARY KEY,
+    spent {REAL} NOT NULL,
+    reserved {REAL} NOT NULL,
+    expires BIGINT NOT NULL
+);
+CREATE INDEX gateway_ledger_expires ON gateway_ledger (expires)
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

@@ -124,6 +124,11 @@ impl Redis {
         }
     }
 
+    /// The namespace every key of this connection lives under.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn key(&self, view: &str, suffix: &str) -> Vec<u8> {
         format!("{}:{view}:{suffix}", self.prefix).into_bytes()
     }

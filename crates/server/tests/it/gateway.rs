@@ -3,9 +3,10 @@
 //! answers), so fallbacks, breakers, timeouts, streaming passthrough, costs, the cache, usage
 //! records and hot reload are all exercised against real upstreams.
 
-use crate::support::{TestServer, start_gateway};
+use crate::support::{TestServer, start_gateway, start_gateway_with};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 const FRANCE: &str = "What is the capital of France?";
 /// SmolLM2's greedy answer (the reference implementation's, see neural's fixture).
@@ -363,4 +364,168 @@ async fn routes_over_http_with_fallbacks_breakers_timeouts_and_hot_reload() {
         .collect();
     assert!(ok.iter().all(|r| r["provider_model"] == "smollm2"));
     assert!(ok.iter().any(|r| r["usage"]["completion_tokens"] == 7));
+}
+
+async fn call_as(
+    s: &TestServer,
+    team: &str,
+    user: &str,
+    body: Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = s
+        .http
+        .post(format!("{}/v1/chat/completions", s.url))
+        .header("x-capstan-team", team)
+        .header("x-capstan-user", user)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+/// (spent, reserved) of a team's daily budget, once every reservation is settled.
+async fn settled(
+    ledger: &dyn gateway::budget::Ledger,
+    budgets: &[gateway::budget::BudgetConfig],
+    team: &str,
+) -> f64 {
+    let caller = gateway::Caller {
+        team: Some(team.into()),
+        ..Default::default()
+    };
+    let keys = gateway::budget::budget_keys(budgets, &caller, base::now_millis());
+    let key = &keys.first().expect("a budget covers the team").1;
+    for _ in 0..200 {
+        let (spent, reserved) = ledger.get(key).await.expect("ledger");
+        if reserved.abs() < 1e-12 {
+            return spent;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("reservations on {key} never settled");
+}
+
+#[tokio::test]
+async fn budgets_and_rate_limits_hold_across_replicas_sharing_redis() {
+    let upstream = start_gateway(gateway::GatewayConfig::default()).await;
+    let up = format!("{}/v1", upstream.url);
+    // smollm2 priced at $1,000 per million tokens each way: a call costs about $0.04; its worst
+    // case (a 14-byte question's bound of 94 tokens + max_tokens 8) is $0.102.
+    let config: gateway::GatewayConfig = serde_json::from_value(json!({
+        "local_models": false,
+        "prices": {"smollm2": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}},
+        "groups": [
+            {"name": "chat", "deployments": [{"id": "up", "base_url": up, "model": "smollm2"}]},
+            {"name": "cheap", "deployments": [{"id": "free", "base_url": up, "model": "SmolLM2-135M-Instruct"}]}],
+        "budgets": [
+            {"name": "research-daily", "scope": "team", "match": "research", "window": "daily", "limit_usd": 0.5},
+            {"name": "ops-daily", "scope": "team", "match": "ops", "window": "daily", "limit_usd": 0.3, "downgrade_to": "cheap"}],
+        "rate_limits": [{"name": "per-user", "scope": "user", "match": "spammer", "rpm": 2}],
+    }))
+    .unwrap();
+    let prefix = format!("capstan-test-{}", uuid::Uuid::new_v4().simple());
+    let connect = || async {
+        Arc::new(
+            store::Redis::connect("redis://127.0.0.1:6379", &prefix)
+                .await
+                .expect("Redis on 127.0.0.1:6379"),
+        )
+    };
+    let ledger = connect().await;
+    let replicas = [
+        start_gateway_with(config.clone(), connect().await).await,
+        start_gateway_with(config.clone(), connect().await).await,
+    ];
+
+    // 12 concurrent calls over two replicas: at most 4 worst cases fit in $0.50 at once.
+    let body = json!({"model": "chat", "temperature": 0.7, "max_tokens": 8,
+                      "messages": [{"role": "user", "content": "Say something."}]});
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (url, body) = (replicas[i % 2].url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/v1/chat/completions"))
+                .header("x-capstan-team", "research")
+                .json(&body)
+                .send()
+                .await
+                .expect("send");
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            200 => ok += 1,
+            429 => {
+                refused += 1;
+                assert_eq!(body["error"]["code"], "budget_exceeded");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("research-daily"),
+                    "{body}"
+                );
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
+    let budgets = &config.budgets;
+    let spent = settled(&*ledger, budgets, "research").await;
+    assert!(spent > 0.0 && spent <= 0.5 + 1e-9, "spent {spent}");
+    // The ledger's total is exactly what the usage records of both replicas cost.
+    let mut recorded = 0.0;
+    for r in &replicas {
+        let (_, usage) = r.get("/api/2.0/capstan/gateway/usage", &[]).await;
+        recorded += usage["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == 200)
+            .filter_map(|r| r["cost_usd"].as_f64())
+            .sum::<f64>();
+    }
+    assert!(
+        (recorded - spent).abs() < 1e-9,
+        "usage {recorded} vs ledger {spent}"
+    );
+
+    // A budget with a downgrade sends the overflow to the cheaper group instead of refusing.
+    let mut downgraded = None;
+    for _ in 0..15 {
+        let (status, headers, _) = call_as(&replicas[0], "ops", "u", body.clone()).await;
+        assert_eq!(status, 200);
+        if h(&headers, "x-capstan-deployment") == "cheap/free" {
+            downgraded = Some(h(&headers, "x-capstan-route"));
+            break;
+        }
+    }
+    let route = downgraded.expect("the ops budget ran out within 15 calls");
+    assert!(
+        route.contains("budget ops-daily exhausted: downgraded chat -> cheap"),
+        "{route}"
+    );
+    assert!(settled(&*ledger, budgets, "ops").await <= 0.3 + 1e-9);
+
+    // Two requests a minute for the spammer: the rest are refused, naming the limit.
+    let mut limited = 0;
+    for _ in 0..5 {
+        let (status, _, e) = call_as(&replicas[1], "ops", "spammer", ask("cheap", FRANCE)).await;
+        if status == 429 {
+            assert_eq!(e["error"]["code"], "rate_limit_exceeded");
+            assert!(e["error"]["message"].as_str().unwrap().contains("per-user"));
+            limited += 1;
+        }
+    }
+    assert!(limited >= 1, "5 calls against 2 per minute");
 }

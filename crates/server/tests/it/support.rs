@@ -35,7 +35,13 @@ pub async fn start_with(
     config: server::ServerConfig,
     serving_config: serving::ServingConfig,
 ) -> TestServer {
-    start_full(config, serving_config, gateway::GatewayConfig::default()).await
+    start_full(
+        config,
+        serving_config,
+        gateway::GatewayConfig::default(),
+        None,
+    )
+    .await
 }
 
 /// A server whose LLM gateway routes by `gateway_config`.
@@ -44,6 +50,21 @@ pub async fn start_gateway(gateway_config: gateway::GatewayConfig) -> TestServer
         server::ServerConfig::default(),
         serving::ServingConfig::default(),
         gateway_config,
+        None,
+    )
+    .await
+}
+
+/// A gateway server whose budgets are counted in `ledger` (e.g. Redis shared with another).
+pub async fn start_gateway_with(
+    gateway_config: gateway::GatewayConfig,
+    ledger: Arc<dyn gateway::budget::Ledger>,
+) -> TestServer {
+    start_full(
+        server::ServerConfig::default(),
+        serving::ServingConfig::default(),
+        gateway_config,
+        Some(ledger),
     )
     .await
 }
@@ -52,6 +73,7 @@ pub async fn start_full(
     config: server::ServerConfig,
     serving_config: serving::ServingConfig,
     gateway_config: gateway::GatewayConfig,
+    ledger: Option<Arc<dyn gateway::budget::Ledger>>,
 ) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(&format!("sqlite://{}", dir.path().join("m.db").display()))
@@ -95,7 +117,8 @@ pub async fn start_full(
                     ),
                     Some(Arc::new(db.clone())),
                 )
-                .expect("gateway"),
+                .expect("gateway")
+                .with_ledger(ledger.unwrap_or_else(|| Arc::new(db.clone()))),
             ),
             prediction_log: Some(monitor::predlog::LogConfig {
                 rotate: std::time::Duration::from_millis(100),

@@ -4,6 +4,7 @@
 mod blobs;
 mod deploy;
 mod jobs;
+mod ledger;
 mod registry;
 mod remote;
 mod support;
