@@ -133,7 +133,11 @@ impl Platform {
     }
 
     /// The LLM gateway with this home's local models and usage records in the metadata store.
-    pub fn gateway(&self, config: &Config) -> Arc<gateway::Gateway> {
+    pub fn gateway(
+        &self,
+        config: &Config,
+        embeddings: Arc<server::embedding::EmbeddingModels>,
+    ) -> Arc<gateway::Gateway> {
         let local = gateway::provider::LocalChat::new(
             self.home.clone(),
             (!config.models.smollm2_dir.is_empty())
@@ -142,7 +146,7 @@ impl Platform {
         );
         let sink: Arc<dyn gateway::UsageSink> = Arc::new(self.db.clone());
         match gateway::Gateway::new(config.gateway.clone(), local, Some(sink.clone())) {
-            Ok(g) => Arc::new(g.with_ledger(self.ledger.clone())),
+            Ok(g) => Arc::new(g.with_ledger(self.ledger.clone()).with_embedder(embeddings)),
             Err(e) => {
                 // Config loading validates the gateway section, so this is a config changed
                 // underneath; keep serving the local models rather than nothing.
@@ -163,6 +167,12 @@ impl Platform {
         default_model: Option<(String, serving::Selector)>,
     ) -> server::AppState {
         let sv = &config.serving;
+        let embeddings = Arc::new(server::embedding::EmbeddingModels::new(
+            self.home.clone(),
+            (!config.models.minilm_dir.is_empty())
+                .then(|| self.home.join(&config.models.minilm_dir)),
+            config.models.index_url.clone(),
+        ));
         server::AppState::new(
             self.tracking.clone(),
             self.registry.clone(),
@@ -180,13 +190,8 @@ impl Platform {
                     Some(pg) => server::vector_routes::LazyVectors::Ready(pg.clone()),
                     None => server::vector_routes::LazyVectors::embedded(self.home.join("vectors")),
                 }),
-                embeddings: Arc::new(server::embedding::EmbeddingModels::new(
-                    self.home.clone(),
-                    (!config.models.minilm_dir.is_empty())
-                        .then(|| self.home.join(&config.models.minilm_dir)),
-                    config.models.index_url.clone(),
-                )),
-                gateway: self.gateway(config),
+                embeddings: embeddings.clone(),
+                gateway: self.gateway(config, embeddings),
                 prediction_log: sv.prediction_log.then(|| monitor::predlog::LogConfig {
                     queue: sv.log_queue.max(1),
                     rotate: std::time::Duration::from_secs(sv.log_rotate_secs.max(1)),

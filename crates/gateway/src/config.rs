@@ -170,6 +170,8 @@ pub struct CacheConfig {
     pub exact: bool,
     pub ttl_s: u64,
     pub max_entries: usize,
+    /// The semantic cache (off unless enabled).
+    pub semantic: crate::semantic::SemanticConfig,
 }
 
 impl Default for CacheConfig {
@@ -178,6 +180,7 @@ impl Default for CacheConfig {
             exact: true,
             ttl_s: 3600,
             max_entries: 10_000,
+            semantic: crate::semantic::SemanticConfig::default(),
         }
     }
 }
@@ -291,6 +294,10 @@ impl GatewayConfig {
                 "ledger `{}` is not empty, `memory` or a redis:// URL",
                 self.ledger
             ));
+        }
+        let t = self.cache.semantic.threshold;
+        if !(t > 0.0 && t <= 1.0) {
+            return bad("cache.semantic.threshold must be within (0, 1]".into());
         }
         if !(0.0..=1.0).contains(&self.breaker.failure_rate) {
             return bad("breaker.failure_rate must be within 0..1".into());

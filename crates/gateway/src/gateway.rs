@@ -12,6 +12,7 @@ use crate::pricing::Prices;
 use crate::provider::{ChunkStream, LocalChat, OpenAiCompatible, Provider};
 use crate::request::LlmRequest;
 use crate::router::{Pick, Router, now_ms};
+use crate::semantic::{PromptEmbedder, SemanticCache};
 use crate::usage::{Usage, UsageRecord, UsageSink};
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
@@ -55,6 +56,9 @@ pub struct Gateway {
     live: RwLock<Arc<Live>>,
     router: Router,
     cache: Arc<ExactCache>,
+    semantic: Arc<SemanticCache>,
+    /// Embeds prompts for the semantic cache (the server's MiniLM).
+    embedder: Option<Arc<dyn PromptEmbedder>>,
     local: Arc<LocalChat>,
     http: reqwest::Client,
     usage: crate::usage_log::UsageLog,
@@ -94,6 +98,8 @@ impl Gateway {
             live: RwLock::new(Arc::new(live)),
             router: Router::default(),
             cache: Arc::new(ExactCache::new()),
+            semantic: Arc::new(SemanticCache::default()),
+            embedder: None,
             local,
             http,
             usage: crate::usage_log::UsageLog::start(sink),
@@ -106,6 +112,12 @@ impl Gateway {
     /// replicas) instead of this process's memory.
     pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Gateway {
         self.ledger = ledger;
+        self
+    }
+
+    /// Embeds prompts with `embedder` for the semantic cache.
+    pub fn with_embedder(mut self, embedder: Arc<dyn PromptEmbedder>) -> Gateway {
+        self.embedder = Some(embedder);
         self
     }
 
@@ -232,38 +244,54 @@ impl Gateway {
         };
 
         // The exact cache, for answers that are the answer to this request (greedy or seeded).
+        let tenant = caller.team.as_deref().unwrap_or(&caller.key).to_owned();
         let cacheable =
             live.config.cache.exact && (req.temperature == Some(0.0) || req.seed.is_some());
-        let cache_key =
-            cacheable.then(|| req.cache_key(caller.team.as_deref().unwrap_or(&caller.key)));
-        if let Some(key) = &cache_key {
+        let mut store = CacheWrite {
+            exact: self.cache.clone(),
+            semantic: self.semantic.clone(),
+            exact_key: cacheable.then(|| req.cache_key(&tenant)),
+            semantic_key: None,
+            config: live.config.cache.clone(),
+        };
+        if let Some(key) = &store.exact_key {
             if let Some(hit) = self.cache.get(key) {
-                self.metrics.cache(true, hit.cost_usd);
-                rec.cache = "hit".into();
-                rec.deployment = hit.deployment.clone();
-                rec.provider_model = hit.provider_model.clone();
-                rec.usage = hit.usage;
-                rec.cost_usd = Some(0.0);
-                let reply = replay(&hit, &req);
-                let overhead = t0.elapsed();
-                rec.latency_ms = ms(overhead);
-                rec.overhead_ms = ms(overhead);
-                self.metrics
-                    .request(&req.model, &hit.deployment, 200, overhead);
-                let headers = vec![
-                    ("x-capstan-deployment", hit.deployment.clone()),
-                    ("x-capstan-route", "cache hit".to_string()),
-                    ("x-capstan-cache", "hit".to_string()),
-                    ("x-capstan-cost-usd", "0".to_string()),
-                    ("x-capstan-saved-usd", format!("{:.8}", hit.cost_usd)),
-                    ("x-capstan-overhead-ms", format!("{:.3}", ms(overhead))),
-                ];
-                self.usage.push(rec);
-                settlement.settle(0.0, 0);
-                return Ok(Answer { reply, headers });
+                self.metrics.cache("exact", true, hit.cost_usd, None);
+                return Ok(self.serve_hit(rec, hit, &req, "hit", None, t0, settlement));
             }
-            self.metrics.cache(false, 0.0);
+            self.metrics.cache("exact", false, 0.0, None);
             rec.cache = "miss".into();
+        }
+        // The semantic cache: the last question matched by meaning within its scope.
+        let semantic = &live.config.cache.semantic;
+        if semantic.enabled
+            && let Some(embedder) = &self.embedder
+            && let Some((scope, question)) = req.semantic_key(&tenant)
+        {
+            match embedder.embed(&question).await {
+                Ok(v) => {
+                    if let Some((hit, similarity)) =
+                        self.semantic.lookup(&scope, &v, semantic.threshold)
+                    {
+                        self.metrics
+                            .cache("semantic", true, hit.cost_usd, Some(similarity));
+                        return Ok(self.serve_hit(
+                            rec,
+                            hit,
+                            &req,
+                            "semantic-hit",
+                            Some(similarity),
+                            t0,
+                            settlement,
+                        ));
+                    }
+                    self.metrics.cache("semantic", false, 0.0, None);
+                    rec.cache = "miss".into();
+                    store.semantic_key = Some((scope, v));
+                }
+                // Without embeddings the request is simply not cached semantically.
+                Err(e) => tracing::warn!("semantic cache: embedding the prompt failed: {e}"),
+            }
         }
 
         let needed = req.prompt_chars() / 4 + req.max_tokens.unwrap_or(0);
@@ -320,11 +348,10 @@ impl Gateway {
                             reply,
                             &req,
                             &live.prices,
-                            cache_key,
+                            store,
                             route,
                             t0,
                             upstream,
-                            live.config.cache.clone(),
                             settlement,
                         ));
                     }
@@ -479,11 +506,10 @@ impl Gateway {
         reply: Reply,
         req: &LlmRequest,
         prices: &Prices,
-        cache_key: Option<String>,
+        store: CacheWrite,
         route: String,
         t0: Instant,
         upstream: Duration,
-        cache: crate::config::CacheConfig,
         settlement: Settlement,
     ) -> Answer {
         let overhead = t0.elapsed().saturating_sub(upstream);
@@ -507,21 +533,14 @@ impl Gateway {
                 self.metrics
                     .request(&rec.model, &rec.deployment, 200, overhead);
                 self.metrics.spend(&rec);
-                if let Some(key) = cache_key {
-                    self.cache.put(
-                        key,
-                        CachedAnswer {
-                            full: Some(body.clone()),
-                            chunks: None,
-                            usage: rec.usage,
-                            cost_usd: rec.cost_usd.unwrap_or(0.0),
-                            deployment: rec.deployment.clone(),
-                            provider_model: rec.provider_model.clone(),
-                        },
-                        Duration::from_secs(cache.ttl_s),
-                        cache.max_entries,
-                    );
-                }
+                store.put(CachedAnswer {
+                    full: Some(body.clone()),
+                    chunks: None,
+                    usage: rec.usage,
+                    cost_usd: rec.cost_usd.unwrap_or(0.0),
+                    deployment: rec.deployment.clone(),
+                    provider_model: rec.provider_model.clone(),
+                });
                 settlement.settle(
                     rec.cost_usd.unwrap_or(0.0),
                     rec.usage.prompt_tokens + rec.usage.completion_tokens,
@@ -543,13 +562,10 @@ impl Gateway {
                     chunks: Vec::new(),
                     include_usage: req.include_usage,
                     prices: prices.clone(),
-                    cache_key,
-                    cache_ttl: Duration::from_secs(cache.ttl_s),
-                    cache_max: cache.max_entries,
+                    store: Some(store),
                     t0,
                     complete: false,
                     usage_log: self.usage.clone(),
-                    cache: self.cache.clone(),
                     metrics: self.metrics.clone(),
                     settlement: Some(settlement),
                 };
@@ -559,6 +575,46 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// Answers from a cache: no upstream call, no cost; the headers say which cache and, for the
+    /// semantic one, how similar the cached question was.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_hit(
+        &self,
+        mut rec: UsageRecord,
+        hit: CachedAnswer,
+        req: &LlmRequest,
+        kind: &str,
+        similarity: Option<f32>,
+        t0: Instant,
+        settlement: Settlement,
+    ) -> Answer {
+        rec.cache = kind.into();
+        rec.deployment = hit.deployment.clone();
+        rec.provider_model = hit.provider_model.clone();
+        rec.usage = hit.usage;
+        rec.cost_usd = Some(0.0);
+        let reply = replay(&hit, req);
+        let overhead = t0.elapsed();
+        rec.latency_ms = ms(overhead);
+        rec.overhead_ms = ms(overhead);
+        self.metrics
+            .request(&req.model, &hit.deployment, 200, overhead);
+        let mut headers = vec![
+            ("x-capstan-deployment", hit.deployment.clone()),
+            ("x-capstan-route", format!("cache {kind}")),
+            ("x-capstan-cache", kind.to_string()),
+            ("x-capstan-cost-usd", "0".to_string()),
+            ("x-capstan-saved-usd", format!("{:.8}", hit.cost_usd)),
+            ("x-capstan-overhead-ms", format!("{:.3}", ms(overhead))),
+        ];
+        if let Some(sim) = similarity {
+            headers.push(("x-capstan-cache-similarity", format!("{sim:.4}")));
+        }
+        self.usage.push(rec);
+        settlement.settle(0.0, 0);
+        Answer { reply, headers }
     }
 
     /// Rate limits and budgets for this request: reserves what it may use, and on an exhausted
@@ -857,13 +913,11 @@ struct StreamAccount {
     chunks: Vec<Value>,
     include_usage: bool,
     prices: Prices,
-    cache_key: Option<String>,
-    cache_ttl: Duration,
-    cache_max: usize,
+    /// Where the complete answer is cached; `None` once stored (or when nothing caches it).
+    store: Option<CacheWrite>,
     t0: Instant,
     complete: bool,
     usage_log: crate::usage_log::UsageLog,
-    cache: Arc<ExactCache>,
     metrics: Arc<GatewayMetrics>,
     settlement: Option<Settlement>,
 }
@@ -886,20 +940,15 @@ impl StreamAccount {
         if !self.complete {
             rec.error = Some("stream ended early (client gone or upstream failed)".into());
             rec.status = 499;
-        } else if let Some(key) = self.cache_key.take() {
-            self.cache.put(
-                key,
-                CachedAnswer {
-                    full: None,
-                    chunks: Some(std::mem::take(&mut self.chunks)),
-                    usage: rec.usage,
-                    cost_usd: rec.cost_usd.unwrap_or(0.0),
-                    deployment: rec.deployment.clone(),
-                    provider_model: rec.provider_model.clone(),
-                },
-                self.cache_ttl,
-                self.cache_max,
-            );
+        } else if let Some(store) = self.store.take() {
+            store.put(CachedAnswer {
+                full: None,
+                chunks: Some(std::mem::take(&mut self.chunks)),
+                usage: rec.usage,
+                cost_usd: rec.cost_usd.unwrap_or(0.0),
+                deployment: rec.deployment.clone(),
+                provider_model: rec.provider_model.clone(),
+            });
         }
         self.metrics.spend(&rec);
         if let Some(settlement) = self.settlement.take() {
@@ -919,7 +968,9 @@ impl Stream for StreamAccount {
         loop {
             match self.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    if self.cache_key.is_some() || chunk["usage"].is_object() {
+                    if self.store.as_ref().is_some_and(CacheWrite::wanted)
+                        || chunk["usage"].is_object()
+                    {
                         self.chunks.push(chunk.clone());
                     }
                     if !self.include_usage && is_usage_only(&chunk) {
@@ -998,6 +1049,43 @@ impl Drop for Settlement {
     fn drop(&mut self) {
         if !self.done {
             self.spawn(0.0, 0.0);
+        }
+    }
+}
+
+/// Where a fresh answer is cached: under the exact key, the semantic scope and vector, both or
+/// neither.
+struct CacheWrite {
+    exact: Arc<ExactCache>,
+    semantic: Arc<SemanticCache>,
+    exact_key: Option<String>,
+    semantic_key: Option<(String, Vec<f32>)>,
+    config: crate::config::CacheConfig,
+}
+
+impl CacheWrite {
+    fn wanted(&self) -> bool {
+        self.exact_key.is_some() || self.semantic_key.is_some()
+    }
+
+    fn put(self, answer: CachedAnswer) {
+        if let Some((scope, v)) = self.semantic_key {
+            let c = &self.config.semantic;
+            self.semantic.insert(
+                scope,
+                v,
+                answer.clone(),
+                Duration::from_secs(c.ttl_s),
+                c.max_entries,
+            );
+        }
+        if let Some(key) = self.exact_key {
+            self.exact.put(
+                key,
+                answer,
+                Duration::from_secs(self.config.ttl_s),
+                self.config.max_entries,
+            );
         }
     }
 }

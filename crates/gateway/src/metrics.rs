@@ -21,10 +21,17 @@ struct Inner {
     overhead_sum: f64,
     tokens: BTreeMap<(String, &'static str), u64>,
     spend: BTreeMap<String, f64>,
-    cache_hits: u64,
-    cache_misses: u64,
+    /// (cache kind, hit) → count.
+    cache: BTreeMap<(&'static str, bool), u64>,
     saved_usd: f64,
+    /// Semantic hits by similarity bucket.
+    similarity_buckets: [u64; SIMILARITY.len()],
+    similarity_count: u64,
+    similarity_sum: f64,
 }
+
+/// Similarity bucket bounds of semantic-cache hits.
+const SIMILARITY: [f64; 7] = [0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 1.0];
 
 #[derive(Default)]
 pub struct GatewayMetrics {
@@ -57,13 +64,22 @@ impl GatewayMetrics {
         g.overhead_sum += s;
     }
 
-    pub fn cache(&self, hit: bool, saved_usd: f64) {
+    /// A cache lookup: `kind` is `exact` or `semantic`; a semantic hit gives its similarity.
+    pub fn cache(&self, kind: &'static str, hit: bool, saved_usd: f64, similarity: Option<f32>) {
         let mut g = self.lock();
+        *g.cache.entry((kind, hit)).or_default() += 1;
         if hit {
-            g.cache_hits += 1;
             g.saved_usd += saved_usd;
-        } else {
-            g.cache_misses += 1;
+        }
+        if let Some(sim) = similarity {
+            let sim = sim as f64;
+            for (i, b) in SIMILARITY.iter().enumerate() {
+                if sim <= *b {
+                    g.similarity_buckets[i] += 1;
+                }
+            }
+            g.similarity_count += 1;
+            g.similarity_sum += sim;
         }
     }
 
@@ -74,10 +90,17 @@ impl GatewayMetrics {
         *g.spend.entry(r.model.clone()).or_default() += r.cost_usd.unwrap_or(0.0);
     }
 
-    /// (hits, misses, dollars saved).
-    pub fn cache_counts(&self) -> (u64, u64, f64) {
+    /// (hits, misses) of one cache kind, and the dollars all hits saved.
+    pub fn cache_counts(&self, kind: &str) -> (u64, u64, f64) {
         let g = self.lock();
-        (g.cache_hits, g.cache_misses, g.saved_usd)
+        let n = |hit: bool| -> u64 {
+            g.cache
+                .iter()
+                .filter(|((k, h), _)| *k == kind && *h == hit)
+                .map(|(_, n)| *n)
+                .sum()
+        };
+        (n(true), n(false), g.saved_usd)
     }
 
     pub fn render(&self, out: &mut String) {
@@ -146,15 +169,40 @@ impl GatewayMetrics {
             out,
             "# HELP capstan_gateway_cache_requests_total Cache lookups by outcome.\n# TYPE capstan_gateway_cache_requests_total counter"
         );
+        for kind in ["exact", "semantic"] {
+            for (hit, outcome) in [(true, "hit"), (false, "miss")] {
+                let n = g.cache.get(&(kind, hit)).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "capstan_gateway_cache_requests_total{{cache=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
         let _ = writeln!(
             out,
-            "capstan_gateway_cache_requests_total{{cache=\"exact\",outcome=\"hit\"}} {}",
-            g.cache_hits
+            "# HELP capstan_gateway_semantic_similarity Similarity of semantic-cache hits.\n# TYPE capstan_gateway_semantic_similarity histogram"
+        );
+        for (i, b) in SIMILARITY.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "capstan_gateway_semantic_similarity_bucket{{le=\"{b}\"}} {}",
+                g.similarity_buckets[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "capstan_gateway_semantic_similarity_bucket{{le=\"+Inf\"}} {}",
+            g.similarity_count
         );
         let _ = writeln!(
             out,
-            "capstan_gateway_cache_requests_total{{cache=\"exact\",outcome=\"miss\"}} {}",
-            g.cache_misses
+            "capstan_gateway_semantic_similarity_sum {}",
+            g.similarity_sum
+        );
+        let _ = writeln!(
+            out,
+            "capstan_gateway_semantic_similarity_count {}",
+            g.similarity_count
         );
         let _ = writeln!(
             out,

@@ -338,6 +338,39 @@ impl LlmRequest {
         base::to_hex(&h.finalize())
     }
 
+    /// The semantic cache's scope and the text it compares: the last message must be the user's;
+    /// everything else — the tenant, endpoint, model group, every earlier message verbatim and
+    /// every parameter — goes into the scope, so only the last question is matched by meaning.
+    pub fn semantic_key(&self, tenant: &str) -> Option<(String, String)> {
+        let last = self.messages.last()?;
+        if last.role != "user" || last.content.trim().is_empty() {
+            return None;
+        }
+        let mut b = self.body.clone();
+        let o = b.as_object_mut()?;
+        for k in ["stream", "stream_options", "user", "metadata"] {
+            o.remove(k);
+        }
+        match self.endpoint {
+            Endpoint::Chat => {
+                if let Some(Value::Array(m)) = o.get_mut("messages") {
+                    m.pop();
+                }
+            }
+            Endpoint::Completions => {
+                o.remove("prompt");
+            }
+        }
+        let mut h = Sha256::new();
+        h.update(b"semantic\0");
+        h.update(tenant.as_bytes());
+        h.update([0]);
+        h.update(format!("{:?}", self.endpoint).as_bytes());
+        h.update([0]);
+        h.update(b.to_string().as_bytes());
+        Some((base::to_hex(&h.finalize()), last.content.clone()))
+    }
+
     /// The body for an upstream: the deployment's model name, and usage always asked for when
     /// streaming (costs need it; the client sees the usage chunk only if it asked).
     pub fn upstream_body(&self, model: &str) -> Value {
@@ -430,6 +463,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.messages[0].content, "once upon");
+    }
+
+    #[test]
+    fn semantic_scope_holds_the_conversation_and_parameters_but_not_the_question() {
+        let a = chat(r#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":"How tall is Everest?"}]}"#).unwrap();
+        let b = chat(r#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":"What is the height of Everest?"}],"stream":true}"#).unwrap();
+        let (sa, qa) = a.semantic_key("t").unwrap();
+        let (sb, qb) = b.semantic_key("t").unwrap();
+        assert_eq!(sa, sb);
+        assert_eq!(
+            (qa.as_str(), qb.as_str()),
+            ("How tall is Everest?", "What is the height of Everest?")
+        );
+        // Another system prompt, an earlier turn, another parameter or tenant: another scope.
+        let c = chat(r#"{"model":"m","messages":[{"role":"system","content":"t"},{"role":"user","content":"How tall is Everest?"}]}"#).unwrap();
+        let d = chat(r#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"How tall is Everest?"}]}"#).unwrap();
+        let e = chat(r#"{"model":"m","temperature":0.2,"messages":[{"role":"system","content":"s"},{"role":"user","content":"How tall is Everest?"}]}"#).unwrap();
+        for other in [&c, &d, &e] {
+            assert_ne!(other.semantic_key("t").unwrap().0, sa);
+        }
+        assert_ne!(a.semantic_key("u").unwrap().0, sa);
+        let f = chat(r#"{"model":"m","messages":[{"role":"user","content":"x"},{"role":"assistant","content":"y"}]}"#).unwrap();
+        assert!(
+            f.semantic_key("t").is_none(),
+            "the last message must be the user's"
+        );
     }
 
     #[test]

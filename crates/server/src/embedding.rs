@@ -68,6 +68,18 @@ impl EmbeddingModels {
     }
 }
 
+/// The gateway's semantic cache embeds prompts with the in-process MiniLM.
+#[async_trait::async_trait]
+impl gateway::semantic::PromptEmbedder for EmbeddingModels {
+    async fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
+        let mut v = EmbeddingModels::embed(self, DEFAULT_MODEL, vec![text.to_owned()])
+            .await
+            .map_err(|e| e.to_string())?;
+        v.pop()
+            .ok_or_else(|| "the model returned no vector".to_owned())
+    }
+}
+
 #[derive(Debug)]
 pub enum ModelError {
     Unknown(String),

@@ -529,3 +529,80 @@ async fn budgets_and_rate_limits_hold_across_replicas_sharing_redis() {
     }
     assert!(limited >= 1, "5 calls against 2 per minute");
 }
+
+#[tokio::test]
+async fn semantic_cache_answers_paraphrases_within_one_conversation_and_tenant() {
+    let config: gateway::GatewayConfig = serde_json::from_value(json!({
+        "cache": {"semantic": {"enabled": true, "threshold": 0.9}},
+    }))
+    .unwrap();
+    let s = start_gateway(config).await;
+    let q = |text: &str| ask("smollm2", text);
+    let (status, headers, first) = call_as(&s, "t1", "u", q(FRANCE)).await;
+    assert_eq!(
+        (status, h(&headers, "x-capstan-cache").as_str()),
+        (200, "miss"),
+        "{first}"
+    );
+    // A paraphrase: the cached answer, with the similarity in a header.
+    let (_, headers, again) =
+        call_as(&s, "t1", "u", q("Which city is the capital of France?")).await;
+    assert_eq!(h(&headers, "x-capstan-cache"), "semantic-hit");
+    let sim: f32 = h(&headers, "x-capstan-cache-similarity").parse().unwrap();
+    assert!((0.9..=1.0).contains(&sim), "{sim}");
+    assert_eq!(
+        again["choices"][0]["message"]["content"],
+        first["choices"][0]["message"]["content"]
+    );
+    // Another question on the same topic is not served the answer.
+    let (_, headers, _) = call_as(&s, "t1", "u", q("What is the population of France?")).await;
+    assert_eq!(h(&headers, "x-capstan-cache"), "miss");
+    // Nor is another tenant, nor the same question inside another conversation.
+    let (_, headers, _) = call_as(&s, "t2", "u", q("Which city is the capital of France?")).await;
+    assert_eq!(h(&headers, "x-capstan-cache"), "miss");
+    let mut turn = q("Which city is the capital of France?");
+    turn["messages"] = json!([
+        {"role": "user", "content": "Let's talk about Germany."},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "user", "content": "Which city is the capital of France?"}]);
+    let (_, headers, _) = call_as(&s, "t1", "u", turn).await;
+    assert_eq!(h(&headers, "x-capstan-cache"), "miss");
+    // A streamed paraphrase is replayed as a stream.
+    let mut streamed = q("What's the capital city of France?");
+    streamed["stream"] = json!(true);
+    let r = s
+        .http
+        .post(format!("{}/v1/chat/completions", s.url))
+        .header("x-capstan-team", "t1")
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h(r.headers(), "x-capstan-cache"), "semantic-hit");
+    let text = r.text().await.unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(
+        content(&events),
+        first["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("capstan_gateway_cache_requests_total{cache=\"semantic\",outcome=\"hit\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("capstan_gateway_semantic_similarity_count 2"));
+}

@@ -86,6 +86,11 @@ pub async fn start_full(
     .expect("blobs");
     let tracking = tracking::Tracking::new(Arc::new(db.clone()));
     let registry = registry::Registry::new(Arc::new(db.clone()), tracking.clone());
+    let embeddings = Arc::new(server::embedding::EmbeddingModels::new(
+        models_home(),
+        None,
+        "https://pypi.org".into(),
+    ));
     let state = server::AppState::new(
         tracking,
         registry,
@@ -102,11 +107,7 @@ pub async fn start_full(
             vectors: Arc::new(server::vector_routes::LazyVectors::embedded(
                 dir.path().join("vectors"),
             )),
-            embeddings: Arc::new(server::embedding::EmbeddingModels::new(
-                models_home(),
-                None,
-                "https://pypi.org".into(),
-            )),
+            embeddings: embeddings.clone(),
             gateway: Arc::new(
                 gateway::Gateway::new(
                     gateway_config,
@@ -118,7 +119,8 @@ pub async fn start_full(
                     Some(Arc::new(db.clone())),
                 )
                 .expect("gateway")
-                .with_ledger(ledger.unwrap_or_else(|| Arc::new(db.clone()))),
+                .with_ledger(ledger.unwrap_or_else(|| Arc::new(db.clone())))
+                .with_embedder(embeddings),
             ),
             prediction_log: Some(monitor::predlog::LogConfig {
                 rotate: std::time::Duration::from_millis(100),
