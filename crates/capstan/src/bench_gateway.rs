@@ -213,6 +213,8 @@ async fn start_litellm(exe: &str, dir: &Path, upstream: &str) -> Result<(Proc, S
 
 struct Row {
     scenario: String,
+    /// Offered requests/s (0 for the one-client run).
+    rate: u64,
     direct: Lat,
     capstan: Lat,
     litellm: Option<Lat>,
@@ -248,6 +250,7 @@ pub async fn run(
     eprintln!("one client, {requests} requests each …");
     rows.push(Row {
         scenario: "1 client, sequential".into(),
+        rate: 0,
         direct: sequential(&direct_url, None, requests).await,
         capstan: sequential(&cap_url, None, requests).await,
         litellm: match &peer_url {
@@ -259,6 +262,7 @@ pub async fn run(
         eprintln!("open loop at {rate} requests/s for {seconds} s …");
         rows.push(Row {
             scenario: format!("{rate} req/s"),
+            rate,
             direct: open_loop(&direct_url, None, rate, seconds).await,
             capstan: open_loop(&cap_url, None, rate, seconds).await,
             litellm: match &peer_url {
@@ -273,14 +277,22 @@ pub async fn run(
     );
     for r in &rows {
         let lite = r.litellm.as_ref();
-        let ratio = lite
-            .map(|l| {
+        // A peer that could not keep up (failures, or under 90 % of the offered rate) has no
+        // overhead worth dividing: say so instead of printing a meaningless ratio.
+        let ratio = match lite {
+            None => "—".into(),
+            Some(l) if l.failed > 0 || (r.rate > 0 && l.achieved_rps < 0.9 * r.rate as f64) => {
                 format!(
-                    "{:.0}× lower",
-                    over(l, &r.direct, 99.0) / over(&r.capstan, &r.direct, 99.0).max(0.001)
+                    "LiteLLM saturated ({} of {} failed)",
+                    l.failed,
+                    l.failed + l.ms.len()
                 )
-            })
-            .unwrap_or_else(|| "—".into());
+            }
+            Some(l) => format!(
+                "{:.0}× lower",
+                over(l, &r.direct, 99.0) / over(&r.capstan, &r.direct, 99.0).max(0.001)
+            ),
+        };
         table.push_str(&format!(
             "| {} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.0} ({}) | {} | {} | {} |\n",
             r.scenario,

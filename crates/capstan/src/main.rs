@@ -7,6 +7,7 @@ mod bench_drift;
 mod bench_features;
 mod bench_gateway;
 mod bench_rag;
+mod bench_semantic;
 mod bench_serving;
 mod bench_training;
 mod bench_vectors;
