@@ -256,6 +256,7 @@ mod tests {
             user: Some("alice".into()),
             team: Some("research".into()),
             tags: vec!["a".into(), "b".into()],
+            tier: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub struct GatewayConfig {
     pub prices: BTreeMap<String, Price>,
     pub budgets: Vec<BudgetConfig>,
     pub rate_limits: Vec<RateLimitConfig>,
+    /// Routing rules, first match wins (see [`crate::rules`]).
+    pub rules: Vec<crate::rules::RuleConfig>,
     /// Where budgets and rate limits are counted: empty = the metadata database, `redis://…` =
     /// Redis (shared by gateway replicas), `memory` = this process only.
     pub ledger: String,
@@ -39,6 +41,7 @@ impl Default for GatewayConfig {
             prices: BTreeMap::new(),
             budgets: Vec::new(),
             rate_limits: Vec::new(),
+            rules: Vec::new(),
             ledger: String::new(),
         }
     }
@@ -277,6 +280,19 @@ impl GatewayConfig {
                 ));
             }
         }
+        let mut rule_names = HashSet::new();
+        for r in &self.rules {
+            if r.name.is_empty() || !rule_names.insert(r.name.as_str()) {
+                return bad(format!("rule name `{}` is empty or repeated", r.name));
+            }
+            if !names.contains(r.route_to.as_str()) && !self.is_local_name(&r.route_to) {
+                return bad(format!(
+                    "rule `{}` routes to `{}`, which is not a group",
+                    r.name, r.route_to
+                ));
+            }
+        }
+        crate::rules::Rules::compile(&self.rules)?;
         let mut limit_names = HashSet::new();
         for l in &self.rate_limits {
             if l.name.is_empty() || !limit_names.insert(l.name.as_str()) {

@@ -30,6 +30,8 @@ pub struct Caller {
     pub user: Option<String>,
     pub team: Option<String>,
     pub tags: Vec<String>,
+    /// The caller's tier (header `x-capstan-tier`), for routing rules.
+    pub tier: Option<String>,
 }
 
 pub enum Reply {
@@ -48,6 +50,7 @@ pub struct Answer {
 /// The configuration in force and what was built from it.
 struct Live {
     config: GatewayConfig,
+    rules: crate::rules::Rules,
     prices: Prices,
     providers: HashMap<(String, String), Arc<dyn Provider>>,
 }
@@ -142,6 +145,8 @@ impl Gateway {
             }
         }
         Live {
+            // Validated with the config; an empty rule set only if that was skipped.
+            rules: crate::rules::Rules::compile(&config.rules).unwrap_or_default(),
             prices: Prices::new(&config.prices),
             config: config.clone(),
             providers,
@@ -219,7 +224,13 @@ impl Gateway {
             error: None,
             attempts: 0,
         };
-        let Some(group) = live.config.group(&req.model) else {
+        // Routing rules may send the request to another group than the one it names.
+        let routed = live
+            .rules
+            .route(&req, &caller)
+            .map(|(name, to)| (format!("rule {name}: {} -> {to}", req.model), to.to_owned()));
+        let target = routed.as_ref().map_or(req.model.as_str(), |r| r.1.as_str());
+        let Some(group) = live.config.group(target) else {
             let e = GatewayError {
                 param: Some("model".into()),
                 code: Some("model_not_found".into()),
@@ -242,9 +253,18 @@ impl Gateway {
             Ok(x) => x,
             Err(e) => return Err(self.fail(rec, e, t0, Duration::ZERO, Vec::new())),
         };
+        if let Some((note, _)) = routed {
+            trail.insert(0, note);
+        }
 
         // The exact cache, for answers that are the answer to this request (greedy or seeded).
-        let tenant = caller.team.as_deref().unwrap_or(&caller.key).to_owned();
+        // Scoped by tenant and by the group that will answer (a rule or a downgrade may have
+        // changed it from the one the request names).
+        let tenant = format!(
+            "{}\u{0}{}",
+            caller.team.as_deref().unwrap_or(&caller.key),
+            group.name
+        );
         let cacheable =
             live.config.cache.exact && (req.temperature == Some(0.0) || req.seed.is_some());
         let mut store = CacheWrite {

@@ -15,6 +15,7 @@ pub mod pricing;
 pub mod provider;
 pub mod request;
 pub mod router;
+pub mod rules;
 pub mod semantic;
 pub mod usage;
 pub mod usage_log;

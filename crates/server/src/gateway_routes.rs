@@ -4,7 +4,8 @@
 //! configuration (read, or replace without a restart) and recent usage records.
 //!
 //! Who is calling comes from the API token (its name; `anonymous` without authentication) and
-//! the optional headers `x-capstan-user`, `x-capstan-team` and `x-capstan-tags` (comma-separated).
+//! the optional headers `x-capstan-user`, `x-capstan-team`, `x-capstan-tags` (comma-separated)
+//! and `x-capstan-tier` (for routing rules).
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -116,6 +117,7 @@ async fn llm(
         user: header(&h, "x-capstan-user"),
         team: header(&h, "x-capstan-team"),
         tags,
+        tier: header(&h, "x-capstan-tier"),
     };
     match s.gateway.handle(req, caller).await {
         Ok(Answer {

@@ -606,3 +606,73 @@ async fn semantic_cache_answers_paraphrases_within_one_conversation_and_tenant()
     );
     assert!(metrics.contains("capstan_gateway_semantic_similarity_count 2"));
 }
+
+#[tokio::test]
+async fn routing_rules_pick_the_group_by_request_and_caller() {
+    let upstream = start_gateway(gateway::GatewayConfig::default()).await;
+    let up = format!("{}/v1", upstream.url);
+    let config: gateway::GatewayConfig = serde_json::from_value(json!({
+        "local_models": false,
+        "groups": [
+            {"name": "chat", "deployments": [{"id": "main", "base_url": up, "model": "smollm2"}]},
+            {"name": "chat-long", "deployments": [{"id": "long", "base_url": up, "model": "smollm2"}]},
+            {"name": "cheap", "deployments": [{"id": "free", "base_url": up, "model": "smollm2"}]}],
+        "rules": [
+            {"name": "long prompts", "models": ["chat"], "route_to": "chat-long",
+             "when": {"field": "prompt_tokens", "gt": 20}},
+            {"name": "free tier", "route_to": "cheap",
+             "when": {"all": [{"field": "tier", "eq": "free"}, {"not": {"field": "metadata.plan", "regex": "^(pro|team)$"}}]}}],
+    }))
+    .unwrap();
+    let s = start_gateway(config).await;
+    let deployment = |tier: Option<&'static str>, body: Value| {
+        let s = &s;
+        async move {
+            let mut r = s
+                .http
+                .post(format!("{}/v1/chat/completions", s.url))
+                .json(&body);
+            if let Some(t) = tier {
+                r = r.header("x-capstan-tier", t);
+            }
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            (
+                h(r.headers(), "x-capstan-deployment"),
+                h(r.headers(), "x-capstan-route"),
+            )
+        }
+    };
+    let (d, _) = deployment(None, ask("chat", FRANCE)).await;
+    assert_eq!(d, "chat/main");
+    let long = ask(
+        "chat",
+        &format!("{FRANCE} Please answer carefully, in one sentence, and mention the river."),
+    );
+    let (d, route) = deployment(None, long).await;
+    assert_eq!(d, "chat-long/long");
+    assert!(
+        route.contains("rule long prompts: chat -> chat-long"),
+        "{route}"
+    );
+    let (d, _) = deployment(Some("free"), ask("chat", FRANCE)).await;
+    assert_eq!(d, "cheap/free");
+    let mut pro = ask("chat", FRANCE);
+    pro["metadata"] = json!({"plan": "pro"});
+    let (d, _) = deployment(Some("free"), pro).await;
+    assert_eq!(
+        d, "chat/main",
+        "a free-tier caller on the pro plan keeps the group it asked for"
+    );
+    // A rule pointing nowhere is refused on reload.
+    let mut cfg = s.get("/api/2.0/capstan/gateway/config", &[]).await.1["config"].clone();
+    cfg["rules"][0]["route_to"] = json!("nowhere");
+    let r = s
+        .http
+        .put(format!("{}/api/2.0/capstan/gateway/config", s.url))
+        .json(&cfg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
