@@ -223,6 +223,7 @@ impl Gateway {
             status: 200,
             error: None,
             attempts: 0,
+            estimated: false,
         };
         // Routing rules may send the request to another group than the one it names.
         let routed = live
@@ -541,7 +542,18 @@ impl Gateway {
         ];
         match reply {
             Reply::Whole(body) => {
-                rec.usage = Usage::from_openai(&body["usage"]).unwrap_or_default();
+                rec.usage = match Usage::from_openai(&body["usage"]) {
+                    Some(u) => u,
+                    None => {
+                        let choice = &body["choices"][0];
+                        let text = choice["message"]["content"]
+                            .as_str()
+                            .or(choice["text"].as_str())
+                            .unwrap_or("");
+                        rec.estimated = true;
+                        crate::tokens::usage_of(&rec.provider_model, req, text).0
+                    }
+                };
                 rec.cost_usd = prices.cost(&rec.provider_model, &rec.usage);
                 if let Some(c) = rec.cost_usd {
                     headers.push(("x-capstan-cost-usd", format!("{c:.8}")));
@@ -576,8 +588,11 @@ impl Gateway {
                 headers.push(("x-capstan-overhead-ms", format!("{:.3}", ms(overhead))));
                 self.metrics
                     .request(&rec.model, &rec.deployment, 200, overhead);
+                let prompt_estimate = crate::tokens::usage_of(&rec.provider_model, req, "").0;
                 let acct = StreamAccount {
                     inner: s,
+                    text: String::new(),
+                    prompt_estimate,
                     rec: Some(rec),
                     chunks: Vec::new(),
                     include_usage: req.include_usage,
@@ -929,6 +944,10 @@ fn split(full: &Value, req: &LlmRequest) -> Vec<Value> {
 /// when the stream ends or when the client goes away (drop).
 struct StreamAccount {
     inner: ChunkStream,
+    /// The text streamed so far, to count it when no usage chunk comes.
+    text: String,
+    /// The prompt's tokens as counted here, for the same case.
+    prompt_estimate: Usage,
     rec: Option<UsageRecord>,
     chunks: Vec<Value>,
     include_usage: bool,
@@ -955,6 +974,13 @@ impl StreamAccount {
             .find_map(|c| Usage::from_openai(&c["usage"]))
         {
             rec.usage = u;
+        } else {
+            // Cut short (or an upstream that reports nothing): bill what was streamed.
+            rec.usage = Usage {
+                completion_tokens: crate::tokens::count(&rec.provider_model, &self.text).0,
+                ..self.prompt_estimate
+            };
+            rec.estimated = true;
         }
         rec.cost_usd = self.prices.cost(&rec.provider_model, &rec.usage);
         if !self.complete {
@@ -988,6 +1014,14 @@ impl Stream for StreamAccount {
         loop {
             match self.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
+                    if let Some(choice) = chunk["choices"].get(0) {
+                        let piece = choice["delta"]["content"]
+                            .as_str()
+                            .or(choice["text"].as_str());
+                        if let Some(piece) = piece {
+                            self.text.push_str(piece);
+                        }
+                    }
                     if self.store.as_ref().is_some_and(CacheWrite::wanted)
                         || chunk["usage"].is_object()
                     {

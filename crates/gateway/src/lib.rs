@@ -17,6 +17,7 @@ pub mod request;
 pub mod router;
 pub mod rules;
 pub mod semantic;
+pub mod tokens;
 pub mod usage;
 pub mod usage_log;
 

@@ -78,6 +78,9 @@ pub struct UsageRecord {
     pub status: u16,
     pub error: Option<String>,
     pub attempts: u32,
+    /// The upstream reported no usage: the tokens were counted here (see `tokens`).
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 /// Where usage records go.

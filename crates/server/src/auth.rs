@@ -53,10 +53,30 @@ fn required_scope(method: &Method, path: &str) -> Scope {
     }
 }
 
+/// A refusal in the shape the caller's API speaks: OpenAI's error JSON on `/v1/*` (what the
+/// `openai` client parses), MLflow's elsewhere.
+fn deny(openai: bool, code: ErrorCode, message: String) -> Response {
+    if !openai {
+        return ApiError::new(code, message).into_response();
+    }
+    let (status, kind, c) = match code {
+        ErrorCode::PermissionDenied => (403, "permission_error", "insufficient_scope"),
+        _ => (401, "authentication_error", "invalid_api_key"),
+    };
+    let status =
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::UNAUTHORIZED);
+    (
+        status,
+        axum::Json(serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": c}})),
+    )
+        .into_response()
+}
+
 pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
     if !s.config.auth || req.uri().path() == "/health" {
         return next.run(req).await;
     }
+    let openai = req.uri().path().starts_with("/v1/");
     let header = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -65,23 +85,27 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
     else {
-        return ApiError::new(
+        return deny(
+            openai,
             ErrorCode::Unauthenticated,
-            "Missing bearer token (Authorization: Bearer <token>)",
-        )
-        .into_response();
+            "Missing bearer token (Authorization: Bearer <token>)".into(),
+        );
     };
     let info = match s.tokens.find_token(&hash_token(token)).await {
         Ok(Some(info)) => info,
         Ok(None) => {
-            return ApiError::new(ErrorCode::Unauthenticated, "Invalid or revoked token")
-                .into_response();
+            return deny(
+                openai,
+                ErrorCode::Unauthenticated,
+                "Invalid or revoked token".into(),
+            );
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
     let need = required_scope(req.method(), req.uri().path());
     if info.scope < need {
-        return ApiError::new(
+        return deny(
+            openai,
             ErrorCode::PermissionDenied,
             format!(
                 "Token '{}' has scope '{}'; this request needs '{}'",
@@ -89,8 +113,7 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
                 info.scope.as_str(),
                 need.as_str()
             ),
-        )
-        .into_response();
+        );
     }
     let mut req = req;
     // Handlers that account per caller (the LLM gateway) read who it is.

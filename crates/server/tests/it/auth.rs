@@ -155,3 +155,51 @@ async fn tokens_are_enforced_by_scope() {
     let v: serde_json::Value = r.json().await.expect("json");
     assert_eq!(v["tokens"].as_array().map(Vec::len), Some(3));
 }
+
+#[tokio::test]
+async fn openai_paths_refuse_in_openai_shape_and_usage_names_the_token() {
+    let s = start(server::ServerConfig {
+        auth: true,
+        ..Default::default()
+    })
+    .await;
+    let read = server::new_token();
+    s.db.create_token("reader", &server::hash_token(&read), Scope::Read)
+        .await
+        .expect("token");
+    let body = serde_json::json!({"model": "smollm2", "temperature": 0, "max_tokens": 4,
+                                  "messages": [{"role": "user", "content": "Hi"}]});
+    let url = format!("{}/v1/chat/completions", s.url);
+    for token in [None, Some("cap_not_a_token")] {
+        let mut r = s.http.post(&url).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.expect("send");
+        assert_eq!(r.status().as_u16(), 401);
+        let e: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(e["error"]["type"], "authentication_error", "{e}");
+        assert_eq!(e["error"]["code"], "invalid_api_key");
+    }
+    // Chat is a read; the usage record names the token that paid for it.
+    let r = s
+        .http
+        .post(&url)
+        .bearer_auth(&read)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let usage: serde_json::Value = s
+        .http
+        .get(format!("{}/api/2.0/capstan/gateway/usage", s.url))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .expect("usage")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(usage["records"][0]["key"], "reader", "{usage}");
+}

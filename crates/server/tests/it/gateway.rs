@@ -676,3 +676,139 @@ async fn routing_rules_pick_the_group_by_request_and_caller() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_cancels_the_upstream_generation() {
+    let upstream = start_gateway(gateway::GatewayConfig::default()).await;
+    let config: gateway::GatewayConfig = serde_json::from_value(json!({
+        "local_models": false,
+        "groups": [{"name": "chat", "deployments": [
+            {"id": "up", "base_url": format!("{}/v1", upstream.url), "model": "smollm2"}]}],
+    }))
+    .unwrap();
+    let s = start_gateway(config).await;
+    // Warm the model so the timing below is about generation only.
+    let (status, _, _) = call(&upstream, "/v1/chat/completions", ask("smollm2", FRANCE)).await;
+    assert_eq!(status, 200);
+    let body = json!({"model": "chat", "max_tokens": 400, "temperature": 0.8, "stream": true,
+                      "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]});
+    let r = s
+        .http
+        .post(format!("{}/v1/chat/completions", s.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut bytes = r.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("\"content\":\"") || seen.matches("data: ").count() < 3 {
+        let chunk = bytes.next().await.expect("more events").expect("bytes");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(bytes); // the client leaves after a few tokens
+    // The upstream's generation stops: its stream is recorded as ended early, and the model is
+    // free again at once (400 tokens would take it many seconds).
+    let mut ended_early = false;
+    for _ in 0..100 {
+        let (_, usage) = upstream.get("/api/2.0/capstan/gateway/usage", &[]).await;
+        if usage["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["status"] == 499 && r["stream"] == true)
+        {
+            ended_early = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ended_early, "the upstream stream was not cut short");
+    let started = std::time::Instant::now();
+    let mut quick = ask("smollm2", "Say hi.");
+    quick["max_tokens"] = json!(2);
+    let (status, _, _) = call(&upstream, "/v1/chat/completions", quick).await;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, usage) = s.get("/api/2.0/capstan/gateway/usage", &[]).await;
+    assert!(
+        usage["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["status"] == 499)
+    );
+}
+
+/// An OpenAI-compatible server on loopback that answers every request with `body` and reports
+/// no usage (as some self-hosted servers do).
+async fn usage_less_upstream(body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                    match sock.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn an_upstream_without_usage_is_counted_with_openai_encodings_and_billed() {
+    let up = usage_less_upstream(
+        r#"{"id":"x","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello world"},"finish_reason":"stop"}]}"#,
+    )
+    .await;
+    let config: gateway::GatewayConfig = serde_json::from_value(json!({
+        "local_models": false,
+        "groups": [{"name": "mini", "deployments": [{"id": "u", "base_url": up, "model": "gpt-4o-mini"}]}],
+    }))
+    .unwrap();
+    let s = start_gateway(config).await;
+    let body = json!({"model": "mini", "messages": [{"role": "user", "content": "hello world"}]});
+    let (status, headers, _) = call(&s, "/v1/chat/completions", body).await;
+    assert_eq!(status, 200);
+    // o200k_base: "hello world" is 2 tokens; + 3 framing + 3 priming = 8 prompt, 2 completion.
+    let cost = (8.0 * 0.15 + 2.0 * 0.60) / 1e6;
+    assert_eq!(h(&headers, "x-capstan-cost-usd"), format!("{cost:.8}"));
+    let (_, usage) = s.get("/api/2.0/capstan/gateway/usage", &[]).await;
+    let r = &usage["records"][0];
+    assert_eq!(
+        (
+            r["usage"]["prompt_tokens"].as_u64(),
+            r["usage"]["completion_tokens"].as_u64()
+        ),
+        (Some(8), Some(2))
+    );
+    assert_eq!(r["estimated"], true);
+}
