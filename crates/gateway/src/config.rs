@@ -84,6 +84,8 @@ pub enum ProviderKind {
     Openai,
     /// The in-process SmolLM2.
     Local,
+    /// Anthropic's Messages API (`POST {base_url}/v1/messages`), translated both ways.
+    Anthropic,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -227,7 +229,7 @@ impl GatewayConfig {
                 if !(d.weight.is_finite() && d.weight >= 0.0) {
                     return bad(format!("deployment `{}`: weight must be ≥ 0", d.id));
                 }
-                if d.provider == ProviderKind::Openai
+                if d.provider != ProviderKind::Local
                     && !(d.base_url.starts_with("http://") || d.base_url.starts_with("https://"))
                 {
                     return bad(format!(

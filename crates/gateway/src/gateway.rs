@@ -135,6 +135,11 @@ impl Gateway {
             for d in &g.deployments {
                 let p: Arc<dyn Provider> = match d.provider {
                     ProviderKind::Local => local.clone(),
+                    ProviderKind::Anthropic => Arc::new(crate::anthropic::AnthropicProvider::new(
+                        http.clone(),
+                        &d.base_url,
+                        key_from_env(&d.api_key_env),
+                    )),
                     ProviderKind::Openai => Arc::new(OpenAiCompatible::new(
                         http.clone(),
                         &d.base_url,

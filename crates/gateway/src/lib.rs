@@ -5,6 +5,7 @@
 //! ([`provider`]: any OpenAI-compatible upstream, or the in-process SmolLM2), then priced
 //! ([`pricing`]) and recorded ([`usage`]). The HTTP surface lives in the `server` crate.
 
+pub mod anthropic;
 pub mod budget;
 pub mod cache;
 pub mod config;

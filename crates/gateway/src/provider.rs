@@ -89,6 +89,7 @@ pub fn classify(status: u16, body: &Value) -> GatewayError {
     let (class, out_status) = if code == "context_length_exceeded"
         || lower.contains("context length")
         || lower.contains("context window")
+        || lower.contains("prompt is too long")
     {
         (ErrorClass::ContextWindow, 400)
     } else if code == "content_policy_violation" || code == "content_filter" {
@@ -133,7 +134,7 @@ impl Provider for OpenAiCompatible {
 }
 
 /// Server-sent events to JSON chunks: `data: {...}` lines, `data: [DONE]` ends.
-fn sse_events<S>(bytes: S) -> impl Stream<Item = Result<Value>> + Send
+pub(crate) fn sse_events<S>(bytes: S) -> impl Stream<Item = Result<Value>> + Send
 where
     S: Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
 {

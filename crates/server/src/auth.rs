@@ -30,6 +30,7 @@ fn is_read_only_post(path: &str) -> bool {
         || path == "/v1/embeddings"
         || path == "/v1/chat/completions"
         || path == "/v1/completions"
+        || path == "/v1/messages"
         || (path.starts_with("/collections/")
             && (path.ends_with("/points/search")
                 || path.ends_with("/points/count")

@@ -1,6 +1,6 @@
 //! The LLM gateway over HTTP: OpenAI's `POST /v1/chat/completions` and `POST /v1/completions`
 //! (whole answers as JSON, `stream: true` as server-sent events ending in `data: [DONE]`), with
-//! OpenAI's error JSON; and the gateway's admin API under `/api/2.0/capstan/gateway`: the live
+//! OpenAI's error JSON; Anthropic's `POST /v1/messages` (its JSON, events and errors); and the gateway's admin API under `/api/2.0/capstan/gateway`: the live
 //! configuration (read, or replace without a restart) and recent usage records.
 //!
 //! Who is calling comes from the API token (its name; `anonymous` without authentication) and
@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/messages", post(messages))
         .route(
             "/api/2.0/capstan/gateway/config",
             get(get_config).put(put_config),
@@ -49,6 +50,101 @@ async fn completions(
     raw: axum::body::Bytes,
 ) -> Response {
     llm(s, Endpoint::Completions, token, headers, raw).await
+}
+
+/// Anthropic's error JSON for the `/v1/messages` front.
+fn anthropic_error(e: &GatewayError) -> Response {
+    let kind = match e.status {
+        400 | 413 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    };
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    (
+        status,
+        Json(json!({"type": "error", "error": {"type": kind, "message": e.message}})),
+    )
+        .into_response()
+}
+
+/// Anthropic's Messages API in front of the gateway: any model group answers, whole or streamed
+/// as Anthropic's events.
+async fn messages(
+    State(s): State<AppState>,
+    token: Option<Extension<tracking::TokenInfo>>,
+    h: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Response {
+    let req = match gateway::anthropic::to_request(&raw) {
+        Ok(r) => r,
+        Err(e) => return anthropic_error(&e),
+    };
+    let caller = caller(token, &h, &req);
+    match s.gateway.handle(req, caller).await {
+        Ok(Answer {
+            reply: Reply::Whole(body),
+            headers,
+        }) => with_headers(
+            Json(gateway::anthropic::to_message(&body)).into_response(),
+            headers,
+        ),
+        Ok(Answer {
+            reply: Reply::Stream(stream),
+            headers,
+        }) => {
+            let mut t = gateway::anthropic::StreamTranslator::default();
+            let events = stream
+                .map(Some)
+                .chain(futures_util::stream::once(async { None }))
+                .flat_map(move |item| {
+                    let evs: Vec<(&'static str, Value)> = match item {
+                        Some(Ok(chunk)) => t.chunk(&chunk),
+                        Some(Err(e)) => vec![("error", json!({"type": "error", "error": {"type": "api_error", "message": e.message}}))],
+                        None => t.end(None),
+                    };
+                    futures_util::stream::iter(evs.into_iter().map(|(name, data)| {
+                        Ok::<_, std::convert::Infallible>(Event::default().event(name).data(data.to_string()))
+                    }))
+                });
+            with_headers(Sse::new(events).into_response(), headers)
+        }
+        Err((e, headers)) => with_headers(anthropic_error(&e), headers),
+    }
+}
+
+fn caller(
+    token: Option<Extension<tracking::TokenInfo>>,
+    h: &HeaderMap,
+    req: &LlmRequest,
+) -> Caller {
+    let mut tags: Vec<String> = header(h, "x-capstan-tags")
+        .map(|t| {
+            t.split(',')
+                .map(|x| x.trim().to_owned())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(t) = req.metadata.get("tags").and_then(Value::as_str) {
+        tags.extend(
+            t.split(',')
+                .map(|x| x.trim().to_owned())
+                .filter(|x| !x.is_empty()),
+        );
+    }
+    Caller {
+        key: token
+            .map(|t| t.0.name.clone())
+            .unwrap_or_else(|| "anonymous".into()),
+        user: header(h, "x-capstan-user"),
+        team: header(h, "x-capstan-team"),
+        tags,
+        tier: header(h, "x-capstan-tier"),
+    }
 }
 
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
@@ -95,30 +191,7 @@ async fn llm(
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
-    let mut tags: Vec<String> = header(&h, "x-capstan-tags")
-        .map(|t| {
-            t.split(',')
-                .map(|x| x.trim().to_owned())
-                .filter(|x| !x.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(t) = req.metadata.get("tags").and_then(Value::as_str) {
-        tags.extend(
-            t.split(',')
-                .map(|x| x.trim().to_owned())
-                .filter(|x| !x.is_empty()),
-        );
-    }
-    let caller = Caller {
-        key: token
-            .map(|t| t.0.name.clone())
-            .unwrap_or_else(|| "anonymous".into()),
-        user: header(&h, "x-capstan-user"),
-        team: header(&h, "x-capstan-team"),
-        tags,
-        tier: header(&h, "x-capstan-tier"),
-    };
+    let caller = caller(token, &h, &req);
     match s.gateway.handle(req, caller).await {
         Ok(Answer {
             reply: Reply::Whole(body),

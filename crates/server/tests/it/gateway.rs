@@ -812,3 +812,97 @@ async fn an_upstream_without_usage_is_counted_with_openai_encodings_and_billed()
     );
     assert_eq!(r["estimated"], true);
 }
+
+#[tokio::test]
+async fn anthropic_messages_front_and_provider_translate_both_ways() {
+    // Server A answers Anthropic's Messages API from its local model; server B's gateway uses A
+    // as an Anthropic upstream — so both translations run over real HTTP.
+    let a = start_gateway(gateway::GatewayConfig::default()).await;
+    let msg = json!({"model": "smollm2", "max_tokens": 16, "temperature": 0,
+                     "messages": [{"role": "user", "content": FRANCE}]});
+    let (status, _, m) = call(&a, "/v1/messages", msg.clone()).await;
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(m["type"], "message");
+    assert_eq!(m["content"][0]["text"], PARIS);
+    assert_eq!(m["stop_reason"], "end_turn");
+    assert_eq!(m["usage"]["output_tokens"], 7);
+    let mut streamed = msg.clone();
+    streamed["stream"] = json!(true);
+    streamed["messages"][0]["content"] = json!("Why is the sky blue?");
+    let text = a
+        .http
+        .post(format!("{}/v1/messages", a.url))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(
+        &names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    assert!(
+        names
+            .iter()
+            .filter(|n| **n == "content_block_delta")
+            .count()
+            >= 3,
+        "{names:?}"
+    );
+    let (status, _, e) = call(
+        &a,
+        "/v1/messages",
+        json!({"model": "smollm2", "messages": []}),
+    )
+    .await;
+    assert_eq!(
+        (status, e["type"].as_str(), e["error"]["type"].as_str()),
+        (400, Some("error"), Some("invalid_request_error"))
+    );
+    let mut unknown = msg.clone();
+    unknown["model"] = json!("claude-nope");
+    let (status, _, e) = call(&a, "/v1/messages", unknown).await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (404, Some("not_found_error"))
+    );
+
+    let config: gateway::GatewayConfig = serde_json::from_value(json!({
+        "local_models": false,
+        "groups": [{"name": "claude", "deployments": [
+            {"id": "a", "provider": "anthropic", "base_url": a.url, "model": "smollm2"}]}],
+    }))
+    .unwrap();
+    let b = start_gateway(config).await;
+    let (status, headers, c) = call(&b, "/v1/chat/completions", ask("claude", FRANCE)).await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["choices"][0]["message"]["content"], PARIS);
+    assert_eq!(c["usage"]["completion_tokens"], 7);
+    assert_eq!(h(&headers, "x-capstan-deployment"), "claude/a");
+    let mut s = ask("claude", "Name a colour.");
+    s["stream"] = json!(true);
+    s["stream_options"] = json!({"include_usage": true});
+    let (_, events) = stream(&b, s).await;
+    assert!(!content(&events).is_empty());
+    assert!(
+        events.last().unwrap()["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    // Anthropic refuses temperatures above 1: a 400 naming the field, before any call.
+    let mut hot = ask("claude", FRANCE);
+    hot["temperature"] = json!(1.5);
+    let (status, _, e) = call(&b, "/v1/chat/completions", hot).await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("temperature"))
+    );
+}
