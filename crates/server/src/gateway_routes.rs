@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
             get(get_config).put(put_config),
         )
         .route("/api/2.0/capstan/gateway/usage", get(usage))
+        .route("/api/2.0/capstan/gateway/usage/summary", get(usage_summary))
 }
 
 async fn chat(
@@ -266,4 +267,63 @@ async fn usage(
         .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
     let cost: f64 = records.iter().filter_map(|r| r.cost_usd).sum();
     Ok(Json(json!({"records": records, "total_cost_usd": cost})))
+}
+
+#[derive(serde::Deserialize)]
+struct SummaryQuery {
+    /// `key`, `user`, `team`, `tag`, `model` or `deployment`.
+    by: String,
+    since_ms: Option<i64>,
+}
+
+/// Spend and tokens grouped by key, user, team, tag, model group or deployment (a call with
+/// several tags counts under each).
+async fn usage_summary(
+    State(s): State<AppState>,
+    Query(q): Query<SummaryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let pick = |r: &gateway::UsageRecord| -> Vec<String> {
+        match q.by.as_str() {
+            "key" => vec![r.key.clone()],
+            "user" => vec![r.user.clone().unwrap_or_default()],
+            "team" => vec![r.team.clone().unwrap_or_default()],
+            "tag" => r.tags.clone(),
+            "model" => vec![r.model.clone()],
+            _ => vec![r.deployment.clone()],
+        }
+    };
+    if !["key", "user", "team", "tag", "model", "deployment"].contains(&q.by.as_str()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameterValue,
+            format!(
+                "by must be key, user, team, tag, model or deployment, not `{}`",
+                q.by
+            ),
+        ));
+    }
+    let records = s
+        .gateway
+        .recent_usage(q.since_ms.unwrap_or(0), 1_000_000)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+    let mut groups: std::collections::BTreeMap<String, (u64, u64, u64, u64, f64)> =
+        Default::default();
+    for r in &records {
+        for k in pick(r) {
+            let g = groups.entry(k).or_default();
+            g.0 += 1;
+            g.1 += u64::from(r.cache != "hit" && r.cache != "semantic-hit" && r.status == 200);
+            g.2 += r.usage.prompt_tokens;
+            g.3 += r.usage.completion_tokens;
+            g.4 += r.cost_usd.unwrap_or(0.0);
+        }
+    }
+    let rows: Vec<Value> = groups
+        .into_iter()
+        .map(|(k, (n, upstream, p, c, cost))| {
+            json!({"value": k, "requests": n, "upstream_calls": upstream, "prompt_tokens": p,
+                   "completion_tokens": c, "cost_usd": cost})
+        })
+        .collect();
+    Ok(Json(json!({"by": q.by, "groups": rows})))
 }

@@ -195,6 +195,32 @@ async fn local_model_answers_streams_caches_and_accounts() {
         "{metrics}"
     );
     assert!(metrics.contains("capstan_gateway_overhead_seconds_count"));
+    // The same records summed by model group; an unknown grouping is a 400.
+    let (status, sum) = s
+        .get("/api/2.0/capstan/gateway/usage/summary", &[("by", "model")])
+        .await;
+    assert_eq!(status, 200);
+    let smol = sum["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["value"] == "smollm2")
+        .unwrap()
+        .clone();
+    assert_eq!(smol["requests"], 7);
+    let completion: u64 = records
+        .iter()
+        .filter(|r| r["model"] == "smollm2")
+        .map(|r| r["usage"]["completion_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(smol["completion_tokens"].as_u64().unwrap(), completion);
+    let (status, _) = s
+        .get(
+            "/api/2.0/capstan/gateway/usage/summary",
+            &[("by", "colour")],
+        )
+        .await;
+    assert_eq!(status, 400);
     let (_, models) = s.get("/v1/models", &[]).await;
     assert!(
         models["data"]
