@@ -241,7 +241,8 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
                 config.server.port = p;
             }
             config.server.auth |= auth;
-            let p = platform::Platform::open(&home, &config).await?;
+            let mut p = platform::Platform::open(&home, &config).await?;
+            p.config_file = Some(config_file.clone());
             p.serve(&config, None, None).await
         }
         Command::Serve { model, host, port } => {

@@ -41,6 +41,8 @@ pub struct Platform {
     pub vectors: Option<Arc<dyn vector::VectorStore>>,
     /// Where the gateway counts budgets and rate limits (`gateway.ledger`).
     pub ledger: Arc<dyn gateway::budget::Ledger>,
+    /// The configuration file a running server re-reads `[gateway]` from on SIGHUP.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Platform {
@@ -91,6 +93,7 @@ impl Platform {
             registry,
             online,
             ledger,
+            config_file: None,
         })
     }
 
@@ -237,6 +240,11 @@ impl Platform {
                 served.package.inputs.len()
             );
         }
+        // The SIGHUP handler is in place before the address is printed (a HUP before it would
+        // end the process).
+        if let Some(file) = self.config_file.clone() {
+            reload_on_hangup(state.gateway.clone(), file);
+        }
         let listener =
             tokio::net::TcpListener::bind((config.server.host.as_str(), config.server.port))
                 .await?;
@@ -259,6 +267,26 @@ impl Platform {
         }
         Ok(())
     }
+}
+
+/// On SIGHUP, re-reads the configuration file and swaps in its `[gateway]` section (routing,
+/// prices, budgets, caches) without a restart; requests in flight finish on the old one. A file
+/// that does not load is logged and changes nothing.
+fn reload_on_hangup(gateway: Arc<gateway::Gateway>, file: std::path::PathBuf) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match Config::load(&file, std::env::vars()) {
+                Ok(c) => match gateway.reload(c.gateway) {
+                    Ok(()) => eprintln!("gateway configuration reloaded from {}", file.display()),
+                    Err(e) => eprintln!("not reloading the gateway: {e}"),
+                },
+                Err(e) => eprintln!("not reloading the gateway: {e}"),
+            }
+        }
+    });
 }
 
 fn blob_config(home: &Path, config: &Config) -> Result<BlobConfig, Error> {

@@ -1238,3 +1238,55 @@ async fn materialized_features_are_served_in_feasts_shape() {
             .contains("needs entity key origin")
     );
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_gateway_configuration() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let s = start(home.path(), &[]);
+    let models = || async {
+        let v: serde_json::Value = reqwest::get(format!("{}/v1/models", s.url))
+            .await
+            .expect("models")
+            .json()
+            .await
+            .expect("json");
+        v["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|m| m["id"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(!models().await.contains(&"assistant".to_owned()));
+    std::fs::write(
+        home.path().join("capstan.toml"),
+        "[[gateway.groups]]\nname = \"assistant\"\ndeployments = [{ id = \"l\", provider = \"local\", model = \"SmolLM2-135M-Instruct\" }]\n",
+    )
+    .expect("write config");
+    let hup = Command::new("kill")
+        .args(["-HUP", &s.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let mut seen = false;
+    for _ in 0..100 {
+        if models().await.contains(&"assistant".to_owned()) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the new group is served after SIGHUP");
+    // A broken file changes nothing; the server keeps serving.
+    std::fs::write(
+        home.path().join("capstan.toml"),
+        "[gateway]\nnonsense = 1\n",
+    )
+    .expect("write");
+    Command::new("kill")
+        .args(["-HUP", &s.child.id().to_string()])
+        .status()
+        .expect("kill");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(models().await.contains(&"assistant".to_owned()));
+}
