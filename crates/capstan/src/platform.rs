@@ -195,6 +195,7 @@ impl Platform {
                 }),
                 embeddings: embeddings.clone(),
                 gateway: self.gateway(config, embeddings),
+                prompts: Arc::new(self.db.clone()),
                 prediction_log: sv.prediction_log.then(|| monitor::predlog::LogConfig {
                     queue: sv.log_queue.max(1),
                     rotate: std::time::Duration::from_secs(sv.log_rotate_secs.max(1)),

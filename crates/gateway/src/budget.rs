@@ -257,6 +257,7 @@ mod tests {
             team: Some("research".into()),
             tags: vec!["a".into(), "b".into()],
             tier: None,
+            prompt: None,
         }
     }
 

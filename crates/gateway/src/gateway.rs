@@ -32,6 +32,8 @@ pub struct Caller {
     pub tags: Vec<String>,
     /// The caller's tier (header `x-capstan-tier`), for routing rules.
     pub tier: Option<String>,
+    /// `name@version` of the registered prompt the request was rendered from.
+    pub prompt: Option<String>,
 }
 
 pub enum Reply {
@@ -229,6 +231,7 @@ impl Gateway {
             error: None,
             attempts: 0,
             estimated: false,
+            prompt: caller.prompt.clone(),
         };
         // Routing rules may send the request to another group than the one it names.
         let routed = live

@@ -13,6 +13,7 @@ pub mod error;
 pub mod gateway;
 pub mod metrics;
 pub mod pricing;
+pub mod prompts;
 pub mod provider;
 pub mod request;
 pub mod router;

@@ -81,6 +81,9 @@ pub struct UsageRecord {
     /// The upstream reported no usage: the tokens were counted here (see `tokens`).
     #[serde(default)]
     pub estimated: bool,
+    /// `name@version` of the registered prompt the request used.
+    #[serde(default)]
+    pub prompt: Option<String>,
 }
 
 /// Where usage records go.

@@ -31,6 +31,7 @@ fn is_read_only_post(path: &str) -> bool {
         || path == "/v1/chat/completions"
         || path == "/v1/completions"
         || path == "/v1/messages"
+        || (path.starts_with("/api/2.0/capstan/prompts/") && path.ends_with("/render"))
         || (path.starts_with("/collections/")
             && (path.ends_with("/points/search")
                 || path.ends_with("/points/count")

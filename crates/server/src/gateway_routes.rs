@@ -145,6 +145,7 @@ fn caller(
         team: header(h, "x-capstan-team"),
         tags,
         tier: header(h, "x-capstan-tier"),
+        prompt: None,
     }
 }
 
@@ -188,11 +189,21 @@ async fn llm(
     h: HeaderMap,
     raw: axum::body::Bytes,
 ) -> Response {
+    // A chat body may name a registered prompt instead of carrying messages.
+    let (resolved, prompt) = match endpoint {
+        Endpoint::Chat => match crate::prompt_routes::resolve(&s, &raw).await {
+            Ok(x) => x,
+            Err(e) => return error_response(&e),
+        },
+        Endpoint::Completions => (None, None),
+    };
+    let raw = resolved.map(axum::body::Bytes::from).unwrap_or(raw);
     let req = match LlmRequest::parse(endpoint, &raw) {
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
-    let caller = caller(token, &h, &req);
+    let mut caller = caller(token, &h, &req);
+    caller.prompt = prompt;
     match s.gateway.handle(req, caller).await {
         Ok(Answer {
             reply: Reply::Whole(body),

@@ -20,6 +20,7 @@ pub mod monitors;
 mod oip;
 mod openai;
 mod openapi;
+pub mod prompt_routes;
 mod rag_routes;
 pub mod vector_routes;
 mod wire;
@@ -100,6 +101,8 @@ pub struct AppState {
     pub jobs: Arc<dyn pipeline::JobQueue>,
     /// The LLM gateway behind `/v1/chat/completions` and `/v1/completions`.
     pub gateway: Arc<gateway::Gateway>,
+    /// The prompt registry.
+    pub prompts: Arc<dyn gateway::prompts::PromptStore>,
 }
 
 /// The stores the server reads and writes besides tracking and the registry.
@@ -118,6 +121,7 @@ pub struct Backends {
     pub embeddings: Arc<embedding::EmbeddingModels>,
     pub jobs: Arc<dyn pipeline::JobQueue>,
     pub gateway: Arc<gateway::Gateway>,
+    pub prompts: Arc<dyn gateway::prompts::PromptStore>,
 }
 
 impl AppState {
@@ -168,6 +172,7 @@ impl AppState {
             rag: Default::default(),
             jobs: b.jobs,
             gateway: b.gateway,
+            prompts: b.prompts,
         }
     }
 }
@@ -181,6 +186,7 @@ pub fn router(state: AppState) -> Router {
         .merge(monitors::routes())
         .merge(feature_routes::routes())
         .merge(jobs_routes::routes())
+        .merge(prompt_routes::routes())
         .layer(DefaultBodyLimit::max(json_limit));
     Router::new()
         .route("/health", get(|| async { "OK" }))

@@ -14,6 +14,7 @@ mod ledger_store;
 mod migrations;
 mod monitor_store;
 mod pgvector;
+mod prompt_store;
 mod redis;
 mod registry_store;
 mod remote;

@@ -326,6 +326,29 @@ CREATE TABLE gateway_ledger (
 CREATE INDEX gateway_ledger_expires ON gateway_ledger (expires)
 "#,
     },
+    Migration {
+        version: 13,
+        name: "prompts",
+        sql: r#"
+CREATE TABLE prompt_versions (
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    template TEXT NOT NULL,
+    variables TEXT NOT NULL,
+    params TEXT NOT NULL,
+    commit_message TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE prompt_labels (
+    name TEXT NOT NULL,
+    label TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    updated BIGINT NOT NULL,
+    PRIMARY KEY (name, label)
+)
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

@@ -7,6 +7,7 @@ mod auth;
 mod deployments;
 mod gateway;
 mod monitoring;
+mod prompts;
 mod registry;
 mod serving;
 mod support;

@@ -122,6 +122,7 @@ pub async fn start_full(
                 .with_ledger(ledger.unwrap_or_else(|| Arc::new(db.clone())))
                 .with_embedder(embeddings),
             ),
+            prompts: Arc::new(db.clone()),
             prediction_log: Some(monitor::predlog::LogConfig {
                 rotate: std::time::Duration::from_millis(100),
                 ..Default::default()

@@ -5,6 +5,7 @@ mod blobs;
 mod deploy;
 mod jobs;
 mod ledger;
+mod prompts;
 mod registry;
 mod remote;
 mod support;
