@@ -24,6 +24,7 @@ mod monitors_cmd;
 mod platform;
 mod profile_cmd;
 mod progress;
+mod prompts_cmd;
 mod rag_cmd;
 mod report;
 mod test_cmd;
@@ -115,6 +116,9 @@ enum Command {
     /// The durable job queue: list, inspect and cancel jobs.
     #[command(subcommand)]
     Jobs(jobs_cmd::JobsCmd),
+    /// The prompt registry: versions, labels, rendering, diffs.
+    #[command(subcommand)]
+    Prompts(prompts_cmd::PromptsCmd),
     /// Retrieval-augmented answers: ingest documents, ask questions with citations.
     #[command(subcommand)]
     Rag(rag_cmd::RagCmd),
@@ -302,6 +306,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Vectors(cmd) => vectors_cmd::run(&home, &config, cmd).await,
         Command::Rag(cmd) => rag_cmd::run(&home, &config, cmd).await,
         Command::Jobs(cmd) => jobs_cmd::run(&home, &config, cmd).await,
+        Command::Prompts(cmd) => prompts_cmd::run(&home, &config, cmd).await,
         Command::Worker(args) => worker::run(&home, &config, args).await,
         Command::Test(cmd) => {
             let result = test_cmd::run(&cmd, &home, &config).await?;

@@ -1290,3 +1290,100 @@ async fn sighup_reloads_the_gateway_configuration() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(models().await.contains(&"assistant".to_owned()));
 }
+
+#[test]
+fn prompts_cli_versions_labels_renders_and_diffs() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let write = |name: &str, system: &str| {
+        let body = serde_json::json!({"template": {"messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "{{ question }}"}]}});
+        let path = h.join(name);
+        std::fs::write(&path, body.to_string()).expect("write");
+        path
+    };
+    let v1 = write("v1.json", "Answer using: {{ context }}");
+    let v2 = write("v2.json", "Use only: {{ context }}");
+    let out = cli_ok(
+        h,
+        &[
+            "prompts".as_ref(),
+            "create".as_ref(),
+            "qa".as_ref(),
+            v1.as_os_str(),
+            "-m".as_ref(),
+            "first".as_ref(),
+        ],
+    );
+    assert!(out.contains("qa version 1"), "{out}");
+    let out = cli_ok(
+        h,
+        &[
+            "prompts".as_ref(),
+            "create".as_ref(),
+            "qa".as_ref(),
+            v2.as_os_str(),
+        ],
+    );
+    assert!(out.contains("qa version 2"), "{out}");
+    cli_ok(h, &["prompts", "label", "qa", "production", "1"]);
+    assert!(cli_ok(h, &["prompts", "list"]).contains("production→1"));
+    let show = cli_ok(h, &["prompts", "show", "qa"]);
+    assert!(
+        show.contains("first") && show.contains("context, question"),
+        "{show}"
+    );
+    let out = cli_ok(
+        h,
+        &[
+            "prompts",
+            "render",
+            "qa",
+            "--label",
+            "production",
+            "--var",
+            "context=C",
+            "--var",
+            "question=Q?",
+        ],
+    );
+    assert!(
+        out.contains("[system]\nAnswer using: C") && out.contains("[user]\nQ?"),
+        "{out}"
+    );
+    let (code, _, err) = cli(
+        h,
+        &[
+            "prompts",
+            "render",
+            "qa",
+            "--version",
+            "1",
+            "--var",
+            "context=C",
+        ],
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("question"), "{err}");
+    let out = cli_ok(h, &["prompts", "diff", "qa", "1", "2"]);
+    assert!(
+        out.contains("- Answer using: {{ context }}") && out.contains("+ Use only: {{ context }}"),
+        "{out}"
+    );
+    let bad = h.join("bad.json");
+    std::fs::write(&bad, r#"{"template": {"text": "{{ oops"}}"#).expect("write");
+    let (code, _, err) = cli(
+        h,
+        &[
+            "prompts".as_ref(),
+            "create".as_ref(),
+            "bad".as_ref(),
+            bad.as_os_str(),
+        ],
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("does not parse"), "{err}");
+    let (code, _, _) = cli(h, &["prompts", "label", "qa", "staging", "9"]);
+    assert_ne!(code, Some(0));
+}
