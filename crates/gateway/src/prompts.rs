@@ -287,6 +287,40 @@ pub trait PromptStore: Send + Sync {
     ) -> std::result::Result<(), String>;
     async fn prompt_labels(&self, name: &str)
     -> std::result::Result<BTreeMap<String, i64>, String>;
+    /// Splits `name@label` across versions by weight (an A/B test); `None` removes the split.
+    async fn set_prompt_split(
+        &self,
+        name: &str,
+        label: &str,
+        weights: Option<&BTreeMap<i64, f64>>,
+    ) -> std::result::Result<(), String>;
+    async fn prompt_split(
+        &self,
+        name: &str,
+        label: &str,
+    ) -> std::result::Result<Option<BTreeMap<i64, f64>>, String>;
+}
+
+/// The version a split gives `sticky` (a user or request key): the same key always gets the
+/// same version; over many keys each version's share follows its weight.
+pub fn assign(weights: &BTreeMap<i64, f64>, sticky: &str, salt: &str) -> Option<i64> {
+    use sha2::{Digest, Sha256};
+    let total: f64 = weights.values().filter(|w| **w > 0.0).sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let h = Sha256::digest(format!("{salt}\u{0}{sticky}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    let u = (u64::from_be_bytes(b) >> 11) as f64 / (1u64 << 53) as f64 * total;
+    let mut acc = 0.0;
+    for (v, w) in weights.iter().filter(|(_, w)| **w > 0.0) {
+        acc += w;
+        if u < acc {
+            return Some(*v);
+        }
+    }
+    weights.keys().next_back().copied()
 }
 
 #[cfg(test)]
@@ -353,6 +387,20 @@ mod tests {
             let e = render(&v, vars.as_object().unwrap()).unwrap_err();
             assert_eq!(e.param.as_deref(), Some(field), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn splits_are_sticky_and_follow_their_weights() {
+        let w: BTreeMap<i64, f64> = [(1, 3.0), (2, 1.0)].into_iter().collect();
+        let ones = (0..4000)
+            .filter(|i| assign(&w, &format!("user-{i}"), "qa@prod") == Some(1))
+            .count();
+        assert!((2800..3200).contains(&ones), "{ones}");
+        assert_eq!(
+            assign(&w, "alice", "qa@prod"),
+            assign(&w, "alice", "qa@prod")
+        );
+        assert_eq!(assign(&BTreeMap::new(), "alice", "x"), None);
     }
 
     #[test]

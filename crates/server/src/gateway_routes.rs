@@ -191,10 +191,14 @@ async fn llm(
 ) -> Response {
     // A chat body may name a registered prompt instead of carrying messages.
     let (resolved, prompt) = match endpoint {
-        Endpoint::Chat => match crate::prompt_routes::resolve(&s, &raw).await {
-            Ok(x) => x,
-            Err(e) => return error_response(&e),
-        },
+        Endpoint::Chat => {
+            match crate::prompt_routes::resolve(&s, &raw, header(&h, "x-capstan-key").as_deref())
+                .await
+            {
+                Ok(x) => x,
+                Err(e) => return error_response(&e),
+            }
+        }
         Endpoint::Completions => (None, None),
     };
     let raw = resolved.map(axum::body::Bytes::from).unwrap_or(raw);

@@ -14,6 +14,7 @@ use axum::{Extension, Json, Router};
 use base::ErrorCode;
 use gateway::prompts::{self, NewPromptVersion, PromptVersion, Rendered};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -26,6 +27,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/api/2.0/capstan/prompts/{name}/labels/{label}",
             put(set_label).get(label),
+        )
+        .route(
+            "/api/2.0/capstan/prompts/{name}/splits/{label}",
+            put(set_split).get(get_split).delete(delete_split),
         )
         .route("/api/2.0/capstan/prompts/{name}/render", post(render))
         .route("/api/2.0/capstan/prompts/{name}/diff", get(diff))
@@ -167,8 +172,27 @@ async fn set_label(
     let b: LabelBody = serde_json::from_slice(&raw)
         .map_err(|e| ApiError::new(ErrorCode::InvalidParameterValue, format!("label: {e}")))?;
     prompts::valid_name(&label).map_err(bad)?;
-    if PROTECTED.contains(&label.as_str())
-        && let Some(Extension(t)) = &token
+    may_move(&label, &token)?;
+    get_version(&s, &name, b.version).await?;
+    s.prompts
+        .set_prompt_label(&name, &label, b.version)
+        .await
+        .map_err(store_err)?;
+    Ok(Json(
+        json!({"name": name, "label": label, "version": b.version}),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitBody {
+    /// version → weight.
+    weights: BTreeMap<i64, f64>,
+}
+
+fn may_move(label: &str, token: &Option<Extension<tracking::TokenInfo>>) -> Result<(), ApiError> {
+    if PROTECTED.contains(&label)
+        && let Some(Extension(t)) = token
         && t.scope < tracking::Scope::Admin
     {
         return Err(ApiError::new(
@@ -180,14 +204,66 @@ async fn set_label(
             ),
         ));
     }
-    get_version(&s, &name, b.version).await?;
+    Ok(())
+}
+
+/// Splits `name@label` across versions (an A/B test of prompts): each caller (by
+/// `x-capstan-key`, else the request's `user`) sticks to one version.
+async fn set_split(
+    State(s): State<AppState>,
+    Path((name, label)): Path<(String, String)>,
+    token: Option<Extension<tracking::TokenInfo>>,
+    raw: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: SplitBody = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParameterValue, format!("split: {e}")))?;
+    prompts::valid_name(&label).map_err(bad)?;
+    may_move(&label, &token)?;
+    if b.weights.is_empty()
+        || b.weights.values().any(|w| !(w.is_finite() && *w >= 0.0))
+        || b.weights.values().sum::<f64>() <= 0.0
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameterValue,
+            "weights must be ≥ 0 with a positive sum",
+        ));
+    }
+    for v in b.weights.keys() {
+        get_version(&s, &name, *v).await?;
+    }
     s.prompts
-        .set_prompt_label(&name, &label, b.version)
+        .set_prompt_split(&name, &label, Some(&b.weights))
         .await
         .map_err(store_err)?;
     Ok(Json(
-        json!({"name": name, "label": label, "version": b.version}),
+        json!({"name": name, "label": label, "weights": b.weights}),
     ))
+}
+
+async fn get_split(
+    State(s): State<AppState>,
+    Path((name, label)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let w = s
+        .prompts
+        .prompt_split(&name, &label)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| missing(format!("`{name}@{label}` is not split")))?;
+    Ok(Json(json!({"name": name, "label": label, "weights": w})))
+}
+
+async fn delete_split(
+    State(s): State<AppState>,
+    Path((name, label)): Path<(String, String)>,
+    token: Option<Extension<tracking::TokenInfo>>,
+) -> Result<Json<Value>, ApiError> {
+    may_move(&label, &token)?;
+    s.prompts
+        .set_prompt_split(&name, &label, None)
+        .await
+        .map_err(store_err)?;
+    Ok(Json(json!({"name": name, "label": label})))
 }
 
 #[derive(serde::Deserialize)]
@@ -248,6 +324,7 @@ async fn diff(
 pub async fn resolve(
     s: &AppState,
     raw: &[u8],
+    sticky: Option<&str>,
 ) -> Result<(Option<Vec<u8>>, Option<String>), gateway::GatewayError> {
     let invalid = |field: &str, m: String| gateway::GatewayError::invalid(field, m);
     // Cheap check first: most requests carry no prompt reference.
@@ -276,8 +353,25 @@ pub async fn resolve(
         param: Some("prompt".into()),
         ..gateway::GatewayError::new(gateway::ErrorClass::NotFound, 404, m)
     };
+    // A split label sends each caller to one of its versions, the same one every time.
+    let split = match at.parse::<i64>() {
+        Ok(_) => None,
+        Err(_) => s
+            .prompts
+            .prompt_split(name, at)
+            .await
+            .map_err(|e| invalid("prompt", e))?,
+    };
+    let key = sticky
+        .map(str::to_owned)
+        .or_else(|| body.get("user").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let version = match at.parse::<i64>() {
         Ok(n) => n,
+        Err(_) if split.is_some() => split
+            .as_ref()
+            .and_then(|w| prompts::assign(w, &key, &reference))
+            .ok_or_else(|| not_found(format!("`{reference}` is split over no version")))?,
         Err(_) => *s
             .prompts
             .prompt_labels(name)

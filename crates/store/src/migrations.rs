@@ -349,6 +349,19 @@ CREATE TABLE prompt_labels (
 )
 "#,
     },
+    Migration {
+        version: 14,
+        name: "prompt splits",
+        sql: r#"
+CREATE TABLE prompt_splits (
+    name TEXT NOT NULL,
+    label TEXT NOT NULL,
+    weights TEXT NOT NULL,
+    updated BIGINT NOT NULL,
+    PRIMARY KEY (name, label)
+)
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

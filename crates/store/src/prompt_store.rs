@@ -156,4 +156,59 @@ impl PromptStore for Db {
             })
             .collect()
     }
+
+    async fn set_prompt_split(
+        &self,
+        name: &str,
+        label: &str,
+        weights: Option<&BTreeMap<i64, f64>>,
+    ) -> Result<(), String> {
+        let _g = self.write_guard().await;
+        match weights {
+            Some(w) => {
+                sqlx::query(
+                    "INSERT INTO prompt_splits (name, label, weights, updated) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (name, label) DO UPDATE SET weights = excluded.weights, updated = excluded.updated",
+                )
+                .bind(name.to_owned())
+                .bind(label.to_owned())
+                .bind(serde_json::to_string(w).map_err(|e| e.to_string())?)
+                .bind(base::now_millis())
+                .execute(&self.pool)
+                .await
+                .map_err(err)?;
+            }
+            None => {
+                sqlx::query("DELETE FROM prompt_splits WHERE name = $1 AND label = $2")
+                    .bind(name.to_owned())
+                    .bind(label.to_owned())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn prompt_split(
+        &self,
+        name: &str,
+        label: &str,
+    ) -> Result<Option<BTreeMap<i64, f64>>, String> {
+        let row = sqlx::query("SELECT weights FROM prompt_splits WHERE name = $1 AND label = $2")
+            .bind(name.to_owned())
+            .bind(label.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        match row {
+            Some(r) => {
+                let text: String = r.try_get("weights").map_err(err)?;
+                Ok(Some(
+                    serde_json::from_str(&text).map_err(|e| format!("prompt split: {e}"))?,
+                ))
+            }
+            None => Ok(None),
+        }
+    }
 }

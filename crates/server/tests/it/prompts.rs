@@ -164,6 +164,57 @@ async fn versions_labels_rendering_diffs_and_the_gateway() {
         )
         .await;
     assert_eq!(status, 404);
+
+    // An A/B test of prompt versions behind the same label, with no change in the caller: each
+    // user sticks to one version, and both versions are served.
+    let r = s
+        .http
+        .put(format!(
+            "{}/api/2.0/capstan/prompts/qa/splits/production",
+            s.url
+        ))
+        .json(&json!({"weights": {"1": 1.0, "2": 1.0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s
+        .http
+        .put(format!(
+            "{}/api/2.0/capstan/prompts/qa/splits/production",
+            s.url
+        ))
+        .json(&json!({"weights": {"1": 1.0, "7": 1.0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404, "a split over a missing version");
+    for i in 0..40 {
+        let body = json!({"prompt": "qa@production", "variables": vars, "max_tokens": 1,
+                          "user": format!("user-{}", i % 20)});
+        let (status, c) = s.post("/v1/chat/completions", body).await;
+        assert_eq!(status, 200, "{c}");
+    }
+    let (_, usage) = s
+        .get("/api/2.0/capstan/gateway/usage", &[("limit", "100")])
+        .await;
+    let mut by_user: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for r in usage["records"].as_array().unwrap() {
+        if let (Some(u), Some(p)) = (r["user"].as_str(), r["prompt"].as_str()) {
+            by_user
+                .entry(u.to_owned())
+                .or_default()
+                .insert(p.to_owned());
+        }
+    }
+    assert_eq!(by_user.len(), 20);
+    assert!(
+        by_user.values().all(|v| v.len() == 1),
+        "sticky: {by_user:?}"
+    );
+    let versions: std::collections::BTreeSet<&String> = by_user.values().flatten().collect();
+    assert_eq!(versions.len(), 2, "both versions served: {versions:?}");
 }
 
 #[tokio::test]

@@ -39,4 +39,11 @@ db_test!(prompt_versions_and_labels, |db: Db| async move {
     assert_eq!(db.prompt_labels("qa").await.unwrap()["production"], 5);
     assert_eq!(db.prompts().await.unwrap(), vec![("qa".to_string(), 8)]);
     assert_eq!(db.prompt_versions("qa").await.unwrap().len(), 8);
+    let w: std::collections::BTreeMap<i64, f64> = [(1, 0.25), (2, 0.75)].into_iter().collect();
+    db.set_prompt_split("qa", "production", Some(&w))
+        .await
+        .unwrap();
+    assert_eq!(db.prompt_split("qa", "production").await.unwrap(), Some(w));
+    db.set_prompt_split("qa", "production", None).await.unwrap();
+    assert_eq!(db.prompt_split("qa", "production").await.unwrap(), None);
 });
