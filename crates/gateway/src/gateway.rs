@@ -257,14 +257,16 @@ impl Gateway {
         };
 
         // Rate limits, then budgets: reserved before the call, settled after it.
-        let (group, settlement, mut trail) = match self.admit(&live, &caller, &mut req, group).await
+        let (group, settlement, mut notes) = match self.admit(&live, &caller, &mut req, group).await
         {
             Ok(x) => x,
             Err(e) => return Err(self.fail(rec, e, t0, Duration::ZERO, Vec::new())),
         };
+        // Why the request went where it did (a rule, a downgrade), before what happened there.
         if let Some((note, _)) = routed {
-            trail.insert(0, note);
+            notes.insert(0, note);
         }
+        let mut trail: Vec<String> = Vec::new();
 
         // The exact cache, for answers that are the answer to this request (greedy or seeded).
         // Scoped by tenant and by the group that will answer (a rule or a downgrade may have
@@ -365,11 +367,12 @@ impl Gateway {
                     Ok(reply) => {
                         pick.health
                             .report(Ok(ms(started.elapsed())), &breaker, now_ms());
-                        let route = if trail.is_empty() {
-                            pick.reason.clone()
-                        } else {
-                            format!("{}; after {}", pick.reason, trail.join(", "))
-                        };
+                        let mut parts = notes.clone();
+                        parts.push(pick.reason.clone());
+                        if !trail.is_empty() {
+                            parts.push(format!("after {}", trail.join(", ")));
+                        }
+                        let route = parts.join("; ");
                         rec.deployment = format!("{}/{}", group.name, pick.deployment.id);
                         rec.provider_model = pick.deployment.model.clone();
                         return Ok(self.finish(
@@ -457,7 +460,8 @@ impl Gateway {
             ErrorClass::Upstream | ErrorClass::Auth => 502,
             _ => e.status,
         };
-        let headers = vec![("x-capstan-route", trail.join(", "))];
+        notes.extend(trail);
+        let headers = vec![("x-capstan-route", notes.join("; "))];
         Err(self.fail(rec, e, t0, upstream, headers))
     }
 

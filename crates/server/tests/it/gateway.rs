@@ -678,8 +678,8 @@ async fn routing_rules_pick_the_group_by_request_and_caller() {
     let (d, route) = deployment(None, long).await;
     assert_eq!(d, "chat-long/long");
     assert!(
-        route.contains("rule long prompts: chat -> chat-long"),
-        "{route}"
+        route.starts_with("rule long prompts: chat -> chat-long; weighted"),
+        "the rule comes first, then the strategy: {route}"
     );
     let (d, _) = deployment(Some("free"), ask("chat", FRANCE)).await;
     assert_eq!(d, "cheap/free");
