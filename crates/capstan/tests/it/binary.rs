@@ -1387,3 +1387,41 @@ fn prompts_cli_versions_labels_renders_and_diffs() {
     let (code, _, _) = cli(h, &["prompts", "label", "qa", "staging", "9"]);
     assert_ne!(code, Some(0));
 }
+
+#[tokio::test]
+async fn usage_records_survive_a_restart() {
+    let home = tempfile::tempdir().expect("tempdir");
+    link_models(home.path());
+    let s = start(home.path(), &[]);
+    let body = serde_json::json!({"model": "smollm2", "max_tokens": 2, "temperature": 0,
+                                  "messages": [{"role": "user", "content": "Hi"}]});
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/chat/completions", s.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(r.status().as_u16(), 200);
+    // Stop at once (Ctrl-C): the record still queued is written before the process exits.
+    let mut s = s;
+    Command::new("kill")
+        .args(["-INT", &s.child.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = s.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    let s = start(home.path(), &[]);
+    let usage: serde_json::Value = http
+        .get(format!("{}/api/2.0/capstan/gateway/usage", s.url))
+        .send()
+        .await
+        .expect("usage")
+        .json()
+        .await
+        .expect("json");
+    let records = usage["records"].as_array().expect("records");
+    assert_eq!(records.len(), 1, "{usage}");
+    assert_eq!(records[0]["deployment"], "smollm2/local");
+    assert_eq!(records[0]["usage"]["completion_tokens"], 2);
+}
