@@ -306,7 +306,8 @@ async fn create_run(c: &Client, exp: &str) -> Result<String, Error> {
         .to_owned())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The value at percentile `p` of sorted samples (nearest rank); NaN for none.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

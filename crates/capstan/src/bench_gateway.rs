@@ -4,6 +4,7 @@
 //! through LiteLLM's proxy (PyPI) on the same upstream. Overhead = latency through the gateway −
 //! latency direct, at each percentile: one client in a loop, then open-loop load at fixed rates.
 
+use crate::bench::percentile;
 use crate::bench_serving::{Proc, free_port, wait_up};
 use crate::platform::Error;
 use serde_json::json;
@@ -70,13 +71,6 @@ struct Lat {
     reported: Vec<f64>,
     failed: usize,
     achieved_rps: f64,
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[(((p / 100.0) * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
 }
 
 async fn one(
@@ -221,7 +215,7 @@ struct Row {
 }
 
 fn over(via: &Lat, direct: &Lat, p: f64) -> f64 {
-    (pct(&via.ms, p) - pct(&direct.ms, p)).max(0.0)
+    (percentile(&via.ms, p) - percentile(&direct.ms, p)).max(0.0)
 }
 
 pub async fn run(
@@ -296,12 +290,12 @@ pub async fn run(
         table.push_str(&format!(
             "| {} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.0} ({}) | {} | {} | {} |\n",
             r.scenario,
-            pct(&r.direct.ms, 50.0),
-            pct(&r.direct.ms, 99.0),
+            percentile(&r.direct.ms, 50.0),
+            percentile(&r.direct.ms, 99.0),
             over(&r.capstan, &r.direct, 50.0),
             over(&r.capstan, &r.direct, 99.0),
-            pct(&r.capstan.reported, 50.0),
-            pct(&r.capstan.reported, 99.0),
+            percentile(&r.capstan.reported, 50.0),
+            percentile(&r.capstan.reported, 99.0),
             r.capstan.achieved_rps,
             r.capstan.failed,
             lite.map(|l| format!(

@@ -8,6 +8,7 @@
 //! correct hits / hits, recall = correct hits / paraphrases. Then lookup latency with 100,000
 //! cached entries in one scope, and the embedding time a lookup adds.
 
+use crate::bench::percentile;
 use crate::platform::Error;
 use gateway::cache::CachedAnswer;
 use gateway::semantic::SemanticCache;
@@ -17,21 +18,7 @@ use std::time::{Duration, Instant};
 const PAIRS: &str = include_str!("../../../bench/data/paraphrase_pairs.csv");
 
 fn answer(i: usize) -> CachedAnswer {
-    CachedAnswer {
-        full: Some(serde_json::json!({"question": i})),
-        chunks: None,
-        usage: Default::default(),
-        cost_usd: 0.0,
-        deployment: String::new(),
-        provider_model: String::new(),
-    }
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[(((p / 100.0) * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
+    CachedAnswer::whole(serde_json::json!({"question": i}))
 }
 
 /// A unit vector from a seeded generator (the filler entries).
@@ -170,10 +157,10 @@ pub async fn run(
         big.len(),
         lookups.len(),
         found,
-        pct(&lookups, 50.0),
-        pct(&lookups, 99.0),
-        pct(&embeds, 50.0),
-        pct(&embeds, 99.0),
+        percentile(&lookups, 50.0),
+        percentile(&lookups, 99.0),
+        percentile(&embeds, 50.0),
+        percentile(&embeds, 99.0),
     );
     let text = format!(
         "Semantic cache on {} pairs ({positives} paraphrases, {} same-topic different questions) from SQuAD v1.1 dev:\n\n{quality}\n{speed}",

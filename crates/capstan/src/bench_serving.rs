@@ -117,13 +117,7 @@ pub async fn load(url: &str, body: &Value, connections: usize, seconds: u64) -> 
     }
     let elapsed = start.elapsed().as_secs_f64();
     all.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        if all.is_empty() {
-            f64::NAN
-        } else {
-            all[((p / 100.0) * (all.len() - 1) as f64).round() as usize]
-        }
-    };
+    let pct = |p: f64| crate::bench::percentile(&all, p);
     Load {
         rps: all.len() as f64 / elapsed,
         p50_ms: pct(50.0),

@@ -9,7 +9,7 @@
 //! = cache read; cache write = cache creation — so each token is billed once, at its own price.
 
 use crate::error::{ErrorClass, GatewayError, Result};
-use crate::provider::{ChunkStream, Provider, classify};
+use crate::provider::{ChunkStream, Provider, classify, now_s, transport};
 use crate::request::{Endpoint, LlmRequest};
 use crate::usage::Usage;
 use futures_util::StreamExt;
@@ -135,13 +135,6 @@ pub fn to_openai(msg: &Value) -> Value {
     })
 }
 
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 pub struct AnthropicProvider {
     http: reqwest::Client,
     base: String,
@@ -167,14 +160,7 @@ impl AnthropicProvider {
         if let Some(k) = &self.key {
             r = r.header("x-api-key", k);
         }
-        let resp = r.send().await.map_err(|e| {
-            let class = if e.is_timeout() {
-                ErrorClass::Timeout
-            } else {
-                ErrorClass::Unreachable
-            };
-            GatewayError::new(class, 502, format!("upstream: {e}"))
-        })?;
+        let resp = r.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(resp);

@@ -23,6 +23,21 @@ pub struct CachedAnswer {
     pub provider_model: String,
 }
 
+impl CachedAnswer {
+    /// A whole (not streamed) answer with no usage, cost or origin — for code that only looks
+    /// answers up (tests, benchmarks).
+    pub fn whole(body: Value) -> CachedAnswer {
+        CachedAnswer {
+            full: Some(body),
+            chunks: None,
+            usage: Usage::default(),
+            cost_usd: 0.0,
+            deployment: String::new(),
+            provider_model: String::new(),
+        }
+    }
+}
+
 struct Entry {
     answer: CachedAnswer,
     expires: Instant,
@@ -117,14 +132,7 @@ mod tests {
     use super::*;
 
     fn answer(n: u64) -> CachedAnswer {
-        CachedAnswer {
-            full: Some(serde_json::json!({"n": n})),
-            chunks: None,
-            usage: Usage::default(),
-            cost_usd: 0.0,
-            deployment: "d".into(),
-            provider_model: "m".into(),
-        }
+        CachedAnswer::whole(serde_json::json!({"n": n}))
     }
 
     #[test]

@@ -545,7 +545,6 @@ impl Gateway {
         upstream: Duration,
         settlement: Settlement,
     ) -> Answer {
-        let overhead = t0.elapsed().saturating_sub(upstream);
         let mut headers = vec![
             ("x-capstan-deployment", rec.deployment.clone()),
             ("x-capstan-route", route),
@@ -596,6 +595,8 @@ impl Gateway {
                 }
             }
             Reply::Stream(s) => {
+                // Time to the first chunk, less the upstream's share of it.
+                let overhead = t0.elapsed().saturating_sub(upstream);
                 rec.overhead_ms = ms(overhead);
                 headers.push(("x-capstan-overhead-ms", format!("{:.3}", ms(overhead))));
                 self.metrics

@@ -59,7 +59,8 @@ impl OpenAiCompatible {
     }
 }
 
-fn transport(e: reqwest::Error) -> GatewayError {
+/// A failed HTTP exchange with an upstream, classed (timeout, unreachable, broken answer).
+pub(crate) fn transport(e: reqwest::Error) -> GatewayError {
     let class = if e.is_timeout() {
         ErrorClass::Timeout
     } else if e.is_connect() || e.is_request() {
@@ -299,7 +300,7 @@ fn neural_error(e: neural::Error) -> GatewayError {
     }
 }
 
-fn now_s() -> u64 {
+pub(crate) fn now_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -322,14 +322,27 @@ impl LlmRequest {
     /// every message, the sampling parameters, tools and formats) and nothing that does not
     /// (`stream`, `stream_options`, `user`, `metadata`). `scope` separates tenants.
     pub fn cache_key(&self, scope: &str) -> String {
+        self.digest(b"", scope, |_| {})
+    }
+
+    /// SHA-256 of `prefix`, `scope`, the endpoint and the body without the fields that never
+    /// change an answer (`stream`, `stream_options`, `user`, `metadata`) and whatever `edit`
+    /// takes out. serde_json's map is sorted (no preserve_order), so equal bodies hash equally.
+    fn digest(
+        &self,
+        prefix: &[u8],
+        scope: &str,
+        edit: impl FnOnce(&mut Map<String, Value>),
+    ) -> String {
         let mut b = self.body.clone();
         if let Some(o) = b.as_object_mut() {
             for k in ["stream", "stream_options", "user", "metadata"] {
                 o.remove(k);
             }
+            edit(o);
         }
-        // serde_json's map is sorted (no preserve_order), so equal bodies serialise equally.
         let mut h = Sha256::new();
+        h.update(prefix);
         h.update(scope.as_bytes());
         h.update([0]);
         h.update(format!("{:?}", self.endpoint).as_bytes());
@@ -346,12 +359,8 @@ impl LlmRequest {
         if last.role != "user" || last.content.trim().is_empty() {
             return None;
         }
-        let mut b = self.body.clone();
-        let o = b.as_object_mut()?;
-        for k in ["stream", "stream_options", "user", "metadata"] {
-            o.remove(k);
-        }
-        match self.endpoint {
+        let endpoint = self.endpoint;
+        let scope = self.digest(b"semantic\0", tenant, |o| match endpoint {
             Endpoint::Chat => {
                 if let Some(Value::Array(m)) = o.get_mut("messages") {
                     m.pop();
@@ -360,15 +369,8 @@ impl LlmRequest {
             Endpoint::Completions => {
                 o.remove("prompt");
             }
-        }
-        let mut h = Sha256::new();
-        h.update(b"semantic\0");
-        h.update(tenant.as_bytes());
-        h.update([0]);
-        h.update(format!("{:?}", self.endpoint).as_bytes());
-        h.update([0]);
-        h.update(b.to_string().as_bytes());
-        Some((base::to_hex(&h.finalize()), last.content.clone()))
+        });
+        Some((scope, last.content.clone()))
     }
 
     /// The body for an upstream: the deployment's model name, and usage always asked for when

@@ -201,17 +201,9 @@ impl SemanticCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::Usage;
 
     fn answer(n: u64) -> CachedAnswer {
-        CachedAnswer {
-            full: Some(serde_json::json!({"n": n})),
-            chunks: None,
-            usage: Usage::default(),
-            cost_usd: 0.0,
-            deployment: "d".into(),
-            provider_model: "m".into(),
-        }
+        CachedAnswer::whole(serde_json::json!({"n": n}))
     }
 
     fn unit(seed: u64) -> Vec<f32> {

@@ -181,15 +181,7 @@ async fn local_model_answers_streams_caches_and_accounts() {
     assert_eq!(first["deployment"], "smollm2/local");
     assert_eq!(first["usage"]["completion_tokens"], 7);
     assert_eq!(first["key"], "anonymous");
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("capstan_gateway_cache_requests_total{cache=\"exact\",outcome=\"hit\"} 3"),
         "{metrics}"
@@ -616,15 +608,7 @@ async fn semantic_cache_answers_paraphrases_within_one_conversation_and_tenant()
         content(&events),
         first["choices"][0]["message"]["content"].as_str().unwrap()
     );
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics
             .contains("capstan_gateway_cache_requests_total{cache=\"semantic\",outcome=\"hit\"} 2"),

@@ -115,15 +115,7 @@ async fn predictions_are_counted_and_logged() {
         (pred[2] - (3.0 * 1.0 - 2.0 * 2.0 + 1.0)).abs() < 1e-3,
         "{pred:?}"
     );
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert_eq!(metric(&text, "capstan_prediction_log_rows_total"), 10.0);
 }
 
@@ -324,15 +316,7 @@ async fn monitors_detect_drift_raise_one_alert_and_call_the_webhook() {
     let (_, shown) = s.get("/api/2.0/capstan/monitors/lin-health", &[]).await;
     assert_eq!(shown["last_evaluation"]["predictions"], 40);
 
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains("capstan_alerts_total{monitor=\"lin-health\",check=\"drift\"} 1"),
         "{text}"
