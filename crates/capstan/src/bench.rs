@@ -125,6 +125,26 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// OTLP/HTTP span ingestion into SQLite, and trace queries over millions of spans in PostgreSQL.
+    Traces {
+        /// Spans to ingest over OTLP/HTTP.
+        #[arg(long, default_value_t = 200_000)]
+        spans: u64,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// PostgreSQL server for the query benchmark (a database `capstan_bench_traces` is
+        /// created there); "none" skips it.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+        pg: String,
+        /// Spans generated in PostgreSQL for the query benchmark.
+        #[arg(long, default_value_t = 10_000_000)]
+        pg_spans: i64,
+        /// Runs of each query.
+        #[arg(long, default_value_t = 100)]
+        repeat: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Semantic-cache precision and recall on a paraphrase set, and lookup time at 100k entries.
     SemanticCache {
         #[arg(long, default_value_t = 100_000)]
@@ -203,7 +223,7 @@ pub fn run_peer(python: &str, script: &str, args: &[&std::ffi::OsStr]) -> Result
     Ok(out.stdout)
 }
 
-async fn wait_healthy(url: &str, child: &mut Child) -> Result<(), Error> {
+pub(crate) async fn wait_healthy(url: &str, child: &mut Child) -> Result<(), Error> {
     let http = reqwest::Client::new();
     for _ in 0..600 {
         if let Ok(r) = http.get(format!("{url}/health")).send().await
@@ -545,6 +565,16 @@ pub async fn run(cmd: BenchCmd, home: &Path) -> Result<(), Error> {
         } => {
             return crate::bench_gateway::run(Some(litellm), requests, rates, seconds, out, home)
                 .await;
+        }
+        BenchCmd::Traces {
+            spans,
+            clients,
+            pg,
+            pg_spans,
+            repeat,
+            out,
+        } => {
+            return crate::bench_traces::run(spans, clients, pg, pg_spans, repeat, out, home).await;
         }
         BenchCmd::SemanticCache {
             entries,

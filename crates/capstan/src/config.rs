@@ -86,6 +86,9 @@ pub struct ServerSection {
     pub auth: bool,
     pub max_json_bytes: usize,
     pub max_artifact_bytes: u64,
+    /// Traces older than this many days are deleted hourly (their counts, tokens and cost kept as
+    /// hourly rollups); 0 keeps them forever.
+    pub trace_retention_days: f64,
 }
 
 impl Default for ServerSection {
@@ -97,6 +100,7 @@ impl Default for ServerSection {
             auth: d.auth,
             max_json_bytes: d.max_json_bytes,
             max_artifact_bytes: d.max_artifact_bytes,
+            trace_retention_days: 0.0,
         }
     }
 }

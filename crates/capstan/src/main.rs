@@ -9,6 +9,7 @@ mod bench_gateway;
 mod bench_rag;
 mod bench_semantic;
 mod bench_serving;
+mod bench_traces;
 mod bench_training;
 mod bench_vectors;
 mod client;

@@ -19,6 +19,8 @@ pub enum Error {
     Tracking(#[from] tracking::Error),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Traces(#[from] traces::Error),
     #[error("{0}")]
     Other(String),
     #[error("dataset drift detected")]
@@ -147,7 +149,11 @@ impl Platform {
                 .then(|| self.home.join(&config.models.smollm2_dir)),
             config.models.index_url.clone(),
         );
-        let sink: Arc<dyn gateway::UsageSink> = Arc::new(self.db.clone());
+        // Every call is a usage record and a span.
+        let sink: Arc<dyn gateway::UsageSink> = Arc::new(gateway::spans::TracedUsage::new(
+            Arc::new(self.db.clone()),
+            Arc::new(self.db.clone()),
+        ));
         match gateway::Gateway::new(config.gateway.clone(), local, Some(sink.clone())) {
             Ok(g) => Arc::new(g.with_ledger(self.ledger.clone()).with_embedder(embeddings)),
             Err(e) => {
@@ -196,6 +202,7 @@ impl Platform {
                 embeddings: embeddings.clone(),
                 gateway: self.gateway(config, embeddings),
                 prompts: Arc::new(self.db.clone()),
+                traces: Arc::new(self.db.clone()),
                 prediction_log: sv.prediction_log.then(|| monitor::predlog::LogConfig {
                     queue: sv.log_queue.max(1),
                     rotate: std::time::Duration::from_secs(sv.log_rotate_secs.max(1)),
@@ -210,6 +217,8 @@ impl Platform {
                 default_model,
                 max_infer_rows: sv.max_rows,
                 monitor_scheduler: true,
+                trace_retention_days: (config.server.trace_retention_days > 0.0)
+                    .then_some(config.server.trace_retention_days),
             },
             serving::ServingConfig {
                 max_batch: sv.max_batch,

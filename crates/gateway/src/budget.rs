@@ -258,6 +258,7 @@ mod tests {
             tags: vec!["a".into(), "b".into()],
             tier: None,
             prompt: None,
+            trace: None,
         }
     }
 

@@ -88,6 +88,17 @@ pub enum ProviderKind {
     Anthropic,
 }
 
+impl ProviderKind {
+    /// The name in configuration files, and `gen_ai.provider.name` on the call's span.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Local => "local",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {

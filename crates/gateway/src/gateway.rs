@@ -34,6 +34,8 @@ pub struct Caller {
     pub tier: Option<String>,
     /// `name@version` of the registered prompt the request was rendered from.
     pub prompt: Option<String>,
+    /// The caller's trace and span (from a W3C `traceparent` header): the call's span joins it.
+    pub trace: Option<(String, String)>,
 }
 
 pub enum Reply {
@@ -232,6 +234,17 @@ impl Gateway {
             attempts: 0,
             estimated: false,
             prompt: caller.prompt.clone(),
+            provider: String::new(),
+            trace_id: caller
+                .trace
+                .as_ref()
+                .map_or_else(|| traces::random_id(16), |t| t.0.clone()),
+            span_id: traces::random_id(8),
+            parent_span_id: caller
+                .trace
+                .as_ref()
+                .map(|t| t.1.clone())
+                .unwrap_or_default(),
         };
         // Routing rules may send the request to another group than the one it names.
         let routed = live
@@ -375,6 +388,7 @@ impl Gateway {
                         let route = parts.join("; ");
                         rec.deployment = format!("{}/{}", group.name, pick.deployment.id);
                         rec.provider_model = pick.deployment.model.clone();
+                        rec.provider = pick.deployment.provider.name().to_owned();
                         return Ok(self.finish(
                             rec,
                             reply,
@@ -550,6 +564,7 @@ impl Gateway {
             ("x-capstan-route", route),
             ("x-capstan-cache", rec.cache.clone()),
             ("x-capstan-attempts", rec.attempts.to_string()),
+            ("x-capstan-trace-id", rec.trace_id.clone()),
         ];
         match reply {
             Reply::Whole(body) => {
@@ -656,6 +671,7 @@ impl Gateway {
             ("x-capstan-cost-usd", "0".to_string()),
             ("x-capstan-saved-usd", format!("{:.8}", hit.cost_usd)),
             ("x-capstan-overhead-ms", format!("{:.3}", ms(overhead))),
+            ("x-capstan-trace-id", rec.trace_id.clone()),
         ];
         if let Some(sim) = similarity {
             headers.push(("x-capstan-cache-similarity", format!("{sim:.4}")));

@@ -19,6 +19,7 @@ pub mod request;
 pub mod router;
 pub mod rules;
 pub mod semantic;
+pub mod spans;
 pub mod tokens;
 pub mod usage;
 pub mod usage_log;

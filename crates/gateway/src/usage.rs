@@ -84,6 +84,17 @@ pub struct UsageRecord {
     /// `name@version` of the registered prompt the request used.
     #[serde(default)]
     pub prompt: Option<String>,
+    /// The provider kind that answered (`openai`, `anthropic`, `local`); empty when none did.
+    #[serde(default)]
+    pub provider: String,
+    /// The call's span: the caller's trace (W3C `traceparent`) or a new one.
+    #[serde(default)]
+    pub trace_id: String,
+    #[serde(default)]
+    pub span_id: String,
+    /// The caller's span, when the request carried a `traceparent`.
+    #[serde(default)]
+    pub parent_span_id: String,
 }
 
 /// Where usage records go.

@@ -169,6 +169,44 @@ pub struct Answer {
     /// The numbered context a generator would be given.
     pub context: String,
     pub hits: Vec<Hit>,
+    /// How long each step took (`embed`, `retrieve` — reranking included —, `context`,
+    /// `answer`), in order: what the query's trace shows as spans.
+    pub steps: Vec<Step>,
+}
+
+/// One timed step of a query.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    pub name: &'static str,
+    /// From the start of the query.
+    pub offset_ms: f64,
+    pub duration_ms: f64,
+}
+
+/// Times the steps of one query.
+struct Stopwatch {
+    start: std::time::Instant,
+    steps: Vec<Step>,
+}
+
+impl Stopwatch {
+    fn new() -> Stopwatch {
+        Stopwatch {
+            start: std::time::Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let at = std::time::Instant::now();
+        let out = f();
+        self.steps.push(Step {
+            name,
+            offset_ms: (at - self.start).as_secs_f64() * 1e3,
+            duration_ms: at.elapsed().as_secs_f64() * 1e3,
+        });
+        out
+    }
 }
 
 struct Keyword {
@@ -630,8 +668,19 @@ impl Rag {
     /// Retrieval, context, and the extractive answer: the context sentence closest to the
     /// question, with its citation number.
     pub fn answer(&self, query: &str, opts: &QueryOptions) -> Result<Answer> {
-        let hits = self.retrieve(query, opts)?;
-        let (context, citations) = self.context(&hits, opts.context_tokens);
+        if query.trim().is_empty() {
+            return Err(Error::BadRequest("the query is empty".into()));
+        }
+        let mut watch = Stopwatch::new();
+        let qv = if opts.mode == Mode::Keyword {
+            None
+        } else {
+            Some(watch.time("embed", || self.embed_query(query))?)
+        };
+        let hits = watch.time("retrieve", || self.retrieve_with(query, qv, opts))?;
+        let (context, citations) =
+            watch.time("context", || self.context(&hits, opts.context_tokens));
+        let at = std::time::Instant::now();
         let mut candidates: Vec<(usize, String)> = Vec::new();
         for (hit, c) in hits.iter().zip(&citations) {
             for s in sentences(&hit.text) {
@@ -653,11 +702,17 @@ impl Rag {
                 .map_or(0, |x| x.0);
             format!("{} [{}]", candidates[best].1, candidates[best].0)
         };
+        watch.steps.push(Step {
+            name: "answer",
+            offset_ms: (at - watch.start).as_secs_f64() * 1e3,
+            duration_ms: at.elapsed().as_secs_f64() * 1e3,
+        });
         Ok(Answer {
             answer,
             citations,
             context,
             hits,
+            steps: watch.steps,
         })
     }
 }

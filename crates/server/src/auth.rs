@@ -40,7 +40,8 @@ fn is_read_only_post(path: &str) -> bool {
 }
 
 fn required_scope(method: &Method, path: &str) -> Scope {
-    if path.starts_with(crate::admin::TOKENS) {
+    if path.starts_with(crate::admin::TOKENS) || path == "/api/2.0/capstan/traces/expire" {
+        // Tokens, and deleting traces.
         Scope::Admin
     } else if path.starts_with("/deployments/") && path.ends_with("/infer") {
         // Predicting is a read, as it is on /v2.
@@ -78,7 +79,7 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
     if !s.config.auth || req.uri().path() == "/health" {
         return next.run(req).await;
     }
-    let openai = req.uri().path().starts_with("/v1/");
+    let openai = req.uri().path().starts_with("/v1/") && req.uri().path() != "/v1/traces";
     let header = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)

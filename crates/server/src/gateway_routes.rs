@@ -146,6 +146,7 @@ fn caller(
         tags,
         tier: header(h, "x-capstan-tier"),
         prompt: None,
+        trace: header(h, "traceparent").and_then(|t| traces::parse_traceparent(&t)),
     }
 }
 

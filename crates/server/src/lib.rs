@@ -22,6 +22,7 @@ mod openai;
 mod openapi;
 pub mod prompt_routes;
 mod rag_routes;
+pub mod trace_routes;
 pub mod vector_routes;
 mod wire;
 
@@ -54,6 +55,8 @@ pub struct ServerConfig {
     pub max_infer_rows: usize,
     /// Evaluate monitors on their schedule while serving.
     pub monitor_scheduler: bool,
+    /// Delete traces older than this many days (hourly, while serving); `None` keeps them.
+    pub trace_retention_days: Option<f64>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +69,7 @@ impl Default for ServerConfig {
             default_model: None,
             max_infer_rows: 10_000,
             monitor_scheduler: true,
+            trace_retention_days: None,
         }
     }
 }
@@ -103,6 +107,9 @@ pub struct AppState {
     pub gateway: Arc<gateway::Gateway>,
     /// The prompt registry.
     pub prompts: Arc<dyn gateway::prompts::PromptStore>,
+    /// Spans and traces (OTLP ingestion, gateway calls, RAG steps).
+    pub traces: Arc<dyn traces::TraceStore>,
+    pub trace_metrics: Arc<trace_routes::TraceMetrics>,
 }
 
 /// The stores the server reads and writes besides tracking and the registry.
@@ -122,6 +129,7 @@ pub struct Backends {
     pub jobs: Arc<dyn pipeline::JobQueue>,
     pub gateway: Arc<gateway::Gateway>,
     pub prompts: Arc<dyn gateway::prompts::PromptStore>,
+    pub traces: Arc<dyn traces::TraceStore>,
 }
 
 impl AppState {
@@ -173,6 +181,8 @@ impl AppState {
             jobs: b.jobs,
             gateway: b.gateway,
             prompts: b.prompts,
+            traces: b.traces,
+            trace_metrics: Default::default(),
         }
     }
 }
@@ -199,6 +209,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(api)
         .merge(artifacts::routes().layer(DefaultBodyLimit::disable()))
+        .merge(trace_routes::routes().layer(DefaultBodyLimit::max(json_limit * 16)))
         .merge(
             oip::routes()
                 .merge(deployments::routes())
@@ -227,6 +238,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     if state.config.monitor_scheduler {
         tokio::spawn(monitors::scheduler(state.clone()));
+    }
+    if let Some(days) = state.config.trace_retention_days {
+        tokio::spawn(trace_routes::retention(state.clone(), days));
     }
     let gateway = state.gateway.clone();
     let served = axum::serve(listener, router(state))

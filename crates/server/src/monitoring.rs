@@ -222,6 +222,7 @@ pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     }
     crate::monitors::render_metrics(&s, &mut out);
     s.gateway.metrics.render(&mut out);
+    s.trace_metrics.render(&mut out);
     (
         [(
             header::CONTENT_TYPE,

@@ -106,9 +106,11 @@ async fn ingest(
 async fn query(
     State(s): State<AppState>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     raw: axum::body::Bytes,
 ) -> Result<Json<Value>, VecError> {
     let t = Instant::now();
+    let started_ns = base::now_millis().saturating_mul(1_000_000);
     let b = json_body(&raw)?;
     let q = b["query"]
         .as_str()
@@ -139,8 +141,100 @@ async fn query(
         },
     };
     let r = pipeline(&s, &name, false).await?;
+    let parent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(traces::parse_traceparent);
+    let (mode_name, top_k, rerank) = (
+        format!("{:?}", opts.mode).to_lowercase(),
+        opts.top_k,
+        opts.rerank,
+    );
+    let question = q.clone();
     let answer = blocking(move || r.answer(&q, &opts)).await?;
+    let spans = query_spans(
+        &name,
+        &question,
+        parent,
+        started_ns,
+        t.elapsed().as_nanos() as i64,
+        &answer,
+        (&mode_name, top_k, rerank),
+    );
+    let trace_id = spans[0].trace_id.clone();
+    let store = s.traces.clone();
+    // The trace is written off the request path; a failure is logged, the answer stands.
+    tokio::spawn(async move {
+        if let Err(e) = store.write_spans(&spans).await {
+            tracing::warn!(error = %e, "storing a RAG query's spans failed");
+        }
+    });
     Ok(Json(
-        json!({"result": answer, "status": "ok", "time": t.elapsed().as_secs_f64()}),
+        json!({"result": answer, "status": "ok", "time": t.elapsed().as_secs_f64(), "trace_id": trace_id}),
     ))
+}
+
+/// The spans of one query: `rag.query` and a child per step (embed, retrieve, context, answer).
+fn query_spans(
+    collection: &str,
+    question: &str,
+    parent: Option<(String, String)>,
+    start_ns: i64,
+    total_ns: i64,
+    answer: &rag::Answer,
+    (mode, top_k, rerank): (&str, usize, usize),
+) -> Vec<traces::Span> {
+    let (trace_id, parent_span_id) =
+        parent.unwrap_or_else(|| (traces::random_id(16), String::new()));
+    let root_id = traces::random_id(8);
+    let span = |name: String, id: String, parent: String, start: i64, end: i64, attrs: Value| {
+        traces::Span {
+            trace_id: trace_id.clone(),
+            span_id: id,
+            parent_span_id: parent,
+            name,
+            kind: 1,
+            start_ns: start,
+            end_ns: end.max(start),
+            status: traces::Status::Ok,
+            status_message: String::new(),
+            service: "capstan-rag".into(),
+            scope: "capstan.rag".into(),
+            experiment_id: String::new(),
+            attributes: attrs.as_object().cloned().unwrap_or_default(),
+            resource: Default::default(),
+            events: Vec::new(),
+            links: Vec::new(),
+        }
+    };
+    let mut out = vec![span(
+        format!("rag.query {collection}"),
+        root_id.clone(),
+        parent_span_id,
+        start_ns,
+        start_ns + total_ns,
+        json!({"rag.collection": collection, "rag.query": question, "rag.mode": mode,
+               "rag.top_k": top_k, "rag.rerank": rerank, "rag.hits": answer.hits.len(),
+               "rag.answer": answer.answer}),
+    )];
+    for step in &answer.steps {
+        let at = start_ns + (step.offset_ms * 1e6) as i64;
+        let attrs = match step.name {
+            "embed" => json!({"gen_ai.operation.name": "embeddings",
+                              "gen_ai.request.model": crate::embedding::DEFAULT_MODEL}),
+            "retrieve" => json!({"rag.hits": answer.hits.len(),
+                                 "rag.sources": answer.hits.iter().map(|h| h.source.as_str()).collect::<Vec<_>>()}),
+            "context" => json!({"rag.citations": answer.citations.len()}),
+            _ => json!({}),
+        };
+        out.push(span(
+            format!("rag.{}", step.name),
+            traces::random_id(8),
+            root_id.clone(),
+            at,
+            at + (step.duration_ms * 1e6) as i64,
+            attrs,
+        ));
+    }
+    out
 }

@@ -20,6 +20,7 @@ mod registry_store;
 mod remote;
 mod sql;
 mod tokens;
+mod trace_store;
 mod tracking_store;
 mod usage_store;
 

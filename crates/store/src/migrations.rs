@@ -362,6 +362,68 @@ CREATE TABLE prompt_splits (
 )
 "#,
     },
+    Migration {
+        version: 15,
+        name: "traces",
+        sql: r#"
+CREATE TABLE spans (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_span_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    start_ns BIGINT NOT NULL,
+    end_ns BIGINT NOT NULL,
+    status BIGINT NOT NULL,
+    service TEXT NOT NULL,
+    experiment_id TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    model TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cost_usd {REAL} NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (trace_id, span_id)
+);
+CREATE INDEX spans_start ON spans (start_ns);
+CREATE TABLE traces (
+    trace_id TEXT PRIMARY KEY,
+    start_ns BIGINT NOT NULL,
+    end_ns BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    has_root BIGINT NOT NULL,
+    service TEXT NOT NULL,
+    spans BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cost_usd {REAL} NOT NULL,
+    model TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    experiment_id TEXT NOT NULL
+);
+CREATE INDEX traces_start ON traces (start_ns);
+CREATE INDEX traces_end ON traces (end_ns);
+CREATE INDEX traces_model_start ON traces (model, start_ns);
+CREATE INDEX traces_user_start ON traces (user_name, start_ns);
+CREATE TABLE span_rollups (
+    hour BIGINT NOT NULL,
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    service TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    spans BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cost_usd {REAL} NOT NULL,
+    PRIMARY KEY (hour, model, prompt, user_name, service, operation)
+)
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

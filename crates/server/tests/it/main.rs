@@ -11,4 +11,5 @@ mod prompts;
 mod registry;
 mod serving;
 mod support;
+mod traces;
 mod vectors;

@@ -116,13 +116,17 @@ pub async fn start_full(
                         None,
                         "https://pypi.org".into(),
                     ),
-                    Some(Arc::new(db.clone())),
+                    Some(Arc::new(gateway::spans::TracedUsage::new(
+                        Arc::new(db.clone()),
+                        Arc::new(db.clone()),
+                    ))),
                 )
                 .expect("gateway")
                 .with_ledger(ledger.unwrap_or_else(|| Arc::new(db.clone())))
                 .with_embedder(embeddings),
             ),
             prompts: Arc::new(db.clone()),
+            traces: Arc::new(db.clone()),
             prediction_log: Some(monitor::predlog::LogConfig {
                 rotate: std::time::Duration::from_millis(100),
                 ..Default::default()

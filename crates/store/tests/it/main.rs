@@ -9,5 +9,6 @@ mod prompts;
 mod registry;
 mod remote;
 mod support;
+mod trace_spans;
 mod tracking;
 mod vectors;
