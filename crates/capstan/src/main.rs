@@ -29,6 +29,7 @@ mod prompts_cmd;
 mod rag_cmd;
 mod report;
 mod test_cmd;
+mod traces_cmd;
 mod train;
 mod vectors_cmd;
 mod worker;
@@ -120,6 +121,9 @@ enum Command {
     /// The prompt registry: versions, labels, rendering, diffs.
     #[command(subcommand)]
     Prompts(prompts_cmd::PromptsCmd),
+    /// Traces and spans: search, span trees, GenAI stats, retention.
+    #[command(subcommand)]
+    Traces(traces_cmd::TracesCmd),
     /// Retrieval-augmented answers: ingest documents, ask questions with citations.
     #[command(subcommand)]
     Rag(rag_cmd::RagCmd),
@@ -308,6 +312,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Rag(cmd) => rag_cmd::run(&home, &config, cmd).await,
         Command::Jobs(cmd) => jobs_cmd::run(&home, &config, cmd).await,
         Command::Prompts(cmd) => prompts_cmd::run(&home, &config, cmd).await,
+        Command::Traces(cmd) => traces_cmd::run(&home, &config, cmd).await,
         Command::Worker(args) => worker::run(&home, &config, args).await,
         Command::Test(cmd) => {
             let result = test_cmd::run(&cmd, &home, &config).await?;

@@ -1425,3 +1425,65 @@ async fn usage_records_survive_a_restart() {
     assert_eq!(records[0]["deployment"], "smollm2/local");
     assert_eq!(records[0]["usage"]["completion_tokens"], 2);
 }
+
+#[tokio::test]
+async fn traces_sent_over_otlp_are_listed_shown_and_aggregated_by_the_cli() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let s = start(h, &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let span = |id: &str,
+                parent: &str,
+                name: &str,
+                off_ms: i64,
+                ms: i64,
+                attrs: serde_json::Value| {
+        serde_json::json!({"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": id, "parentSpanId": parent,
+            "name": name, "startTimeUnixNano": (now + off_ms * 1_000_000).to_string(),
+            "endTimeUnixNano": (now + (off_ms + ms) * 1_000_000).to_string(), "attributes": attrs})
+    };
+    let body = serde_json::json!({"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "cli-app"}}]},
+        "scopeSpans": [{"spans": [
+            span("b7ad6b7169203331", "", "answer", 0, 80, serde_json::json!([])),
+            span("b7ad6b7169203332", "b7ad6b7169203331", "chat gpt-4o-mini", 5, 60, serde_json::json!([
+                {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o-mini"}},
+                {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "120"}},
+                {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "9"}}]))]}]}]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/traces", s.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+    drop(s);
+    let list = cli_ok(h, &["traces", "list", "--since-hours", "1"]);
+    assert!(
+        list.contains("0af7651916cd43dd8448eb211c80319c")
+            && list.contains("cli-app")
+            && list.contains("120/9"),
+        "{list}"
+    );
+    let show = cli_ok(h, &["traces", "show", "0af7651916cd43dd8448eb211c80319c"]);
+    let lines: Vec<&str> = show.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("  chat gpt-4o-mini")) && show.contains("answer"),
+        "the child is indented under its parent: {show}"
+    );
+    let stats = cli_ok(h, &["traces", "stats", "--by", "model"]);
+    assert!(
+        stats.contains("gpt-4o-mini") && stats.contains("60.0"),
+        "{stats}"
+    );
+    let (code, _, err) = cli(h, &["traces", "list", "--status", "meh"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("ok or error"), "{err}");
+    assert!(
+        cli_ok(h, &["traces", "expire", "--older-than-days", "0"])
+            .contains("expired 1 traces (2 spans)")
+    );
+}
