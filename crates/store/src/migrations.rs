@@ -408,6 +408,8 @@ CREATE INDEX traces_start ON traces (start_ns);
 CREATE INDEX traces_end ON traces (end_ns);
 CREATE INDEX traces_model_start ON traces (model, start_ns);
 CREATE INDEX traces_user_start ON traces (user_name, start_ns);
+CREATE INDEX traces_duration ON traces ((end_ns - start_ns));
+CREATE INDEX traces_cost ON traces (cost_usd);
 CREATE TABLE span_rollups (
     hour BIGINT NOT NULL,
     model TEXT NOT NULL,
