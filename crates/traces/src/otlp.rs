@@ -90,7 +90,7 @@ pub fn decode_protobuf(body: &[u8], experiment_id: &str) -> Result<Export> {
     while !r.done() {
         let (field, wire) = r.key()?;
         if field == 1 {
-            r.expect(field, wire, LEN)?;
+            r.want(field, wire, LEN)?;
             resource_spans(r.bytes()?, experiment_id, &mut export)?;
         } else {
             r.skip(wire)?;
@@ -107,12 +107,12 @@ fn resource_spans(buf: &[u8], experiment_id: &str, export: &mut Export) -> Resul
         let (field, wire) = r.key()?;
         match field {
             1 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 let mut rr = Reader::new(r.bytes()?);
                 while !rr.done() {
                     let (f, w) = rr.key()?;
                     if f == 1 {
-                        rr.expect(f, w, LEN)?;
+                        rr.want(f, w, LEN)?;
                         key_value(rr.bytes()?, &mut resource, 0)?;
                     } else {
                         rr.skip(w)?;
@@ -120,7 +120,7 @@ fn resource_spans(buf: &[u8], experiment_id: &str, export: &mut Export) -> Resul
                 }
             }
             2 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 scopes.push(r.bytes()?);
             }
             _ => r.skip(wire)?,
@@ -138,12 +138,12 @@ fn resource_spans(buf: &[u8], experiment_id: &str, export: &mut Export) -> Resul
             let (field, wire) = r.key()?;
             match field {
                 1 => {
-                    r.expect(field, wire, LEN)?;
+                    r.want(field, wire, LEN)?;
                     let mut sr = Reader::new(r.bytes()?);
                     while !sr.done() {
                         let (f, w) = sr.key()?;
                         if f == 1 {
-                            sr.expect(f, w, LEN)?;
+                            sr.want(f, w, LEN)?;
                             scope_name = sr.string()?;
                         } else {
                             sr.skip(w)?;
@@ -151,7 +151,7 @@ fn resource_spans(buf: &[u8], experiment_id: &str, export: &mut Export) -> Resul
                     }
                 }
                 2 => {
-                    r.expect(field, wire, LEN)?;
+                    r.want(field, wire, LEN)?;
                     spans.push(r.bytes()?);
                 }
                 _ => r.skip(wire)?,
@@ -193,7 +193,7 @@ fn span(buf: &[u8]) -> Result<Span> {
         let (field, wire) = r.key()?;
         match field {
             1 | 2 | 4 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 let hex = base::to_hex(r.bytes()?);
                 match field {
                     1 => s.trace_id = hex,
@@ -202,15 +202,15 @@ fn span(buf: &[u8]) -> Result<Span> {
                 }
             }
             5 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 s.name = r.string()?;
             }
             6 => {
-                r.expect(field, wire, VARINT)?;
+                r.want(field, wire, VARINT)?;
                 s.kind = r.varint()? as i64;
             }
             7 | 8 => {
-                r.expect(field, wire, FIXED64)?;
+                r.want(field, wire, FIXED64)?;
                 let t = nanos(r.fixed64()?);
                 if field == 7 {
                     s.start_ns = t;
@@ -219,29 +219,29 @@ fn span(buf: &[u8]) -> Result<Span> {
                 }
             }
             9 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 key_value(r.bytes()?, &mut s.attributes, 0)?;
             }
             11 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 s.events.push(event(r.bytes()?)?);
             }
             13 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 s.links.push(link(r.bytes()?)?);
             }
             15 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 let mut sr = Reader::new(r.bytes()?);
                 while !sr.done() {
                     let (f, w) = sr.key()?;
                     match f {
                         2 => {
-                            sr.expect(f, w, LEN)?;
+                            sr.want(f, w, LEN)?;
                             s.status_message = sr.string()?;
                         }
                         3 => {
-                            sr.expect(f, w, VARINT)?;
+                            sr.want(f, w, VARINT)?;
                             s.status = Status::from_code(sr.varint()? as i64);
                         }
                         _ => sr.skip(w)?,
@@ -249,7 +249,7 @@ fn span(buf: &[u8]) -> Result<Span> {
                 }
             }
             16 => {
-                r.expect(field, wire, FIXED32)?;
+                r.want(field, wire, FIXED32)?;
                 r.fixed32()?;
             }
             _ => r.skip(wire)?,
@@ -269,15 +269,15 @@ fn event(buf: &[u8]) -> Result<SpanEvent> {
         let (field, wire) = r.key()?;
         match field {
             1 => {
-                r.expect(field, wire, FIXED64)?;
+                r.want(field, wire, FIXED64)?;
                 e.time_ns = nanos(r.fixed64()?);
             }
             2 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 e.name = r.string()?;
             }
             3 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 key_value(r.bytes()?, &mut e.attributes, 0)?;
             }
             _ => r.skip(wire)?,
@@ -296,7 +296,7 @@ fn link(buf: &[u8]) -> Result<SpanLink> {
         let (field, wire) = r.key()?;
         match field {
             1 | 2 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 let hex = base::to_hex(r.bytes()?);
                 if field == 1 {
                     l.trace_id = hex;
@@ -318,11 +318,11 @@ fn key_value(buf: &[u8], into: &mut Map<String, Value>, depth: usize) -> Result<
         let (field, wire) = r.key()?;
         match field {
             1 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 key = r.string()?;
             }
             2 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 value = any_value(r.bytes()?, depth + 1)?;
             }
             _ => r.skip(wire)?,
@@ -344,29 +344,29 @@ fn any_value(buf: &[u8], depth: usize) -> Result<Value> {
         let (field, wire) = r.key()?;
         value = match field {
             1 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 Value::String(r.string()?)
             }
             2 => {
-                r.expect(field, wire, VARINT)?;
+                r.want(field, wire, VARINT)?;
                 Value::Bool(r.varint()? != 0)
             }
             3 => {
-                r.expect(field, wire, VARINT)?;
+                r.want(field, wire, VARINT)?;
                 Value::from(r.varint()? as i64)
             }
             4 => {
-                r.expect(field, wire, FIXED64)?;
+                r.want(field, wire, FIXED64)?;
                 Number::from_f64(f64::from_bits(r.fixed64()?)).map_or(Value::Null, Value::Number)
             }
             5 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 let mut items = Vec::new();
                 let mut ar = Reader::new(r.bytes()?);
                 while !ar.done() {
                     let (f, w) = ar.key()?;
                     if f == 1 {
-                        ar.expect(f, w, LEN)?;
+                        ar.want(f, w, LEN)?;
                         items.push(any_value(ar.bytes()?, depth + 1)?);
                     } else {
                         ar.skip(w)?;
@@ -375,13 +375,13 @@ fn any_value(buf: &[u8], depth: usize) -> Result<Value> {
                 Value::Array(items)
             }
             6 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 let mut m = Map::new();
                 let mut kr = Reader::new(r.bytes()?);
                 while !kr.done() {
                     let (f, w) = kr.key()?;
                     if f == 1 {
-                        kr.expect(f, w, LEN)?;
+                        kr.want(f, w, LEN)?;
                         key_value(kr.bytes()?, &mut m, depth + 1)?;
                     } else {
                         kr.skip(w)?;
@@ -390,7 +390,7 @@ fn any_value(buf: &[u8], depth: usize) -> Result<Value> {
                 Value::Object(m)
             }
             7 => {
-                r.expect(field, wire, LEN)?;
+                r.want(field, wire, LEN)?;
                 Value::String(base::to_hex(r.bytes()?))
             }
             _ => {

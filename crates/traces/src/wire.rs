@@ -106,7 +106,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Checks that a field arrived with the wire type its schema gives.
-    pub fn expect(&self, field: u32, wire: u8, want: u8) -> Result<(), Error> {
+    pub fn want(&self, field: u32, wire: u8, want: u8) -> Result<(), Error> {
         if wire == want {
             Ok(())
         } else {
