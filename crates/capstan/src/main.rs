@@ -18,6 +18,7 @@ mod data_cmd;
 mod demo;
 mod deploy;
 mod drift_cmd;
+mod eval_cmd;
 mod features_cmd;
 mod jobs_cmd;
 mod models;
@@ -121,6 +122,9 @@ enum Command {
     /// The prompt registry: versions, labels, rendering, diffs.
     #[command(subcommand)]
     Prompts(prompts_cmd::PromptsCmd),
+    /// LLM evaluation: run a dataset through a model and prompt, score it, compare runs.
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCmd),
     /// Traces and spans: search, span trees, GenAI stats, retention.
     #[command(subcommand)]
     Traces(traces_cmd::TracesCmd),
@@ -313,6 +317,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Jobs(cmd) => jobs_cmd::run(&home, &config, cmd).await,
         Command::Prompts(cmd) => prompts_cmd::run(&home, &config, cmd).await,
         Command::Traces(cmd) => traces_cmd::run(&home, &config, cmd).await,
+        Command::Eval(cmd) => eval_cmd::run(&home, &config, cmd).await,
         Command::Worker(args) => worker::run(&home, &config, args).await,
         Command::Test(cmd) => {
             let result = test_cmd::run(&cmd, &home, &config).await?;

@@ -105,14 +105,29 @@ impl Platform {
         run: &tracking::RunInfo,
         package: &learn::ModelPackage,
     ) -> Result<(), Error> {
+        self.log_artifact(
+            run,
+            &format!("model/{}", learn::PACKAGE_FILE),
+            package.to_json(),
+        )
+        .await
+    }
+
+    /// Uploads `bytes` as the run's artifact at `rel` (e.g. `eval/results.json`).
+    pub async fn log_artifact(
+        &self,
+        run: &tracking::RunInfo,
+        rel: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), Error> {
         use tracking::ArtifactIndex;
         let root = run
             .artifact_uri
             .trim_start_matches("mlflow-artifacts:")
             .trim_start_matches('/');
-        let path = base::ArtifactPath::parse(&format!("{root}/model/{}", learn::PACKAGE_FILE))
-            .map_err(tracking::Error::from)?;
-        let (hash, size) = self.blobs.put_bytes(package.to_json().into()).await?;
+        let path =
+            base::ArtifactPath::parse(&format!("{root}/{rel}")).map_err(tracking::Error::from)?;
+        let (hash, size) = self.blobs.put_bytes(bytes.into()).await?;
         self.db
             .put_artifact(&tracking::ArtifactEntry { path, hash, size })
             .await?;

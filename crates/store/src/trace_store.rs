@@ -110,7 +110,10 @@ impl TraceAgg {
         self.input_tokens += g.input_tokens.unwrap_or(0);
         self.output_tokens += g.output_tokens.unwrap_or(0);
         self.cost_usd += g.cost_usd.unwrap_or(0.0);
-        fill(&mut self.model, g.model.as_deref().unwrap_or_default());
+        // The trace's model is the one that generated: an embedding step does not name it.
+        if g.operation.as_deref() != Some("embeddings") {
+            fill(&mut self.model, g.model.as_deref().unwrap_or_default());
+        }
         fill(&mut self.user, g.user.as_deref().unwrap_or_default());
         fill(&mut self.prompt, g.prompt.as_deref().unwrap_or_default());
         fill(&mut self.experiment_id, &s.experiment_id);

@@ -3,6 +3,7 @@
 
 mod binary;
 mod crash;
+mod eval_cli;
 mod jobs_cli;
 mod scale_out;
 mod tidy;
