@@ -39,6 +39,9 @@ pub enum EvalCmd {
         /// `answer_relevancy`).
         #[arg(short, long = "evaluator", default_values_t = ["exact_match".to_string(), "token_f1".to_string()])]
         evaluators: Vec<String>,
+        /// The model that grades `judge:PROMPT@LABEL` evaluators (default: --model).
+        #[arg(long)]
+        judge_model: Option<String>,
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
         #[arg(long, default_value_t = 64)]
@@ -86,6 +89,9 @@ struct Through {
     top_k: usize,
     max_tokens: u32,
     traces: Mutex<HashMap<String, CaseTrace>>,
+    judge_model: String,
+    /// The variables each rubric prompt declares.
+    judge_vars: HashMap<String, Vec<String>>,
 }
 
 fn question(case: &Case) -> String {
@@ -196,6 +202,52 @@ impl Generate for Through {
                 .to_owned(),
             retrieved,
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl eval::Judge for Through {
+    async fn judge(&self, rubric: &str, case: &Case, out: &Output) -> Result<String, String> {
+        let declared = self.judge_vars.get(rubric).cloned().unwrap_or_default();
+        let context: Vec<&str> = out
+            .retrieved
+            .iter()
+            .map(|r| r.text.as_str())
+            .chain(case.context.iter().map(String::as_str))
+            .collect();
+        let mut vars = serde_json::Map::new();
+        for v in &declared {
+            let value = match v.as_str() {
+                "question" => json!(question(case)),
+                "answer" => json!(out.text),
+                "expected" => json!(case.expected.join(" | ")),
+                "context" => json!(context.join("\n\n")),
+                other => case.inputs.get(other).cloned().unwrap_or(Value::Null),
+            };
+            vars.insert(v.clone(), value);
+        }
+        // The grading call joins the case's trace.
+        let parent = self
+            .traces
+            .lock()
+            .ok()
+            .and_then(|t| {
+                t.get(&case.id)
+                    .map(|c| format!("00-{}-{}-01", c.trace_id, c.span_id))
+            })
+            .unwrap_or_default();
+        let r = self
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": self.judge_model, "prompt": rubric, "variables": vars,
+                        "temperature": 0, "max_tokens": 16}),
+                &parent,
+            )
+            .await?;
+        Ok(r["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
     }
 }
 
@@ -313,6 +365,7 @@ pub async fn run(home: &Path, config: &Config, cmd: EvalCmd) -> Result<(), Error
             collection,
             top_k,
             evaluators,
+            judge_model,
             concurrency,
             max_tokens,
             limit,
@@ -346,6 +399,12 @@ pub async fn run(home: &Path, config: &Config, cmd: EvalCmd) -> Result<(), Error
                 Some(r) => prompt_variables(&p, r).await?,
                 None => Vec::new(),
             };
+            let mut judge_vars = HashMap::new();
+            for e in &evals {
+                if let EvaluatorSpec::Judge { prompt: rubric } = &e.spec {
+                    judge_vars.insert(rubric.clone(), prompt_variables(&p, rubric).await?);
+                }
+            }
             // The platform in-process, on loopback: cases go the way requests do.
             let state = p.state(config, None);
             let embeddings = state.embeddings.clone();
@@ -365,6 +424,8 @@ pub async fn run(home: &Path, config: &Config, cmd: EvalCmd) -> Result<(), Error
                 top_k,
                 max_tokens,
                 traces: Mutex::new(HashMap::new()),
+                judge_model: judge_model.unwrap_or_else(|| model.clone()),
+                judge_vars,
             });
             // MiniLM is loaded only for the evaluators that embed.
             let embed: Option<Arc<dyn eval::Embed>> = if evals.iter().any(|e| {
@@ -381,12 +442,14 @@ pub async fn run(home: &Path, config: &Config, cmd: EvalCmd) -> Result<(), Error
             } else {
                 None
             };
+            let judge: Option<Arc<dyn eval::Judge>> = Some(through.clone());
             let bar = Mutex::new(Progress::new("evaluating", cases.len() as u64));
             let result = eval::run::run(
                 &cases,
                 through.clone(),
                 Arc::new(evals),
                 embed,
+                judge,
                 concurrency,
                 |_| {
                     if let Ok(mut b) = bar.lock() {

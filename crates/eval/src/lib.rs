@@ -130,6 +130,10 @@ pub enum EvaluatorSpec {
     EmbeddingSimilarity,
     /// Cosine similarity of the question and the answer (MiniLM): does it address the question.
     AnswerRelevancy,
+    /// LLM-as-judge: the registered rubric prompt `prompt` (`name@label`) rendered with the
+    /// case's `question`, the `answer`, the `expected` answers and the `context`, sent to the
+    /// judge model; the grade in its reply (1–5, or 0.0–1.0) becomes the score.
+    Judge { prompt: String },
 }
 
 fn default_support() -> f64 {
@@ -162,11 +166,14 @@ impl EvaluatorSpec {
             },
             ("embedding_similarity", None) => EvaluatorSpec::EmbeddingSimilarity,
             ("answer_relevancy", None) => EvaluatorSpec::AnswerRelevancy,
+            ("judge", Some(p)) if p.contains('@') => EvaluatorSpec::Judge {
+                prompt: p.to_owned(),
+            },
             _ => {
                 return Err(Error::Invalid(format!(
                     "unknown evaluator `{s}` (exact_match, strict_match, token_f1, bleu, rouge_l, \
                      regex:PATTERN, json, context_precision, context_recall, faithfulness[:T], \
-                     embedding_similarity, answer_relevancy)"
+                     embedding_similarity, answer_relevancy, judge:PROMPT@LABEL)"
                 )));
             }
         })
@@ -187,6 +194,7 @@ impl EvaluatorSpec {
             EvaluatorSpec::Faithfulness { .. } => "faithfulness",
             EvaluatorSpec::EmbeddingSimilarity => "embedding_similarity",
             EvaluatorSpec::AnswerRelevancy => "answer_relevancy",
+            EvaluatorSpec::Judge { .. } => "judge",
         }
     }
 }
@@ -280,6 +288,8 @@ impl Evaluator {
             EvaluatorSpec::ContextPrecision => rag::context_precision(case, out),
             EvaluatorSpec::ContextRecall => rag::context_recall(case, out),
             EvaluatorSpec::Faithfulness { threshold } => rag::faithfulness(case, out, *threshold),
+            // A run with a judge model grades these itself (see `run::run`).
+            EvaluatorSpec::Judge { .. } => Score::unscorable("no judge model is configured"),
             EvaluatorSpec::EmbeddingSimilarity | EvaluatorSpec::AnswerRelevancy => {
                 let Some(embed) = embed else {
                     return Score::unscorable("no embedding model is configured");
@@ -312,6 +322,44 @@ impl Evaluator {
                     ),
                 }
             }
+        }
+    }
+}
+
+/// Grades an answer with a rubric prompt: returns the judge model's reply.
+#[async_trait::async_trait]
+pub trait Judge: Send + Sync {
+    async fn judge(
+        &self,
+        rubric: &str,
+        case: &Case,
+        out: &Output,
+    ) -> std::result::Result<String, String>;
+}
+
+static NUMBER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    // A fixed pattern: compiling it cannot fail.
+    regex::Regex::new(r"\d+(\.\d+)?").unwrap_or_else(|_| unreachable!())
+});
+
+/// The grade in a judge's reply, from its first number: an integer is a 1–5 grade mapped to
+/// 0–1 as (g − 1) / 4, a decimal a 0–1 value; anything else is unscorable with the reply quoted.
+pub fn judge_score(reply: &str) -> Score {
+    let quoted: String = reply.chars().take(80).collect();
+    let Some(m) = NUMBER.find(reply) else {
+        return Score::Unscorable {
+            reason: format!("the judge's reply has no grade: {quoted:?}"),
+        };
+    };
+    let text = m.as_str();
+    let g: f64 = text.parse().unwrap_or(f64::NAN);
+    if text.contains('.') && (0.0..=1.0).contains(&g) {
+        Score::of(g)
+    } else if !text.contains('.') && (1.0..=5.0).contains(&g) {
+        Score::of((g - 1.0) / 4.0)
+    } else {
+        Score::Unscorable {
+            reason: format!("the judge's grade {text} is not 1–5 or 0.0–1.0: {quoted:?}"),
         }
     }
 }
@@ -508,6 +556,32 @@ mod tests {
             .is_err()
         );
         assert!(Evaluator::new(EvaluatorSpec::Faithfulness { threshold: 2.0 }).is_err());
+    }
+
+    #[test]
+    fn judge_grades_are_read_from_the_reply() {
+        assert_eq!(judge_score("5").value(), Some(1.0));
+        assert_eq!(judge_score("Score: 3/5 because…").value(), Some(0.5));
+        assert_eq!(judge_score("0.75").value(), Some(0.75));
+        assert_eq!(
+            judge_score("1. The answer is wrong.").value(),
+            Some(0.0),
+            "an integer is a 1–5 grade"
+        );
+        assert_eq!(
+            judge_score("1.0").value(),
+            Some(1.0),
+            "a decimal is a 0–1 grade"
+        );
+        assert!(
+            matches!(judge_score("great answer!"), Score::Unscorable { reason } if reason.contains("no grade"))
+        );
+        assert!(matches!(judge_score("42"), Score::Unscorable { .. }));
+        assert!(matches!(
+            EvaluatorSpec::parse("judge:rubric@production").unwrap(),
+            EvaluatorSpec::Judge { .. }
+        ));
+        assert!(EvaluatorSpec::parse("judge:rubric").is_err());
     }
 
     #[test]

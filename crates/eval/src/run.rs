@@ -2,7 +2,7 @@
 //! evaluator on every answer, then per-evaluator summaries, a regression gate and case-by-case
 //! comparison of two runs.
 
-use crate::{Case, Embed, Evaluator, Output, Score};
+use crate::{Case, Embed, Evaluator, EvaluatorSpec, Judge, Output, Score};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -46,14 +46,19 @@ pub async fn run(
     generator: Arc<dyn Generate>,
     evaluators: Arc<Vec<Evaluator>>,
     embed: Option<Arc<dyn Embed>>,
+    judge: Option<Arc<dyn Judge>>,
     concurrency: usize,
     progress: impl Fn(usize) + Send + Sync,
 ) -> EvalResult {
     let done = std::sync::atomic::AtomicUsize::new(0);
     let mut results: Vec<CaseResult> = futures_util::stream::iter(cases.iter().cloned())
         .map(|case| {
-            let (generator, evaluators, embed) =
-                (generator.clone(), evaluators.clone(), embed.clone());
+            let (generator, evaluators, embed, judge) = (
+                generator.clone(),
+                evaluators.clone(),
+                embed.clone(),
+                judge.clone(),
+            );
             async move {
                 let t = Instant::now();
                 let generated = generator.generate(&case).await;
@@ -61,9 +66,17 @@ pub async fn run(
                 // Scoring is microseconds of CPU (a few milliseconds when it embeds): inline.
                 let mut scores = BTreeMap::new();
                 for e in evaluators.iter() {
-                    let s = match &generated {
-                        Ok(out) => e.score(&case, out, embed.as_deref()),
-                        Err(msg) => Score::Error {
+                    let s = match (&generated, &e.spec, &judge) {
+                        (Ok(out), EvaluatorSpec::Judge { prompt }, Some(j)) => {
+                            match j.judge(prompt, &case, out).await {
+                                Ok(reply) => crate::judge_score(&reply),
+                                Err(m) => Score::Error {
+                                    message: format!("the judge failed: {m}"),
+                                },
+                            }
+                        }
+                        (Ok(out), _, _) => e.score(&case, out, embed.as_deref()),
+                        (Err(msg), _, _) => Score::Error {
                             message: format!("generation failed: {msg}"),
                         },
                     };
@@ -242,7 +255,7 @@ mod tests {
         ];
         let evals = Arc::new(vec![Evaluator::new(EvaluatorSpec::ExactMatch).unwrap()]);
         let seen = std::sync::Mutex::new(0);
-        let r = run(&cases, Arc::new(Echo), evals, None, 3, |n| {
+        let r = run(&cases, Arc::new(Echo), evals, None, None, 3, |n| {
             *seen.lock().unwrap() = n
         })
         .await;
@@ -274,7 +287,7 @@ mod tests {
             case("2", Some("Paris"), &["Paris"]),
         ];
         let evals = Arc::new(vec![Evaluator::new(EvaluatorSpec::ExactMatch).unwrap()]);
-        let r2 = run(&better, Arc::new(Echo), evals, None, 1, |_| {}).await;
+        let r2 = run(&better, Arc::new(Echo), evals, None, None, 1, |_| {}).await;
         let cmp = compare(&r, &r2);
         assert_eq!(cmp.metrics["exact_match"], (1, 0, 1));
         assert_eq!(

@@ -55,6 +55,18 @@ fn setup(h: &Path) {
         let t = serde_json::json!({"template": {"messages": [{"role": "user", "content": user}]}});
         std::fs::write(h.join(name), t.to_string()).unwrap();
     }
+    let rubric = serde_json::json!({"template": {"messages": [{"role": "user", "content":
+        "Question: {{ question }}\nCorrect answer: {{ expected }}\nGiven answer: {{ answer }}\nGrade the given answer from 1 (wrong) to 5 (correct). Reply with one digit."}]}});
+    std::fs::write(h.join("grade.json"), rubric.to_string()).unwrap();
+    cli_ok(
+        h,
+        &[
+            "prompts",
+            "create",
+            "grade",
+            &h.join("grade.json").to_string_lossy(),
+        ],
+    );
     cli_ok(
         h,
         &["rag", "ingest", &docs.to_string_lossy(), "-c", "squad"],
@@ -130,7 +142,12 @@ fn eval_runs_are_scored_tracked_traced_compared_and_gate() {
         ]
     };
     let mut first = base("qa@1");
-    first.extend(["--html".to_string(), html.to_string_lossy().into()]);
+    first.extend([
+        "--html".to_string(),
+        html.to_string_lossy().into(),
+        "-e".into(),
+        "judge:grade@1".into(),
+    ]);
     let out = cli_ok(h, &first);
     let a = run_id(&out);
     // Retrieval is deterministic here: each question's own passage is among the three retrieved.
@@ -145,6 +162,16 @@ fn eval_runs_are_scored_tracked_traced_compared_and_gate() {
         let v = mean(&out, m);
         assert!((0.0..=1.0).contains(&v), "{m} = {v}");
     }
+    // The judge (SmolLM2 grading with the rubric) gives a grade or says why it could not.
+    let judge = out
+        .lines()
+        .find(|l| l.starts_with("judge "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cols: Vec<&str> = judge.split_whitespace().collect();
+    assert_eq!(cols[cols.len() - 1], "0", "no judge errors: {judge}");
+    let counted: usize = cols[cols.len() - 3].parse::<usize>().unwrap()
+        + cols[cols.len() - 2].parse::<usize>().unwrap();
+    assert_eq!(counted, 3, "{judge}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(
         page.contains("<svg") && page.contains("context_recall") && page.contains("smollm2 × qa@1")
