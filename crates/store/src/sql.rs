@@ -59,6 +59,32 @@ impl Sql {
         self.bind_row(items.iter().map(|s| Arg::Text(s.clone())).collect())
     }
 
+    /// For SQLite: the text with anonymous `?` placeholders instead of `$1…$n`. SQLite resolves
+    /// a numbered or named parameter's name by scanning every name in the statement, so binding
+    /// n of them costs n² (a 50-row insert of 17 columns spent a fifth of its time there);
+    /// anonymous ones are bound by position. Valid because this builder numbers placeholders
+    /// in the order it writes them, each used once.
+    pub fn positional(&mut self) -> &mut Sql {
+        let mut out = String::with_capacity(self.text.len());
+        let mut chars = self.text.chars().peekable();
+        let mut in_literal = false;
+        while let Some(c) = chars.next() {
+            if c == '\'' {
+                in_literal = !in_literal;
+            }
+            if c == '$' && !in_literal && chars.peek().is_some_and(char::is_ascii_digit) {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+                out.push('?');
+            } else {
+                out.push(c);
+            }
+        }
+        self.text = out;
+        self
+    }
+
     pub fn build(&self) -> sqlx::query::Query<'_, sqlx::Any, AnyArguments> {
         let mut args = AnyArguments::default();
         for a in &self.args {
@@ -70,5 +96,19 @@ impl Sql {
             };
         }
         sqlx::query_with(sqlx::AssertSqlSafe(self.text.as_str()), args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positional_placeholders_keep_literals() {
+        let mut q = Sql::new("SELECT '$1' FROM t WHERE a = ");
+        q.bind(Arg::I64(1)).push(" AND b IN ");
+        q.bind_row(vec![Arg::I64(2), Arg::I64(3)]);
+        q.positional();
+        assert_eq!(q.text, "SELECT '$1' FROM t WHERE a = ? AND b IN (?, ?)");
     }
 }

@@ -15,9 +15,10 @@ use traces::{
     TraceStore, TraceSummary, percentile,
 };
 
-/// Rows per multi-row INSERT (17 columns: well under SQLite's bound-variable limit).
-const SPAN_ROWS: usize = 50;
-const TRACE_ROWS: usize = 50;
+/// Rows per multi-row INSERT (17 and 15 columns: well under SQLite's 32,766 bound variables
+/// and PostgreSQL's 65,535).
+const SPAN_ROWS: usize = 256;
+const TRACE_ROWS: usize = 256;
 const HOUR_NS: i64 = 3_600_000_000_000;
 
 fn err(e: sqlx::Error) -> Error {
@@ -25,22 +26,39 @@ fn err(e: sqlx::Error) -> Error {
 }
 
 /// What a span row keeps as JSON.
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 struct SpanData {
     #[serde(default)]
     kind: i64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     status_message: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     scope: String,
     #[serde(default)]
     attributes: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default)]
     resource: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     events: Vec<SpanEvent>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     links: Vec<SpanLink>,
+}
+
+/// [`SpanData`] as written, borrowing from the span (no copy of its maps).
+#[derive(Serialize)]
+struct SpanDataRef<'a> {
+    kind: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    status_message: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    scope: &'a str,
+    attributes: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    resource: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "<[SpanEvent]>::is_empty")]
+    events: &'a [SpanEvent],
+    #[serde(skip_serializing_if = "<[SpanLink]>::is_empty")]
+    links: &'a [SpanLink],
 }
 
 const SPAN_COLUMNS: &str = "trace_id, span_id, parent_span_id, name, start_ns, end_ns, status, service, \
@@ -122,14 +140,14 @@ impl TraceAgg {
 
 fn span_row(s: &Span) -> Result<Vec<Arg>> {
     let g = s.genai();
-    let data = SpanData {
+    let data = SpanDataRef {
         kind: s.kind,
-        status_message: s.status_message.clone(),
-        scope: s.scope.clone(),
-        attributes: s.attributes.clone(),
-        resource: s.resource.clone(),
-        events: s.events.clone(),
-        links: s.links.clone(),
+        status_message: &s.status_message,
+        scope: &s.scope,
+        attributes: &s.attributes,
+        resource: &s.resource,
+        events: &s.events,
+        links: &s.links,
     };
     let data = serde_json::to_string(&data).map_err(|e| Error::Store(e.to_string()))?;
     let t = |v: Option<String>| Arg::Text(v.unwrap_or_default());
@@ -242,6 +260,9 @@ impl TraceStore for Db {
                 q.bind_row(span_row(s)?);
             }
             q.push(" ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING trace_id, span_id");
+            if self.backend == crate::Backend::Sqlite {
+                q.positional();
+            }
             for r in q.build().fetch_all(&mut *tx).await.map_err(err)? {
                 fresh.insert((
                     r.try_get("trace_id").map_err(err)?,
@@ -305,6 +326,9 @@ impl TraceStore for Db {
                  prompt = CASE WHEN traces.prompt = '' THEN excluded.prompt ELSE traces.prompt END, \
                  experiment_id = CASE WHEN traces.experiment_id = '' THEN excluded.experiment_id ELSE traces.experiment_id END",
             );
+            if self.backend == crate::Backend::Sqlite {
+                q.positional();
+            }
             q.build().execute(&mut *tx).await.map_err(err)?;
         }
         tx.commit().await.map_err(err)?;
