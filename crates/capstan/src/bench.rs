@@ -142,6 +142,9 @@ pub enum BenchCmd {
         /// Runs of each query.
         #[arg(long, default_value_t = 100)]
         repeat: usize,
+        /// Query the spans an earlier run generated (same --pg-spans) instead of generating them.
+        #[arg(long)]
+        reuse: bool,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -572,9 +575,22 @@ pub async fn run(cmd: BenchCmd, home: &Path) -> Result<(), Error> {
             pg,
             pg_spans,
             repeat,
+            reuse,
             out,
         } => {
-            return crate::bench_traces::run(spans, clients, pg, pg_spans, repeat, out, home).await;
+            return crate::bench_traces::run(
+                crate::bench_traces::Opts {
+                    spans,
+                    clients,
+                    pg,
+                    pg_spans,
+                    repeat,
+                    reuse,
+                },
+                out,
+                home,
+            )
+            .await;
         }
         BenchCmd::SemanticCache {
             entries,

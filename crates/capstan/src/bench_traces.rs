@@ -227,8 +227,8 @@ async fn time_queries(
     ms.sort_by(f64::total_cmp);
     Ok(QueryRow {
         name,
-        p50: percentile(&ms, 0.5),
-        p99: percentile(&ms, 0.99),
+        p50: percentile(&ms, 50.0),
+        p99: percentile(&ms, 99.0),
         found: found / queries.len().max(1),
     })
 }
@@ -237,6 +237,7 @@ async fn query_bench(
     pg: &str,
     spans: i64,
     repeat: usize,
+    reuse: bool,
     home: &Path,
 ) -> Result<Vec<QueryRow>, Error> {
     let spans = spans / 5 * 5;
@@ -244,26 +245,30 @@ async fn query_bench(
         .rsplit_once('/')
         .ok_or_else(|| Error::Other(format!("--pg {pg} is not a postgres:// URL")))?;
     let name = "capstan_bench_traces";
-    let admin = store::Db::open(pg).await?;
-    admin.recreate_database(name).await?;
     let url = format!("{admin_base}/{name}");
-    let db = store::Db::open(&url).await?;
-    let end_ns = base::now_millis() * 1_000_000;
     let traces = spans / 5;
     let step_ns = 30 * 86_400_000_000_000 / traces.max(1);
-    let chunk = 1_000_000i64;
-    let mut bar = crate::progress::Progress::new("generating spans in PostgreSQL", spans as u64);
-    let mut first = 0;
-    while first < spans {
-        let n = chunk.min(spans - first);
-        db.fill_synthetic_spans(first, n, end_ns, step_ns, spans)
-            .await?;
-        first += n;
-        bar.inc(n as u64);
-    }
-    bar.finish();
-    db.analyze().await?;
-    db.close().await;
+    // The fill's end time is kept beside it, so a reused fill is queried where it lies.
+    let stamp = std::env::temp_dir().join(format!("{name}-{spans}.end_ns"));
+    let reused = if reuse {
+        std::fs::read_to_string(&stamp)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+    } else {
+        None
+    };
+    let end_ns = match reused {
+        Some(end) => {
+            eprintln!("reusing the {spans} spans in {name}");
+            end
+        }
+        None => {
+            let end = base::now_millis() * 1_000_000;
+            fill(pg, &url, name, spans, end, step_ns).await?;
+            std::fs::write(&stamp, end.to_string())?;
+            end
+        }
+    };
     let server = start_server(home, Some(&url)).await?;
     let http = reqwest::Client::new();
     let u = &server.url;
@@ -287,15 +292,54 @@ async fn query_bench(
     Ok(rows)
 }
 
-pub async fn run(
-    spans: u64,
-    clients: usize,
-    pg: String,
-    pg_spans: i64,
-    repeat: usize,
-    out: Option<PathBuf>,
-    home: &Path,
+/// A fresh database `name` holding `spans` synthetic spans ending at `end_ns`.
+async fn fill(
+    pg: &str,
+    url: &str,
+    name: &str,
+    spans: i64,
+    end_ns: i64,
+    step_ns: i64,
 ) -> Result<(), Error> {
+    let admin = store::Db::open(pg).await?;
+    admin.recreate_database(name).await?;
+    admin.close().await;
+    let db = store::Db::open(url).await?;
+    let chunk = 1_000_000i64;
+    let mut bar = crate::progress::Progress::new("generating spans in PostgreSQL", spans as u64);
+    let mut first = 0;
+    while first < spans {
+        let n = chunk.min(spans - first);
+        db.fill_synthetic_spans(first, n, end_ns, step_ns, spans)
+            .await?;
+        first += n;
+        bar.inc(n as u64);
+    }
+    bar.finish();
+    db.analyze().await?;
+    db.close().await;
+    Ok(())
+}
+
+/// What `capstan bench traces` was asked.
+pub struct Opts {
+    pub spans: u64,
+    pub clients: usize,
+    pub pg: String,
+    pub pg_spans: i64,
+    pub repeat: usize,
+    pub reuse: bool,
+}
+
+pub async fn run(o: Opts, out: Option<PathBuf>, home: &Path) -> Result<(), Error> {
+    let Opts {
+        spans,
+        clients,
+        pg,
+        pg_spans,
+        repeat,
+        reuse,
+    } = o;
     let work = home.join("bench-traces");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -319,7 +363,7 @@ pub async fn run(
         if rate >= 20_000.0 { "met" } else { "NOT met" }
     );
     if pg != "none" && pg_spans > 0 {
-        let rows = query_bench(&pg, pg_spans, repeat, &work.join("pg-home")).await?;
+        let rows = query_bench(&pg, pg_spans, repeat, reuse, &work.join("pg-home")).await?;
         let worst = rows.iter().map(|r| r.p99).fold(0.0, f64::max);
         table.push_str(&format!(
             "\n## Trace queries over {pg_spans} spans ({} traces) in PostgreSQL, {repeat} runs each\n\n\
