@@ -29,6 +29,61 @@ pub fn routes() -> Router<AppState> {
         .route("/api/2.0/capstan/traces/stats", get(stats))
         .route("/api/2.0/capstan/traces/expire", post(expire))
         .route("/api/2.0/capstan/traces/{trace_id}", get(show))
+        .route("/api/3.0/mlflow/traces", post(mlflow_start_trace))
+        .route(
+            "/api/3.0/mlflow/traces/{trace_id}/info",
+            get(mlflow_trace_info),
+        )
+}
+
+/// MLflow 3's `StartTraceV3` (called when a trace ends; its spans came over OTLP): keeps the
+/// `TraceInfo` and answers it back with `mlflow.trace.spansLocation = TRACKING_STORE`, so the
+/// client does not upload the spans a second time as an artifact.
+async fn mlflow_start_trace(
+    State(s): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(format!(
+            "expected {{\"trace\": {{\"trace_info\": …}}}}: {e}"
+        ))
+    })?;
+    let mut info = v["trace"]["trace_info"].clone();
+    let id = info["trace_id"].as_str().unwrap_or_default().to_owned();
+    let hex = id.strip_prefix("tr-").unwrap_or(&id).to_ascii_lowercase();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::invalid(format!(
+            "trace_info.trace_id must be tr-<32 hex digits>, got '{id}'"
+        )));
+    }
+    let experiment = info["trace_location"]["mlflow_experiment"]["experiment_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if !info["tags"].is_object() {
+        info["tags"] = json!({});
+    }
+    info["tags"]["mlflow.trace.spansLocation"] = json!("TRACKING_STORE");
+    s.traces
+        .put_trace_info(&hex, &experiment, &info)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(json!({"trace": {"trace_info": info}})))
+}
+
+/// The `TraceInfo` an MLflow client stored.
+async fn mlflow_trace_info(
+    State(s): State<AppState>,
+    Path(trace_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let hex = trace_id
+        .strip_prefix("tr-")
+        .unwrap_or(&trace_id)
+        .to_ascii_lowercase();
+    match s.traces.trace_info(&hex).await.map_err(store_error)? {
+        Some(info) => Ok(Json(json!({"trace": {"trace_info": info}}))),
+        None => Err(ApiError::not_found(format!("trace {trace_id} not found"))),
+    }
 }
 
 /// Ingestion counters and per-model GenAI totals of the spans received over OTLP (`/metrics`).

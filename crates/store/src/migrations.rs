@@ -426,6 +426,18 @@ CREATE TABLE span_rollups (
 )
 "#,
     },
+    Migration {
+        version: 16,
+        name: "mlflow trace info",
+        sql: r#"
+CREATE TABLE mlflow_trace_info (
+    trace_id TEXT PRIMARY KEY,
+    experiment_id TEXT NOT NULL,
+    info TEXT NOT NULL,
+    created BIGINT NOT NULL
+)
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

@@ -552,6 +552,44 @@ impl TraceStore for Db {
         tx.commit().await.map_err(err)?;
         Ok(Expired { spans, traces })
     }
+
+    async fn put_trace_info(
+        &self,
+        trace_id: &str,
+        experiment_id: &str,
+        info: &Value,
+    ) -> Result<()> {
+        let _g = self.write_guard().await;
+        sqlx::query(
+            "INSERT INTO mlflow_trace_info (trace_id, experiment_id, info, created) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (trace_id) DO UPDATE SET experiment_id = excluded.experiment_id, info = excluded.info",
+        )
+        .bind(trace_id.to_owned())
+        .bind(experiment_id.to_owned())
+        .bind(info.to_string())
+        .bind(base::now_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn trace_info(&self, trace_id: &str) -> Result<Option<Value>> {
+        let row = sqlx::query("SELECT info FROM mlflow_trace_info WHERE trace_id = $1")
+            .bind(trace_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let text: String = r.try_get("info").map_err(err)?;
+                serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| Error::Store(format!("trace info: {e}")))
+            }
+        }
+    }
 }
 
 impl Db {

@@ -278,6 +278,10 @@ pub trait TraceStore: Send + Sync {
     /// Deletes the spans and traces that ended before `before_ns`, keeping their counts, tokens
     /// and cost as hourly rollups per model, prompt, user, service and operation.
     async fn expire(&self, before_ns: i64) -> Result<Expired>;
+    /// Keeps MLflow's `TraceInfo` (JSON) of a trace, replacing an earlier one.
+    async fn put_trace_info(&self, trace_id: &str, experiment_id: &str, info: &Value)
+    -> Result<()>;
+    async fn trace_info(&self, trace_id: &str) -> Result<Option<Value>>;
 }
 
 /// Nearest-rank percentile of sorted values.

@@ -279,6 +279,44 @@ async fn otlp_ingestion_search_tree_stats_and_retention() {
     assert_eq!(status, 415);
     assert_eq!(trace_count(&s).await, 2, "nothing partial was stored");
 
+    // MLflow 3's StartTraceV3: the info is kept and answered with the spans' location.
+    let info = json!({"trace": {"trace_info": {"trace_id": format!("tr-{TRACE}"),
+        "trace_location": {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "3"}},
+        "state": "OK", "tags": {"mlflow.traceName": "handle question"}}}});
+    let (status, back) = s.post("/api/3.0/mlflow/traces", info).await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(
+        back["trace"]["trace_info"]["tags"]["mlflow.trace.spansLocation"],
+        "TRACKING_STORE"
+    );
+    let (_, got) = s
+        .get(&format!("/api/3.0/mlflow/traces/tr-{TRACE}/info"), &[])
+        .await;
+    assert_eq!(
+        got["trace"]["trace_info"]["tags"]["mlflow.traceName"],
+        "handle question"
+    );
+    check_error(
+        s.post(
+            "/api/3.0/mlflow/traces",
+            json!({"trace": {"trace_info": {"trace_id": "tr-xyz"}}}),
+        )
+        .await,
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "32 hex",
+    );
+    check_error(
+        s.get(
+            &format!("/api/3.0/mlflow/traces/tr-{}/info", "b".repeat(32)),
+            &[],
+        )
+        .await,
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "not found",
+    );
+
     // Bad query parameters are named.
     check_error(
         s.get("/api/2.0/capstan/traces", &[("limit", "many")]).await,
