@@ -209,12 +209,7 @@ impl Generate for Through {
 impl eval::Judge for Through {
     async fn judge(&self, rubric: &str, case: &Case, out: &Output) -> Result<String, String> {
         let declared = self.judge_vars.get(rubric).cloned().unwrap_or_default();
-        let context: Vec<&str> = out
-            .retrieved
-            .iter()
-            .map(|r| r.text.as_str())
-            .chain(case.context.iter().map(String::as_str))
-            .collect();
+        let context = eval::rag::context_texts(case, out);
         let mut vars = serde_json::Map::new();
         for v in &declared {
             let value = match v.as_str() {

@@ -133,21 +133,9 @@ pub async fn run(home: &Path, config: &Config, cmd: TracesCmd) -> Result<(), Err
         }
         TracesCmd::Show { trace_id } => {
             let spans = db.trace(&trace_id.to_ascii_lowercase()).await?;
-            let ids: std::collections::HashSet<&str> =
-                spans.iter().map(|s| s.span_id.as_str()).collect();
             let t0 = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
-            // Depth-first from the roots (spans whose parent is absent count as roots).
-            let mut stack: Vec<(usize, usize)> = spans
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| {
-                    s.parent_span_id.is_empty() || !ids.contains(s.parent_span_id.as_str())
-                })
-                .map(|(i, _)| (i, 0))
-                .rev()
-                .collect();
             let mut rows = Vec::new();
-            while let Some((i, depth)) = stack.pop() {
+            for (i, depth) in traces::tree_order(&spans) {
                 let s = &spans[i];
                 let g = s.genai();
                 rows.push(vec![
@@ -164,13 +152,6 @@ pub async fn run(home: &Path, config: &Config, cmd: TracesCmd) -> Result<(), Err
                         (i, o) => format!("{}/{}", i.unwrap_or(0), o.unwrap_or(0)),
                     },
                 ]);
-                let kids = spans
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.parent_span_id == s.span_id)
-                    .map(|(k, _)| (k, depth + 1))
-                    .collect::<Vec<_>>();
-                stack.extend(kids.into_iter().rev());
             }
             print!(
                 "{}",

@@ -140,15 +140,19 @@ fn content_words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The share of the answer's claims whose content words occur in the context (retrieved chunks
-/// and the case's own context) at least `threshold` of the time.
-pub fn faithfulness(case: &Case, out: &Output, threshold: f64) -> Score {
-    let context: Vec<&str> = out
-        .retrieved
+/// The context an answer was given: the retrieved chunks in rank order, then the case's own.
+pub fn context_texts<'a>(case: &'a Case, out: &'a Output) -> Vec<&'a str> {
+    out.retrieved
         .iter()
         .map(|r| r.text.as_str())
         .chain(case.context.iter().map(String::as_str))
-        .collect();
+        .collect()
+}
+
+/// The share of the answer's claims whose content words occur in the context (retrieved chunks
+/// and the case's own context) at least `threshold` of the time.
+pub fn faithfulness(case: &Case, out: &Output, threshold: f64) -> Score {
+    let context = context_texts(case, out);
     if context.is_empty() {
         return Score::unscorable("there is no context to check the answer against");
     }

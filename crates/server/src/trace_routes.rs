@@ -450,32 +450,14 @@ async fn show(
         .trace(&trace_id.to_ascii_lowercase())
         .await
         .map_err(store_error)?;
-    let ids: std::collections::HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
-    let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
-    let mut roots = Vec::new();
-    for (i, sp) in spans.iter().enumerate() {
-        if sp.parent_span_id.is_empty() || !ids.contains(sp.parent_span_id.as_str()) {
-            // A span whose parent has not arrived (or lives in another service) shows as a root.
-            roots.push(i);
-        } else {
-            children
-                .entry(sp.parent_span_id.as_str())
-                .or_default()
-                .push(i);
-        }
-    }
     let mut out = Vec::with_capacity(spans.len());
-    let mut stack: Vec<(usize, usize)> = roots.into_iter().rev().map(|i| (i, 0)).collect();
-    while let Some((i, depth)) = stack.pop() {
+    for (i, depth) in traces::tree_order(&spans) {
         let sp = &spans[i];
         let mut v = serde_json::to_value(sp).map_err(ApiError::internal)?;
         v["depth"] = json!(depth);
         v["duration_ms"] = json!(sp.duration_ms());
         v["genai"] = serde_json::to_value(sp.genai()).map_err(ApiError::internal)?;
         out.push(v);
-        if let Some(kids) = children.get(sp.span_id.as_str()) {
-            stack.extend(kids.iter().rev().map(|&k| (k, depth + 1)));
-        }
     }
     let start = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
     let end = spans.iter().map(|s| s.end_ns).max().unwrap_or(0);

@@ -158,6 +158,35 @@ pub fn parse_traceparent(h: &str) -> Option<(String, String)> {
     }
 }
 
+/// The spans of one trace in tree order — depth-first from the roots, children in the order
+/// given (by start time when the spans are) — with each one's depth. A span whose parent is not
+/// among them (not arrived yet, or in another service's store) counts as a root.
+pub fn tree_order(spans: &[Span]) -> Vec<(usize, usize)> {
+    use std::collections::{HashMap, HashSet};
+    let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, s) in spans.iter().enumerate() {
+        if s.parent_span_id.is_empty() || !ids.contains(s.parent_span_id.as_str()) {
+            roots.push(i);
+        } else {
+            children
+                .entry(s.parent_span_id.as_str())
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut out = Vec::with_capacity(spans.len());
+    let mut stack: Vec<(usize, usize)> = roots.into_iter().rev().map(|i| (i, 0)).collect();
+    while let Some((i, depth)) = stack.pop() {
+        out.push((i, depth));
+        if let Some(kids) = children.get(spans[i].span_id.as_str()) {
+            stack.extend(kids.iter().rev().map(|&k| (k, depth + 1)));
+        }
+    }
+    out
+}
+
 /// What searches filter on. Every field is optional; results are newest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TraceFilter {
@@ -322,6 +351,36 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         assert_eq!(random_id(8).len(), 16);
+    }
+
+    #[test]
+    fn tree_order_is_depth_first_with_orphans_as_roots() {
+        let s = |id: &str, parent: &str| Span {
+            trace_id: "t".into(),
+            span_id: id.into(),
+            parent_span_id: parent.into(),
+            name: id.into(),
+            kind: 0,
+            start_ns: 1,
+            end_ns: 2,
+            status: Status::Unset,
+            status_message: String::new(),
+            service: String::new(),
+            scope: String::new(),
+            experiment_id: String::new(),
+            attributes: Map::new(),
+            resource: Map::new(),
+            events: Vec::new(),
+            links: Vec::new(),
+        };
+        let spans = [
+            s("a", ""),
+            s("b", "a"),
+            s("c", "a"),
+            s("d", "b"),
+            s("e", "gone"),
+        ];
+        assert_eq!(tree_order(&spans), [(0, 0), (1, 1), (3, 2), (2, 1), (4, 0)]);
     }
 
     #[test]
