@@ -74,17 +74,14 @@ fn app_span(i: u64, now_ns: i64) -> Span {
         start_ns: start,
         end_ns: start + (20 + (h % 900) as i64) * 1_000_000,
         status: if h.is_multiple_of(50) { Status::Error } else { Status::Ok },
-        status_message: String::new(),
         service: "rag-app".into(),
         scope: "bench".into(),
-        experiment_id: String::new(),
         attributes: attrs,
         resource: json!({"service.name": "rag-app", "host.name": "bench", "telemetry.sdk.language": "python"})
             .as_object()
             .cloned()
             .unwrap_or_default(),
-        events: Vec::new(),
-        links: Vec::new(),
+        ..Default::default()
     }
 }
 

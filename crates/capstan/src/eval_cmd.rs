@@ -570,7 +570,6 @@ pub async fn run(home: &Path, config: &Config, cmd: EvalCmd) -> Result<(), Error
                     Some(traces::Span {
                         trace_id: t.trace_id.clone(),
                         span_id: t.span_id.clone(),
-                        parent_span_id: String::new(),
                         name: format!("eval.case {}", c.id),
                         kind: 1,
                         start_ns: t.start_ns,
@@ -585,9 +584,7 @@ pub async fn run(home: &Path, config: &Config, cmd: EvalCmd) -> Result<(), Error
                         scope: "capstan.eval".into(),
                         experiment_id: exp.to_string(),
                         attributes: attrs,
-                        resource: Default::default(),
-                        events: Vec::new(),
-                        links: Vec::new(),
+                        ..Default::default()
                     })
                 })
                 .collect();

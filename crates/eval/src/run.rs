@@ -51,7 +51,8 @@ pub async fn run(
     progress: impl Fn(usize) + Send + Sync,
 ) -> EvalResult {
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<CaseResult> = futures_util::stream::iter(cases.iter().cloned())
+    // `buffered` (not `buffer_unordered`) yields results in the cases' order.
+    let results: Vec<CaseResult> = futures_util::stream::iter(cases.iter().cloned())
         .map(|case| {
             let (generator, evaluators, embed, judge) = (
                 generator.clone(),
@@ -99,10 +100,6 @@ pub async fn run(
         .inspect(|_| progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1))
         .collect()
         .await;
-    results.sort_by(|a, b| {
-        let pos = |id: &str| cases.iter().position(|c| c.id == id);
-        pos(&a.id).cmp(&pos(&b.id))
-    });
     let summary = summarize(&results);
     EvalResult {
         cases: results,

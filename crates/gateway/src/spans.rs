@@ -82,11 +82,8 @@ pub fn call_span(r: &UsageRecord) -> Span {
         },
         service: SERVICE.to_owned(),
         scope: "capstan.gateway".to_owned(),
-        experiment_id: String::new(),
         attributes: a,
-        resource: Map::new(),
-        events: Vec::new(),
-        links: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -197,14 +197,10 @@ fn query_spans(
             start_ns: start,
             end_ns: end.max(start),
             status: traces::Status::Ok,
-            status_message: String::new(),
             service: "capstan-rag".into(),
             scope: "capstan.rag".into(),
-            experiment_id: String::new(),
             attributes: attrs.as_object().cloned().unwrap_or_default(),
-            resource: Default::default(),
-            events: Vec::new(),
-            links: Vec::new(),
+            ..Default::default()
         }
     };
     let mut out = vec![span(

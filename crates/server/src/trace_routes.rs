@@ -280,15 +280,12 @@ async fn ingest(State(s): State<AppState>, h: HeaderMap, body: Bytes) -> Respons
         Encoding::Protobuf => otlp::decode_protobuf(&raw, &experiment),
         Encoding::Json => otlp::decode_json(&raw, &experiment),
     };
-    let Export { spans, rejected } = match decoded {
+    let export = match decoded {
         Ok(e) => e,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let message = Export {
-        spans: Vec::new(),
-        rejected: rejected.clone(),
-    }
-    .rejection_message();
+    let message = export.rejection_message();
+    let Export { spans, rejected } = export;
     if let Err(e) = s.traces.write_spans(&spans).await {
         tracing::warn!(error = %e, "storing spans failed; the exporter will retry");
         return refuse(

@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use traces::{
-    Error, Expired, GroupBy, GroupStats, Result, Span, SpanEvent, SpanLink, Status, TraceFilter,
-    TraceStore, TraceSummary, percentile,
+    Error, Expired, GenAi, GroupBy, GroupStats, Result, Span, SpanEvent, SpanLink, Status,
+    TraceFilter, TraceStore, TraceSummary, percentile,
 };
 
 /// Rows per multi-row INSERT (17 and 15 columns: well under SQLite's 32,766 bound variables
@@ -113,8 +113,7 @@ impl TraceAgg {
         }
     }
 
-    fn add(&mut self, s: &Span) {
-        let g = s.genai();
+    fn add(&mut self, s: &Span, g: &GenAi) {
         self.start_ns = self.start_ns.min(s.start_ns);
         self.end_ns = self.end_ns.max(s.end_ns);
         if s.is_root() && !self.has_root {
@@ -138,8 +137,7 @@ impl TraceAgg {
     }
 }
 
-fn span_row(s: &Span) -> Result<Vec<Arg>> {
-    let g = s.genai();
+fn span_row(s: &Span, g: &GenAi) -> Result<Vec<Arg>> {
     let data = SpanDataRef {
         kind: s.kind,
         status_message: &s.status_message,
@@ -150,7 +148,7 @@ fn span_row(s: &Span) -> Result<Vec<Arg>> {
         links: &s.links,
     };
     let data = serde_json::to_string(&data).map_err(|e| Error::Store(e.to_string()))?;
-    let t = |v: Option<String>| Arg::Text(v.unwrap_or_default());
+    let t = |v: &Option<String>| Arg::Text(v.clone().unwrap_or_default());
     Ok(vec![
         Arg::Text(s.trace_id.clone()),
         Arg::Text(s.span_id.clone()),
@@ -161,10 +159,10 @@ fn span_row(s: &Span) -> Result<Vec<Arg>> {
         Arg::I64(s.status.code()),
         Arg::Text(s.service.clone()),
         Arg::Text(s.experiment_id.clone()),
-        t(g.operation),
-        t(g.model),
-        t(g.user),
-        t(g.prompt),
+        t(&g.operation),
+        t(&g.model),
+        t(&g.user),
+        t(&g.prompt),
         Arg::I64(g.input_tokens.unwrap_or(0)),
         Arg::I64(g.output_tokens.unwrap_or(0)),
         Arg::F64(g.cost_usd.unwrap_or(0.0)),
@@ -241,9 +239,11 @@ fn like_pattern(text: &str) -> String {
 impl TraceStore for Db {
     async fn write_spans(&self, spans: &[Span]) -> Result<u64> {
         let mut seen = HashSet::new();
-        let batch: Vec<&Span> = spans
+        // Each span with its GenAI facts, read once for the row and the trace's rollup.
+        let batch: Vec<(&Span, GenAi)> = spans
             .iter()
             .filter(|s| seen.insert((s.trace_id.as_str(), s.span_id.as_str())))
+            .map(|s| (s, s.genai()))
             .collect();
         if batch.is_empty() {
             return Ok(0);
@@ -253,11 +253,11 @@ impl TraceStore for Db {
         let mut fresh: HashSet<(String, String)> = HashSet::new();
         for chunk in batch.chunks(SPAN_ROWS) {
             let mut q = Sql::new(&format!("INSERT INTO spans ({SPAN_COLUMNS}) VALUES "));
-            for (i, s) in chunk.iter().enumerate() {
+            for (i, (s, g)) in chunk.iter().enumerate() {
                 if i > 0 {
                     q.push(", ");
                 }
-                q.bind_row(span_row(s)?);
+                q.bind_row(span_row(s, g)?);
             }
             q.push(" ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING trace_id, span_id");
             if self.backend == crate::Backend::Sqlite {
@@ -272,7 +272,7 @@ impl TraceStore for Db {
         }
         let mut order: Vec<String> = Vec::new();
         let mut aggs: HashMap<String, TraceAgg> = HashMap::new();
-        for s in &batch {
+        for (s, g) in &batch {
             if !fresh.contains(&(s.trace_id.clone(), s.span_id.clone())) {
                 continue;
             }
@@ -281,7 +281,7 @@ impl TraceStore for Db {
                     order.push(s.trace_id.clone());
                     TraceAgg::new(s)
                 })
-                .add(s);
+                .add(s, g);
         }
         let rows: Vec<&TraceAgg> = order.iter().filter_map(|t| aggs.get(t)).collect();
         for chunk in rows.chunks(TRACE_ROWS) {

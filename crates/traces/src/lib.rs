@@ -73,7 +73,7 @@ pub struct SpanLink {
 
 /// One span. Ids are lowercase hex (32 digits for a trace, 16 for a span), times nanoseconds
 /// since the epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Span {
     pub trace_id: String,
     pub span_id: String,
@@ -360,18 +360,9 @@ mod tests {
             span_id: id.into(),
             parent_span_id: parent.into(),
             name: id.into(),
-            kind: 0,
             start_ns: 1,
             end_ns: 2,
-            status: Status::Unset,
-            status_message: String::new(),
-            service: String::new(),
-            scope: String::new(),
-            experiment_id: String::new(),
-            attributes: Map::new(),
-            resource: Map::new(),
-            events: Vec::new(),
-            links: Vec::new(),
+            ..Default::default()
         };
         let spans = [
             s("a", ""),

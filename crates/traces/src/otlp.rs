@@ -170,24 +170,7 @@ fn resource_spans(buf: &[u8], experiment_id: &str, export: &mut Export) -> Resul
 }
 
 fn span(buf: &[u8]) -> Result<Span> {
-    let mut s = Span {
-        trace_id: String::new(),
-        span_id: String::new(),
-        parent_span_id: String::new(),
-        name: String::new(),
-        kind: 0,
-        start_ns: 0,
-        end_ns: 0,
-        status: Status::Unset,
-        status_message: String::new(),
-        service: String::new(),
-        scope: String::new(),
-        experiment_id: String::new(),
-        attributes: Map::new(),
-        resource: Map::new(),
-        events: Vec::new(),
-        links: Vec::new(),
-    };
+    let mut s = Span::default();
     let mut r = Reader::new(buf);
     while !r.done() {
         let (field, wire) = r.key()?;

@@ -5,7 +5,7 @@
 use crate::support::{TestServer, check_error, start, start_gateway};
 use serde_json::{Value, json};
 use std::io::Write;
-use traces::{Span, Status};
+use traces::Span;
 
 const T0: i64 = 1_760_000_000_000_000_000;
 
@@ -26,15 +26,10 @@ fn span(
         kind: 1,
         start_ns: T0 + start_ms * 1_000_000,
         end_ns: T0 + (start_ms + dur_ms) * 1_000_000,
-        status: Status::Unset,
-        status_message: String::new(),
         service: "qa-bot".into(),
         scope: "opentelemetry.instrumentation.openai".into(),
-        experiment_id: String::new(),
         attributes: attrs.as_object().cloned().unwrap_or_default(),
-        resource: Default::default(),
-        events: Vec::new(),
-        links: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -30,14 +30,10 @@ fn span(
         start_ns: T0 + start_ms * 1_000_000,
         end_ns: T0 + (start_ms + dur_ms) * 1_000_000,
         status: Status::Ok,
-        status_message: String::new(),
         service: "rag-app".into(),
         scope: "test".into(),
-        experiment_id: String::new(),
         attributes: attrs.as_object().cloned().unwrap_or_default(),
-        resource: Default::default(),
-        events: Vec::new(),
-        links: Vec::new(),
+        ..Default::default()
     }
 }
 
