@@ -145,11 +145,6 @@ impl TraceMetrics {
         let Ok(models) = self.models.lock() else {
             return;
         };
-        let esc = |s: &str| {
-            s.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n")
-        };
         let series: [Series; 5] = [
             (
                 "capstan_genai_spans_total",
@@ -180,7 +175,12 @@ impl TraceMetrics {
         for (name, help, value) in series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (model, t) in models.iter() {
-                let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", esc(model), value(t));
+                let _ = writeln!(
+                    out,
+                    "{name}{{model=\"{}\"}} {}",
+                    serving::metrics::label_value(model),
+                    value(t)
+                );
             }
         }
     }
