@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: services up, Python peers installed, then fmt, clippy, the Rust test suite
-# (SQLite and PostgreSQL, local and S3 blobs) and the real `mlflow` client against the binary.
+# (SQLite and PostgreSQL, local and S3 blobs), the real `mlflow`, `openai`, `dvc` and OpenTelemetry
+# clients against the binary, and the web UI in a real browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,3 +82,21 @@ cargo test --workspace --locked
 # --- the real mlflow client against the real binary ------------------------------------------
 cargo build -p capstan --locked
 CAPSTAN_BIN="$CARGO_TARGET_DIR/debug/capstan" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
+
+# --- the web UI in Debian's Chromium, driven by playwright-core (screenshots and the first-screen
+# timings of 10,000 runs and 100,000 spans land in $cache/ci-artifacts/ui) -------------------
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Debian's chromium for the browser test"
+  as_root=(); [ "$(id -u)" = 0 ] || as_root=(sudo)
+  "${as_root[@]}" apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { "${as_root[@]}" apt-get update -q >/dev/null && "${as_root[@]}" apt-get install -y -q chromium >/dev/null; }
+fi
+[ -x /usr/bin/chromium ] || { echo "error: /usr/bin/chromium is missing and could not be installed" >&2; exit 1; }
+npm_dir="$cache/npm"
+if [ ! -f "$npm_dir/node_modules/playwright-core/package.json" ]; then
+  echo "installing playwright-core into $npm_dir"
+  mkdir -p "$npm_dir"
+  npm install --prefix "$npm_dir" --silent --no-audit --no-fund playwright-core@1.64.1
+fi
+CAPSTAN_BIN="$CARGO_TARGET_DIR/debug/capstan" CAPSTAN_CACHE="$cache" NODE_PATH="$npm_dir/node_modules" \
+  node tests/browser/ui.test.cjs

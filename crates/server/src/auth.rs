@@ -76,7 +76,7 @@ fn deny(openai: bool, code: ErrorCode, message: String) -> Response {
 }
 
 pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if !s.config.auth || req.uri().path() == "/health" {
+    if !s.config.auth || req.uri().path() == "/health" || crate::ui::is_asset(req.uri().path()) {
         return next.run(req).await;
     }
     let openai = req.uri().path().starts_with("/v1/") && req.uri().path() != "/v1/traces";

@@ -45,6 +45,32 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/get-online-features", post(online))
         .route("/features/online", post(online))
+        .route("/api/2.0/capstan/features", axum::routing::get(definitions))
+}
+
+/// `GET /api/2.0/capstan/features`: the applied definitions, each feature view with the end of
+/// its last materialisation (`materialized_until_ms`, null when never materialised).
+async fn definitions(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let Some(applied) = s.features.applied().await.map_err(ApiError::internal)? else {
+        return Ok(Json(
+            serde_json::json!({"applied_ms": null, "entities": [], "sources": [],
+            "feature_views": [], "feature_services": [], "on_demand_views": []}),
+        ));
+    };
+    let mut out = serde_json::to_value(&applied.definitions).map_err(ApiError::internal)?;
+    if let Some(views) = out["feature_views"].as_array_mut() {
+        for v in views {
+            let name = v["name"].as_str().unwrap_or_default().to_owned();
+            let until = s
+                .features
+                .materialized(&name)
+                .await
+                .map_err(ApiError::internal)?;
+            v["materialized_until_ms"] = serde_json::json!(until.map(|micros| micros / 1000));
+        }
+    }
+    out["applied_ms"] = serde_json::json!(applied.applied_ms);
+    Ok(Json(out))
 }
 
 async fn online(

@@ -23,6 +23,7 @@ mod openapi;
 pub mod prompt_routes;
 mod rag_routes;
 pub mod trace_routes;
+mod ui;
 pub mod vector_routes;
 mod wire;
 
@@ -199,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         .merge(prompt_routes::routes())
         .layer(DefaultBodyLimit::max(json_limit));
     Router::new()
+        .merge(ui::routes())
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { mlflow::COMPATIBLE_VERSION }))
         .route("/openapi.json", get(openapi::document))

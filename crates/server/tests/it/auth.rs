@@ -203,3 +203,56 @@ async fn openai_paths_refuse_in_openai_shape_and_usage_names_the_token() {
         .expect("json");
     assert_eq!(usage["records"][0]["key"], "reader", "{usage}");
 }
+
+/// The web UI's page, script and style sheet hold no data: they load without a token (the page
+/// then asks for one), under a content security policy that keeps it to its own origin; what the
+/// page reads still needs the token.
+#[tokio::test]
+async fn the_ui_loads_without_a_token_and_its_data_does_not() {
+    let s = start(server::ServerConfig {
+        auth: true,
+        ..Default::default()
+    })
+    .await;
+    for (path, kind, marker) in [
+        ("/", "text/html", "/ui/app.js"),
+        ("/ui/app.js", "text/javascript", "function render()"),
+        ("/ui/app.css", "text/css", ".span-row"),
+    ] {
+        let r = s
+            .http
+            .get(format!("{}{path}", s.url))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let h = r.headers();
+        assert!(h["content-type"].to_str().expect("ascii").starts_with(kind));
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("default-src 'self'")
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(r.text().await.expect("body").contains(marker), "{path}");
+    }
+    let r = s
+        .http
+        .get(format!("{}/ui/../api/2.0/capstan/jobs", s.url))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "a path through /ui/ is no way around the token"
+    );
+    let r = s
+        .http
+        .get(format!("{}/api/2.0/capstan/features", s.url))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+}
