@@ -60,7 +60,7 @@ fn err(e: impl std::fmt::Display) -> Error {
 }
 
 /// An epoch-ms time as `YYYY-MM-DD HH:MM` UTC.
-fn iso(ms: i64) -> String {
+pub fn iso(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let (y, m, d) = pipeline::cron::civil(days);
     let in_day = ms.rem_euclid(86_400_000) / 60_000;

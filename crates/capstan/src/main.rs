@@ -29,6 +29,7 @@ mod progress;
 mod prompts_cmd;
 mod rag_cmd;
 mod report;
+mod retrain;
 mod test_cmd;
 mod traces_cmd;
 mod train;
@@ -114,8 +115,11 @@ enum Command {
     /// Monitors over served models (drift, live accuracy, latency, errors) and their alerts.
     #[command(subcommand)]
     Monitors(monitors_cmd::MonitorsCmd),
-    /// Lease jobs from the queue and run them (rag-ingest, data-repro).
+    /// Lease jobs from the queue and run them (rag-ingest, data-repro, retrain).
     Worker(worker::WorkerArgs),
+    /// Retraining by a declared policy: set it, run it, see what each retraining decided.
+    #[command(subcommand)]
+    Retrain(retrain::RetrainCmd),
     /// The durable job queue: list, inspect and cancel jobs.
     #[command(subcommand)]
     Jobs(jobs_cmd::JobsCmd),
@@ -315,6 +319,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Vectors(cmd) => vectors_cmd::run(&home, &config, cmd).await,
         Command::Rag(cmd) => rag_cmd::run(&home, &config, cmd).await,
         Command::Jobs(cmd) => jobs_cmd::run(&home, &config, cmd).await,
+        Command::Retrain(cmd) => retrain::run_cmd(&home, &config, cmd).await,
         Command::Prompts(cmd) => prompts_cmd::run(&home, &config, cmd).await,
         Command::Traces(cmd) => traces_cmd::run(&home, &config, cmd).await,
         Command::Eval(cmd) => eval_cmd::run(&home, &config, cmd).await,

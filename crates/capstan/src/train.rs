@@ -50,6 +50,62 @@ pub struct TrainArgs {
     entity_timestamp: String,
 }
 
+/// How to fit one of the built-in algorithms.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// `linear`, `logistic`, `gbm`, `forest` or `tree`.
+    pub algorithm: String,
+    pub classify: bool,
+    /// Boosting rounds, trees in a forest, or gradient-descent epochs.
+    pub rounds: usize,
+    pub learning_rate: f64,
+    pub max_depth: usize,
+    pub seed: u64,
+}
+
+/// Fits `o.algorithm` on `d` (its last `holdout` rows held out when given); `on` sees each round.
+pub fn fit(
+    o: &FitOptions,
+    d: &learn::Dataset,
+    holdout: Option<usize>,
+    on: &mut dyn FnMut(usize),
+) -> Result<learn::Fit, learn::LearnError> {
+    match o.algorithm.as_str() {
+        "linear" | "logistic" => {
+            let t = TrainOptions {
+                learning_rate: o.learning_rate,
+                epochs: o.rounds,
+                seed: o.seed,
+                holdout,
+                ..Default::default()
+            };
+            if o.classify {
+                learn::train_logistic_regression(d, &t, &mut *on)
+            } else {
+                // The exact least-squares optimum (gradient descent is the demo's teaching example).
+                learn::train_least_squares(d, &t)
+            }
+        }
+        other => {
+            let kind = match other {
+                "forest" => TreeKind::RandomForest,
+                "tree" => TreeKind::DecisionTree,
+                _ => TreeKind::GradientBoosting,
+            };
+            let t = TreeOptions {
+                kind,
+                rounds: o.rounds,
+                learning_rate: o.learning_rate,
+                max_depth: o.max_depth,
+                seed: o.seed,
+                holdout,
+                ..Default::default()
+            };
+            learn::train_trees(d, o.classify, &t, &mut *on)
+        }
+    }
+}
+
 pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
     let bytes = std::fs::read(&a.data)?;
     // The data version as DVC names it: the md5 of the file (read once, parsed from memory).
@@ -99,44 +155,16 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
     let d = learn::Dataset::from_rows_encoded(&table.columns, &table.rows, &a.target, &drop)
         .map_err(|e| Error::Other(format!("{}: {e}", a.data.display())))?;
     let classify = a.classify || a.algorithm == "logistic";
-    let train_once = |d: &learn::Dataset,
-                      holdout: Option<usize>,
-                      on: &mut dyn FnMut(usize)|
-     -> Result<learn::Fit, learn::LearnError> {
-        match a.algorithm.as_str() {
-            "linear" | "logistic" => {
-                let o = TrainOptions {
-                    learning_rate: a.learning_rate,
-                    epochs: a.rounds,
-                    seed: a.seed,
-                    holdout,
-                    ..Default::default()
-                };
-                if classify {
-                    learn::train_logistic_regression(d, &o, &mut *on)
-                } else {
-                    // The exact least-squares optimum (gradient descent is the demo's teaching example).
-                    learn::train_least_squares(d, &o)
-                }
-            }
-            other => {
-                let kind = match other {
-                    "forest" => TreeKind::RandomForest,
-                    "tree" => TreeKind::DecisionTree,
-                    _ => TreeKind::GradientBoosting,
-                };
-                let o = TreeOptions {
-                    kind,
-                    rounds: a.rounds,
-                    learning_rate: a.learning_rate,
-                    max_depth: a.max_depth,
-                    seed: a.seed,
-                    holdout,
-                    ..Default::default()
-                };
-                learn::train_trees(d, classify, &o, &mut *on)
-            }
-        }
+    let fit_options = FitOptions {
+        algorithm: a.algorithm.clone(),
+        classify,
+        rounds: a.rounds,
+        learning_rate: a.learning_rate,
+        max_depth: a.max_depth,
+        seed: a.seed,
+    };
+    let train_once = |d: &learn::Dataset, holdout: Option<usize>, on: &mut dyn FnMut(usize)| {
+        fit(&fit_options, d, holdout, on)
     };
     let mut bar = Progress::new(&format!("train {}", a.algorithm), a.rounds as u64);
     let fit = train_once(&d, None, &mut |_| bar.inc(1))

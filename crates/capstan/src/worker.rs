@@ -8,6 +8,8 @@
 //! Kinds this worker runs:
 //! - `rag-ingest` `{"collection", "path", "complete": false}`: ingest files into a collection.
 //! - `data-repro` `{"repo", "stage": null}`: reproduce a DVC-format pipeline, tracked as a run.
+//! - `retrain` `{"model", "reason"?, "monitor"?, "alerts"?}`: retrain a model by its policy, judge
+//!   it against the champion and promote or reject it (`crate::retrain`).
 
 use crate::config::Config;
 use crate::platform::{Error, Platform};
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub const KINDS: &[&str] = &["rag-ingest", "data-repro"];
+pub const KINDS: &[&str] = &["rag-ingest", "data-repro", "retrain"];
 
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
@@ -101,6 +103,18 @@ async fn execute(job: &Job, home: &Path, config: &Config) -> Result<Value, Strin
                 .await
                 .map_err(err)?;
             Ok(json!({"stages": stages, "run_id": run_id}))
+        }
+        "retrain" => {
+            let model = field("model")?;
+            let p = Platform::open(home, config).await.map_err(err)?;
+            crate::retrain::retrain(
+                &p,
+                &model,
+                job.id,
+                &crate::retrain::trigger_of(&job.payload),
+            )
+            .await
+            .map_err(err)
         }
         other => Err(format!("this worker has no executor for kind `{other}`")),
     }

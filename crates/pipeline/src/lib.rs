@@ -5,6 +5,7 @@
 
 pub mod cron;
 pub mod jobs;
+pub mod retrain;
 pub mod schedules;
 
 pub use jobs::{Job, JobQueue, JobState, NewJob};

@@ -462,18 +462,25 @@ fn rows_from_scoring(p: &ModelPackage, req: &Value) -> Result<Vec<Vec<f64>>, Oip
         v.as_f64()
             .ok_or_else(|| bad(format!("column '{col}': {v} is not a number")))
     };
+    // An input `column=value` (one-hot, as training encoded a text column) also reads from the
+    // raw text column: clients send `{"season": "spring"}` as they have it.
+    let cell = |o: &serde_json::Map<String, Value>, n: &str| -> Result<f64, OipError> {
+        if let Some(v) = o.get(n) {
+            return num(v, n);
+        }
+        if let Some((col, value)) = n.split_once('=')
+            && let Some(v) = o.get(col)
+        {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            return Ok(f64::from(u8::from(text == value)));
+        }
+        Err(bad(format!("missing column '{n}'")))
+    };
     let from_records = |records: &[Value]| -> Result<Vec<Vec<f64>>, OipError> {
         records
             .iter()
             .map(|r| match r {
-                Value::Object(o) => names
-                    .iter()
-                    .map(|n| {
-                        o.get(*n)
-                            .ok_or_else(|| bad(format!("missing column '{n}'")))
-                            .and_then(|v| num(v, n))
-                    })
-                    .collect(),
+                Value::Object(o) => names.iter().map(|n| cell(o, n)).collect(),
                 Value::Array(a) => a
                     .iter()
                     .zip(names.iter().chain(std::iter::repeat(&"?")))

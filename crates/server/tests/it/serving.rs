@@ -359,3 +359,61 @@ async fn oversized_batches_are_refused() {
             .contains("limit of 3")
     );
 }
+
+/// A text column one-hot encoded at training (`colour=red`, `colour=blue`) is scored from the raw
+/// column as clients have it, and equals the encoded form.
+#[tokio::test]
+async fn invocations_encode_text_columns_as_training_did() {
+    let cfg = server::ServerConfig {
+        default_model: Some(("colours".into(), Selector::Alias("champion".into()))),
+        ..Default::default()
+    };
+    let s = start(cfg).await;
+    let header = ["a".to_owned(), "colour".to_owned(), "y".to_owned()];
+    let rows: Vec<Vec<String>> = (0..60)
+        .map(|i| {
+            let colour = if i % 2 == 0 { "red" } else { "blue" };
+            let y = i as f64 % 5.0 + if i % 2 == 0 { 10.0 } else { 0.0 };
+            vec![(i % 5).to_string(), colour.to_owned(), y.to_string()]
+        })
+        .collect();
+    let d = Dataset::from_rows_encoded(&header, &rows, "y", &[]).expect("dataset");
+    assert_eq!(d.features, ["a", "colour=blue", "colour=red"]);
+    // One-hot levels plus an intercept are collinear: a whisper of ridge.
+    let o = TrainOptions {
+        l2: 1e-6,
+        ..Default::default()
+    };
+    let p = learn::train_least_squares(&d, &o).expect("fit").package;
+    let v = register(&s, "colours", p.to_json()).await;
+    alias(&s, "colours", &v).await;
+    let (st, raw) = s
+        .post(
+            "/invocations",
+            json!({"dataframe_records": [{"a": 3, "colour": "red"}, {"a": 3, "colour": "blue"}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{raw}");
+    let (_, encoded) = s
+        .post(
+            "/invocations",
+            json!({"dataframe_records": [
+                {"a": 3, "colour=blue": 0, "colour=red": 1},
+                {"a": 3, "colour=blue": 1, "colour=red": 0}]}),
+        )
+        .await;
+    assert_eq!(raw["predictions"], encoded["predictions"]);
+    let red = raw["predictions"][0].as_f64().expect("number");
+    let blue = raw["predictions"][1].as_f64().expect("number");
+    assert!((red - blue - 10.0).abs() < 1e-3, "red {red} vs blue {blue}");
+    let (st, out) = s
+        .post("/invocations", json!({"dataframe_records": [{"a": 3}]}))
+        .await;
+    assert_eq!(st, 400);
+    assert!(
+        out["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("colour=blue")),
+        "{out}"
+    );
+}

@@ -1,0 +1,623 @@
+//! Retraining a registered model by its policy (`pipeline::retrain::Policy`, kept as the model's
+//! tag `capstan.retrain.policy`): the `retrain` job kind the worker runs, and `capstan retrain
+//! policy | run | history`.
+//!
+//! A retraining reads the labelled data, holds out its newest `evaluation_days`, trains a
+//! candidate on the policy's window **with the champion's input schema** (so clients and serving
+//! keep the same contract), scores champion and candidate on the held-out rows, runs the model's
+//! tests, and promotes (moves `champion`, keeping `previous`) or rejects — each step tracked as a
+//! run in the experiment `retraining`, with the data's md5 as its input and the decision as tags.
+//! Registry effects happen once per job: the candidate version carries the job id, so a job that
+//! resumes after a crash finds its version and its scores instead of registering another.
+
+use crate::platform::{Error, Platform};
+use data::frame::{ColumnData, Frame};
+use learn::{ModelPackage, Prediction};
+use pipeline::retrain::{Decision, Metric, POLICY_TAG, Policy, Rollout};
+use serde_json::{Value, json};
+use std::path::Path;
+use tracking::{Dataset, DatasetInput, Metric as RunMetric, NewRun, RunStatus, RunUpdate, Tag};
+
+pub const EXPERIMENT: &str = "retraining";
+const JOB_TAG: &str = "capstan.retrain.job";
+const AS_OF_TAG: &str = "capstan.retrain.as_of_ms";
+
+fn other(e: impl std::fmt::Display) -> Error {
+    Error::Other(e.to_string())
+}
+
+pub async fn policy_of(p: &Platform, model: &str) -> Result<Policy, Error> {
+    let m = p.registry.get_model(model).await?;
+    let tag = m.tags.iter().find(|t| t.key == POLICY_TAG).ok_or_else(|| {
+        Error::Other(format!(
+            "model `{model}` has no retraining policy (capstan retrain policy {model} FILE)"
+        ))
+    })?;
+    Policy::parse(&tag.value).map_err(Error::Other)
+}
+
+/// Stores `policy` on `model` after checking it parses and its data can be read.
+pub async fn set_policy(p: &Platform, model: &str, text: &str) -> Result<Policy, Error> {
+    let value: Value = serde_yaml_ng::from_str(text).map_err(|e| other(format!("policy: {e}")))?;
+    let policy = Policy::parse(&value.to_string()).map_err(Error::Other)?;
+    let frame = data::frame::read_frame(Path::new(&policy.data)).map_err(other)?;
+    for col in [&policy.target, &policy.time_column] {
+        if frame.column(col).is_none() {
+            return Err(other(format!("{}: no column `{col}`", policy.data)));
+        }
+    }
+    let json = serde_json::to_string(&policy).map_err(other)?;
+    p.registry
+        .set_model_tag(model, &Tag::new(POLICY_TAG, json))
+        .await?;
+    Ok(policy)
+}
+
+/// The candidate's data as the model sees it: inputs in `schema`'s order, or (first model)
+/// encoded from the table.
+fn dataset(
+    frame: &Frame,
+    rows: &[usize],
+    policy: &Policy,
+    schema: Option<&ModelPackage>,
+) -> Result<learn::Dataset, Error> {
+    let target = frame
+        .column(&policy.target)
+        .ok_or_else(|| other(format!("no column `{}`", policy.target)))?;
+    let y: Vec<String> = rows
+        .iter()
+        .map(|&i| target.text(i).unwrap_or_default())
+        .collect();
+    match schema {
+        Some(pkg) => {
+            let all = monitor::modeltest::rows_for(pkg, frame).map_err(other)?;
+            Ok(learn::Dataset {
+                features: pkg.input_names().iter().map(|s| s.to_string()).collect(),
+                target: policy.target.clone(),
+                x: rows.iter().map(|&i| all[i].clone()).collect(),
+                y,
+            })
+        }
+        None => {
+            let header: Vec<String> = frame.columns.iter().map(|c| c.name.clone()).collect();
+            let text: Vec<Vec<String>> = rows
+                .iter()
+                .map(|&i| {
+                    frame
+                        .columns
+                        .iter()
+                        .map(|c| c.text(i).unwrap_or_default())
+                        .collect()
+                })
+                .collect();
+            let mut drop: Vec<&str> = policy.drop.iter().map(String::as_str).collect();
+            drop.push(&policy.time_column);
+            learn::Dataset::from_rows_encoded(&header, &text, &policy.target, &drop).map_err(other)
+        }
+    }
+}
+
+/// The policy's metric of `pkg` on `rows` of `frame`.
+fn score(pkg: &ModelPackage, frame: &Frame, rows: &[usize], policy: &Policy) -> Result<f64, Error> {
+    let x = monitor::modeltest::rows_for(pkg, frame).map_err(other)?;
+    let x: Vec<Vec<f64>> = rows.iter().map(|&i| x[i].clone()).collect();
+    let preds = pkg.predict(&x).map_err(other)?;
+    let target = frame
+        .column(&policy.target)
+        .ok_or_else(|| other(format!("no column `{}`", policy.target)))?;
+    let truth: Vec<String> = rows
+        .iter()
+        .map(|&i| target.text(i).unwrap_or_default())
+        .collect();
+    let n = truth.len().max(1) as f64;
+    Ok(match policy.metric {
+        Metric::Accuracy => {
+            preds
+                .iter()
+                .zip(&truth)
+                .filter(|(p, t)| matches!(p, Prediction::Class { label, .. } if label == *t))
+                .count() as f64
+                / n
+        }
+        m => {
+            let errors = preds.iter().zip(&truth).map(|(p, t)| {
+                let y: f64 = t.parse().unwrap_or(f64::NAN);
+                match p {
+                    Prediction::Value(v) => v - y,
+                    Prediction::Class { .. } => f64::NAN,
+                }
+            });
+            if m == Metric::Rmse {
+                (errors.map(|e| e * e).sum::<f64>() / n).sqrt()
+            } else {
+                errors.map(f64::abs).sum::<f64>() / n
+            }
+        }
+    })
+}
+
+fn event_times(frame: &Frame, col: &str) -> Result<Vec<Option<i64>>, Error> {
+    let c = frame
+        .column(col)
+        .ok_or_else(|| other(format!("no time column `{col}`")))?;
+    Ok((0..c.len())
+        .map(|i| match &c.data {
+            ColumnData::Numeric(v) => v[i].is_finite().then(|| (v[i] * 1000.0) as i64),
+            _ => c.text(i).and_then(|t| pipeline::retrain::parse_time_ms(&t)),
+        })
+        .collect())
+}
+
+async fn load(p: &Platform, model: &str, version: i64) -> Result<ModelPackage, Error> {
+    use serving::PackageSource;
+    let source = server::RegistrySource {
+        registry: p.registry.clone(),
+        tracking: p.tracking.clone(),
+        artifacts: std::sync::Arc::new(p.db.clone()),
+        blobs: p.blobs.clone(),
+    };
+    source.load(model, version).await.map_err(other)
+}
+
+/// Runs one retraining of `model` for job `job_id`, `trigger` saying why it started.
+pub async fn retrain(
+    p: &Platform,
+    model: &str,
+    job_id: i64,
+    trigger: &str,
+) -> Result<Value, Error> {
+    let policy = policy_of(p, model).await?;
+    let champion = p.registry.version_by_alias(model, "champion").await.ok();
+    let champion_pkg = match &champion {
+        Some(v) => Some(load(p, model, v.version).await?),
+        None => None,
+    };
+    let bytes = std::fs::read(&policy.data)?;
+    let digest = data::md5_bytes(&bytes);
+    let frame = data::frame::read_frame(Path::new(&policy.data)).map_err(other)?;
+    let times = event_times(&frame, &policy.time_column)?;
+    let split = pipeline::retrain::split(&times, &policy).map_err(Error::Other)?;
+    let metric = policy.metric.name();
+
+    // A job that resumes after a crash finds the version it registered.
+    let mine = p
+        .registry
+        .search_versions(
+            &format!(
+                "name = '{}' and tags.`{JOB_TAG}` = '{job_id}'",
+                model.replace('\'', "''")
+            ),
+            1,
+            0,
+        )
+        .await?
+        .items
+        .into_iter()
+        .next();
+    let (candidate_version, run_id, candidate_score, champion_score) = match mine {
+        Some(v) => {
+            let run_id = v.run_id.clone().unwrap_or_default();
+            let run = p
+                .tracking
+                .get_run(&base::RunId::parse(&run_id).map_err(other)?)
+                .await?;
+            let m = |k: &str| run.metrics.iter().find(|x| x.key == k).map(|x| x.value);
+            (
+                v.version,
+                run_id,
+                m(&format!("candidate_{metric}")).unwrap_or(f64::NAN),
+                m(&format!("champion_{metric}")),
+            )
+        }
+        None => {
+            if split.eval.len() < policy.min_eval_rows {
+                return Ok(
+                    json!({"model": model, "outcome": "skipped", "trigger": trigger,
+                    "reason": format!("{} evaluation rows, the policy needs {}", split.eval.len(), policy.min_eval_rows)}),
+                );
+            }
+            let d = dataset(&frame, &split.train, &policy, champion_pkg.as_ref())?;
+            let options = crate::train::FitOptions {
+                algorithm: policy.algorithm.clone(),
+                classify: policy.algorithm == "logistic" || policy.metric == Metric::Accuracy,
+                rounds: policy.rounds,
+                learning_rate: policy.learning_rate,
+                max_depth: policy.max_depth,
+                seed: policy.seed,
+            };
+            let fit = tokio::task::spawn_blocking(move || {
+                crate::train::fit(&options, &d, None, &mut |_| {})
+            })
+            .await
+            .map_err(other)?
+            .map_err(other)?;
+            let mut package = fit.package;
+            let candidate_score = score(&package, &frame, &split.eval, &policy)?;
+            let champion_score = match &champion_pkg {
+                Some(c) => Some(score(c, &frame, &split.eval, &policy)?),
+                None => None,
+            };
+            package.training.insert("dataset_md5".into(), json!(digest));
+            package.training.insert("retrain_job".into(), json!(job_id));
+            let run = track(
+                p,
+                model,
+                &policy,
+                &digest,
+                &split,
+                trigger,
+                (candidate_score, champion_score),
+                &fit.history,
+                champion.as_ref().map(|v| v.version),
+            )
+            .await?;
+            p.log_package(&run.info, &package).await?;
+            let v = p
+                .register_run_model(model, &run.info.run_id, "model")
+                .await?;
+            for (k, val) in [
+                (JOB_TAG, job_id.to_string()),
+                (AS_OF_TAG, split.as_of_ms.to_string()),
+            ] {
+                p.registry
+                    .set_version_tag(model, v.version, &Tag::new(k, val))
+                    .await?;
+            }
+            // Fault injection for the crash test: die between the registry write and the rest.
+            if std::env::var("CAPSTAN_FAILPOINT").as_deref() == Ok("retrain-after-register") {
+                std::process::abort();
+            }
+            (
+                v.version,
+                run.info.run_id.to_string(),
+                candidate_score,
+                champion_score,
+            )
+        }
+    };
+
+    let tests = match &policy.tests {
+        None => Ok(()),
+        Some(path) => {
+            let suite = monitor::modeltest::ModelSuite::load(Path::new(path)).map_err(other)?;
+            let candidate = load(p, model, candidate_version).await?;
+            let keep: Vec<bool> = {
+                let mut k = vec![false; frame.rows()];
+                split.eval.iter().for_each(|&i| k[i] = true);
+                k
+            };
+            let r = monitor::modeltest::run(
+                &suite,
+                &candidate,
+                champion_pkg.as_ref(),
+                &frame.filter_rows(&keep),
+            );
+            if r.success {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} tests failed",
+                    r.failed,
+                    r.failed + r.passed
+                ))
+            }
+        }
+    };
+    let decision = pipeline::retrain::decide(&policy, champion_score, candidate_score, tests);
+    let promoted_to = if decision.promote {
+        rollout(
+            p,
+            model,
+            &policy,
+            champion.as_ref().map(|v| v.version),
+            candidate_version,
+        )
+        .await?
+    } else {
+        None
+    };
+    finish(p, &run_id, &decision).await?;
+    Ok(json!({
+        "model": model, "trigger": trigger, "outcome": decision.outcome, "reason": decision.reason,
+        "decision": decision.outcome, "improvement": decision.improvement,
+        "metric": metric, "candidate_score": candidate_score, "champion_score": champion_score,
+        "candidate_version": candidate_version, "champion_version": champion.as_ref().map(|v| v.version),
+        "alias": promoted_to, "run_id": run_id,
+        "train_rows": split.train.len(), "eval_rows": split.eval.len(),
+        "as_of_ms": split.as_of_ms, "eval_start_ms": split.eval_start_ms,
+    }))
+}
+
+/// Moves the alias the policy's rollout names; returns it. Idempotent: a resumed job that finds
+/// the candidate already champion changes nothing.
+async fn rollout(
+    p: &Platform,
+    model: &str,
+    policy: &Policy,
+    champion: Option<i64>,
+    candidate: i64,
+) -> Result<Option<&'static str>, Error> {
+    let alias = match policy.rollout {
+        Rollout::Challenger => "challenger",
+        Rollout::Promote => "champion",
+    };
+    if policy.rollout == Rollout::Promote
+        && let Some(old) = champion.filter(|&old| old != candidate)
+    {
+        p.registry.set_alias(model, "previous", old).await?;
+    }
+    // The registry's own promotion checks (capstan.check.*) still apply.
+    p.registry.set_alias(model, alias, candidate).await?;
+    Ok(Some(alias))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn track(
+    p: &Platform,
+    model: &str,
+    policy: &Policy,
+    digest: &str,
+    split: &pipeline::retrain::Split,
+    trigger: &str,
+    (candidate, champion): (f64, Option<f64>),
+    history: &[(usize, f64, f64)],
+    champion_version: Option<i64>,
+) -> Result<tracking::Run, Error> {
+    let exp = match p.tracking.get_experiment_by_name(EXPERIMENT).await {
+        Ok(e) => e.id,
+        Err(_) => p.tracking.create_experiment(EXPERIMENT, None, &[]).await?,
+    };
+    let run = p
+        .tracking
+        .create_run(NewRun {
+            experiment_id: exp,
+            run_name: Some(format!("retrain-{model}")),
+            user_id: String::new(),
+            start_time: base::now_millis(),
+            tags: vec![
+                Tag::new("mlflow.source.name", "capstan retrain"),
+                Tag::new("capstan.retrain.model", model),
+                Tag::new("capstan.retrain.trigger", trigger),
+            ],
+        })
+        .await?;
+    let id = &run.info.run_id;
+    let window = serde_json::to_string(&policy.window).unwrap_or_default();
+    let params = vec![
+        Tag::new("model", model),
+        Tag::new("algorithm", policy.algorithm.clone()),
+        Tag::new("rounds", policy.rounds.to_string()),
+        Tag::new("window", window),
+        Tag::new("evaluation_days", policy.evaluation_days.to_string()),
+        Tag::new("metric", policy.metric.name()),
+        Tag::new("min_improvement", policy.min_improvement.to_string()),
+        Tag::new("as_of_ms", split.as_of_ms.to_string()),
+        Tag::new("train_rows", split.train.len().to_string()),
+        Tag::new("eval_rows", split.eval.len().to_string()),
+        Tag::new(
+            "champion_version",
+            champion_version.map_or("none".into(), |v| v.to_string()),
+        ),
+    ];
+    let now = base::now_millis();
+    let m = |key: String, value: f64, step: i64| RunMetric {
+        key,
+        value,
+        timestamp: now,
+        step,
+    };
+    let name = policy.metric.name();
+    let mut metrics = vec![m(format!("candidate_{name}"), candidate, 0)];
+    if let Some(c) = champion {
+        metrics.push(m(format!("champion_{name}"), c, 0));
+    }
+    for (step, tr, te) in history {
+        metrics.push(m(format!("train_{name}"), *tr, *step as i64));
+        metrics.push(m(format!("test_{name}"), *te, *step as i64));
+    }
+    p.tracking.log_batch(id, &[], &params, &[]).await?;
+    for chunk in metrics.chunks(1000) {
+        p.tracking.log_batch(id, chunk, &[], &[]).await?;
+    }
+    p.tracking
+        .log_inputs(
+            id,
+            &[DatasetInput {
+                dataset: Dataset {
+                    name: Path::new(&policy.data)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default(),
+                    digest: digest.to_owned(),
+                    source_type: "local".into(),
+                    source: policy.data.clone(),
+                    schema: None,
+                    profile: None,
+                },
+                tags: vec![Tag::new("mlflow.data.context", "training")],
+            }],
+        )
+        .await?;
+    Ok(run)
+}
+
+async fn finish(p: &Platform, run_id: &str, d: &Decision) -> Result<(), Error> {
+    let id = base::RunId::parse(run_id).map_err(other)?;
+    let tags = [
+        Tag::new("capstan.retrain.decision", d.outcome),
+        Tag::new("capstan.retrain.reason", d.reason.clone()),
+    ];
+    p.tracking.log_batch(&id, &[], &[], &tags).await?;
+    p.tracking
+        .update_run(
+            &id,
+            RunUpdate {
+                status: Some(RunStatus::Finished),
+                end_time: Some(base::now_millis()),
+                run_name: None,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// Why a job started, from its payload: the monitor and its alerts, or a stated reason.
+pub fn trigger_of(payload: &Value) -> String {
+    if let Some(m) = payload["monitor"].as_str() {
+        let alerts: Vec<String> = payload["alerts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["message"].as_str().or(x["check"].as_str()))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        return format!("monitor {m}: {}", alerts.join("; "));
+    }
+    payload["reason"].as_str().unwrap_or("manual").to_owned()
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RetrainCmd {
+    /// Declare how MODEL retrains (YAML or JSON: data, target, time_column, window,
+    /// evaluation_days, metric, min_improvement, tests, rollout …).
+    Policy {
+        model: String,
+        file: std::path::PathBuf,
+    },
+    /// Retrain MODEL now (in this process), or queue it for `capstan worker` with --queue.
+    Run {
+        model: String,
+        /// Why (recorded on the run and the job).
+        #[arg(long, default_value = "manual")]
+        reason: String,
+        #[arg(long)]
+        queue: bool,
+    },
+    /// Retrainings of MODEL, newest first: why each started and what it decided.
+    History { model: String },
+}
+
+pub async fn run_cmd(
+    home: &Path,
+    config: &crate::config::Config,
+    cmd: RetrainCmd,
+) -> Result<(), Error> {
+    use pipeline::jobs::JobQueue;
+    let p = Platform::open(home, config).await?;
+    match cmd {
+        RetrainCmd::Policy { model, file } => {
+            let text = std::fs::read_to_string(&file)?;
+            let policy = set_policy(&p, &model, &text).await?;
+            println!(
+                "{model}: retrains {} on {} ({}), judged on the last {} days by {}",
+                policy.algorithm,
+                policy.data,
+                serde_json::to_string(&policy.window).unwrap_or_default(),
+                policy.evaluation_days,
+                policy.metric.name()
+            );
+            Ok(())
+        }
+        RetrainCmd::Run {
+            model,
+            reason,
+            queue,
+        } => {
+            // A model without a policy is refused here, not queued to fail later.
+            policy_of(&p, &model).await?;
+            let mut job =
+                pipeline::NewJob::new("retrain", json!({"model": model, "reason": reason}));
+            // One pending retraining per model: a second request finds the first.
+            job.dedupe_key = Some(format!("retrain:{model}"));
+            let now = base::now_millis();
+            if queue {
+                let j = p.db.enqueue(job, now).await.map_err(Error::Other)?;
+                println!("job {} (retrain) {}", j.id, j.state.as_str());
+                return Ok(());
+            }
+            // Recorded as a job so the history shows it, run here under this process's lease.
+            let j = p.db.enqueue(job, now).await.map_err(Error::Other)?;
+            let owner = format!("cli-{}", std::process::id());
+            let leased =
+                p.db.lease(&owner, &["retrain".to_owned()], 600_000, base::now_millis())
+                    .await
+                    .map_err(Error::Other)?
+                    .filter(|l| l.id == j.id)
+                    .ok_or_else(|| {
+                        Error::Other(format!(
+                            "job {} is already being run by another worker (capstan jobs show {})",
+                            j.id, j.id
+                        ))
+                    })?;
+            match retrain(&p, &model, leased.id, &reason).await {
+                Ok(result) => {
+                    print_result(&result);
+                    p.db.complete(leased.id, &owner, result, base::now_millis())
+                        .await
+                        .map_err(Error::Other)?;
+                    Ok(())
+                }
+                Err(e) => {
+                    p.db.fail(leased.id, &owner, &e.to_string(), base::now_millis())
+                        .await
+                        .map_err(Error::Other)?;
+                    Err(e)
+                }
+            }
+        }
+        RetrainCmd::History { model } => {
+            let jobs = p.db.list(None, 10_000).await.map_err(Error::Other)?;
+            let rows: Vec<Vec<String>> = jobs
+                .iter()
+                .filter(|j| j.kind == "retrain" && j.payload["model"].as_str() == Some(&model))
+                .map(|j| {
+                    let r = j.result.as_ref();
+                    vec![
+                        j.id.to_string(),
+                        crate::jobs_cmd::iso(j.created_ms),
+                        trigger_of(&j.payload),
+                        j.state.as_str().to_owned(),
+                        r.and_then(|r| r["outcome"].as_str())
+                            .unwrap_or("")
+                            .to_owned(),
+                        r.and_then(|r| r["reason"].as_str())
+                            .map(str::to_owned)
+                            .or_else(|| j.last_error.clone())
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                println!("no retrainings of {model} yet");
+            } else {
+                print!(
+                    "{}",
+                    crate::report::table(
+                        &["job", "queued", "why", "state", "decision", "detail"],
+                        &rows,
+                    )
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_result(r: &Value) {
+    println!(
+        "{}: {} — {}",
+        r["model"].as_str().unwrap_or(""),
+        r["outcome"].as_str().unwrap_or(""),
+        r["reason"].as_str().unwrap_or("")
+    );
+    if let Some(v) = r["candidate_version"].as_i64() {
+        println!(
+            "  candidate version {v} trained on {} rows, judged on {} rows; alias {}",
+            r["train_rows"],
+            r["eval_rows"],
+            r["alias"].as_str().unwrap_or("unchanged")
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! The retraining loop on real data, through the real binary: a model trained on the first
+//! quarter of 2011's bike rentals is served while spring and summer arrive in time order; its
+//! monitor sees the drift and the error; the alert queues one retraining (not one per
+//! evaluation); a worker retrains on recent data, the candidate beats the champion on the newest
+//! weeks and is promoted while requests keep flowing (none fails); on the weeks that follow it
+//! is better than the model it replaced. Then the faults: a retraining that cannot beat the
+//! champion is rejected and changes nothing, and a worker killed between registering the
+//! candidate and finishing leaves exactly one candidate version after the job resumes.
+
+use crate::binary::{capstan, cli, cli_ok, start};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+const BIKES: &str = include_str!("../../../../data/bike_sharing_hourly.csv");
+
+/// The rows sorted by time (day, then hour of day).
+fn rows_in_time_order() -> (Vec<String>, Vec<Vec<String>>) {
+    let mut lines = BIKES.lines();
+    let header: Vec<String> = lines
+        .next()
+        .expect("header")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let hour = |h: &str| -> u32 {
+        let n: u32 = h
+            .trim_end_matches("am")
+            .trim_end_matches("pm")
+            .parse()
+            .unwrap_or(0);
+        match (n, h.ends_with("pm")) {
+            (12, false) => 0,
+            (12, true) => 12,
+            (n, true) => n + 12,
+            (n, false) => n,
+        }
+    };
+    let mut rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    rows.sort_by(|a, b| (&a[0], hour(&a[2])).cmp(&(&b[0], hour(&b[2]))));
+    (header, rows)
+}
+
+fn write_csv(path: &Path, header: &[String], rows: &[&Vec<String>]) {
+    let mut f = std::fs::File::create(path).expect("csv");
+    writeln!(f, "{}", header.join(",")).expect("write");
+    for r in rows {
+        writeln!(f, "{}", r.join(",")).expect("write");
+    }
+}
+
+/// Encodes rows for the model's inputs: numbers by name, `column=value` one-hot from text.
+fn encode(inputs: &[String], header: &[String], rows: &[&Vec<String>]) -> Vec<f64> {
+    let col = |name: &str| header.iter().position(|h| h == name).expect("column");
+    let mut out = Vec::with_capacity(rows.len() * inputs.len());
+    for r in rows {
+        for input in inputs {
+            out.push(match input.split_once('=') {
+                Some((c, v)) if !header.contains(input) => f64::from(u8::from(r[col(c)] == v)),
+                _ => r[col(input)].parse().expect("number"),
+            });
+        }
+    }
+    out
+}
+
+async fn infer(
+    http: &reqwest::Client,
+    url: &str,
+    inputs: &[String],
+    header: &[String],
+    rows: &[&Vec<String>],
+) -> (String, String, Vec<f64>) {
+    let r = http
+        .post(url)
+        .json(&json!({"id": format!("{}-{}", rows[0][0], rows.len()), "inputs": [{"name": "rows", "shape": [rows.len(), inputs.len()], "datatype": "FP64", "data": encode(inputs, header, rows)}]}))
+        .send()
+        .await
+        .expect("infer");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.expect("json");
+    let preds = v["outputs"][0]["data"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect();
+    (
+        v["id"].as_str().unwrap_or_default().to_owned(),
+        v["model_version"].as_str().unwrap_or_default().to_owned(),
+        preds,
+    )
+}
+
+fn rmse(pred: &[f64], rows: &[&Vec<String>], target: usize) -> f64 {
+    let se: f64 = pred
+        .iter()
+        .zip(rows)
+        .map(|(p, r)| (p - r[target].parse::<f64>().expect("cnt")).powi(2))
+        .sum();
+    (se / pred.len() as f64).sqrt()
+}
+
+fn versions(home: &Path) -> usize {
+    cli_ok(home, &["models", "show", "bikes"])
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request() {
+    let home = tempfile::tempdir().expect("home");
+    let h = home.path();
+    let (header, rows) = rows_in_time_order();
+    let target = header.iter().position(|c| c == "cnt").expect("cnt");
+    let in_range = |from: &str, to: &str| -> Vec<&Vec<String>> {
+        rows.iter()
+            .filter(|r| r[0].as_str() >= from && r[0].as_str() <= to)
+            .collect()
+    };
+    let labelled = h.join("labelled.csv");
+    let q1 = in_range("2011-01-01", "2011-03-31");
+    write_csv(&labelled, &header, &q1);
+    write_csv(&h.join("reference.csv"), &header, &q1);
+
+    // The champion: gradient-boosted trees on the first quarter.
+    let out = cli_ok(
+        h,
+        &[
+            "train",
+            "--data",
+            labelled.to_str().expect("utf8"),
+            "--target",
+            "cnt",
+            "--algorithm",
+            "gbm",
+            "--drop",
+            "dteday,casual,registered",
+            "--rounds",
+            "100",
+            "--register",
+            "bikes",
+        ],
+    );
+    assert!(out.contains("registered bikes version 1"), "{out}");
+    cli_ok(h, &["models", "promote", "bikes", "1"]);
+    std::fs::write(
+        h.join("policy.yaml"),
+        format!(
+            "data: {}\ntarget: cnt\ntime_column: dteday\ndrop: [casual, registered]\nalgorithm: gbm\nrounds: 100\nwindow: {{kind: sliding, days: 60}}\nevaluation_days: 14\nmetric: rmse\nmin_improvement: 0.05\n",
+            labelled.display()
+        ),
+    )
+    .expect("policy");
+    let out = cli_ok(
+        h,
+        &[
+            "retrain",
+            "policy",
+            "bikes",
+            h.join("policy.yaml").to_str().expect("utf8"),
+        ],
+    );
+    assert!(out.contains("judged on the last 14 days by rmse"), "{out}");
+    let (code, _, err) = cli(h, &["retrain", "policy", "bikes", "/nonexistent.yaml"]);
+    assert_eq!(code, Some(1), "a missing policy file is an error");
+    assert!(!err.is_empty());
+    std::fs::write(
+        h.join("bad.yaml"),
+        format!(
+            "data: {}\ntarget: rides\ntime_column: dteday\n",
+            labelled.display()
+        ),
+    )
+    .expect("bad policy");
+    let (code, _, err) = cli(
+        h,
+        &[
+            "retrain",
+            "policy",
+            "bikes",
+            h.join("bad.yaml").to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no column `rides`"), "{err}");
+    let (code, _, err) = cli(h, &["retrain", "run", "nomodel"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("nomodel"), "{err}");
+    std::fs::write(
+        h.join("monitor.yaml"),
+        format!(
+            "name: bikes-health\nmodel: bikes\nwindow_seconds: 86400\ninterval_seconds: 86400\nreference: {}\nchecks:\n  - {{check: drift, columns: [temp, atemp, hum, windspeed], drift_share: 0.5}}\n  - {{check: rmse_above, value: 120}}\non_alert: {{kind: retrain, payload: {{model: bikes}}}}\n",
+            h.join("reference.csv").display()
+        ),
+    )
+    .expect("monitor");
+    cli_ok(
+        h,
+        &[
+            "monitors",
+            "create",
+            h.join("monitor.yaml").to_str().expect("utf8"),
+        ],
+    );
+    std::fs::write(h.join("capstan.toml"), "[serving]\nlog_rotate_secs = 1\n").expect("toml");
+
+    let server = start(h, &[]);
+    let http = reqwest::Client::new();
+    let meta: Value = http
+        .get(format!("{}/v2/models/bikes", server.url))
+        .send()
+        .await
+        .expect("meta")
+        .json()
+        .await
+        .expect("json");
+    let inputs: Vec<String> = meta["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .map(|i| i["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert!(
+        inputs.contains(&"hr=6am".to_owned()) && inputs.contains(&"temp".to_owned()),
+        "{inputs:?}"
+    );
+    let champion_url = format!("{}/v2/models/bikes/infer", server.url);
+
+    // Spring and early summer arrive day by day: served, labelled, appended to the data.
+    let mut spring_se = Vec::new();
+    let mut days: Vec<&str> = in_range("2011-04-01", "2011-06-30")
+        .iter()
+        .map(|r| r[0].as_str())
+        .collect();
+    days.dedup();
+    for day in &days {
+        let batch = in_range(day, day);
+        let (id, version, preds) = infer(&http, &champion_url, &inputs, &header, &batch).await;
+        assert_eq!(version, "1");
+        spring_se.push(rmse(&preds, &batch, target));
+        let labels: Vec<f64> = batch
+            .iter()
+            .map(|r| r[target].parse().expect("cnt"))
+            .collect();
+        let r = http
+            .post(format!("{}/v2/models/bikes/feedback", server.url))
+            .json(&json!({"id": id, "labels": labels}))
+            .send()
+            .await
+            .expect("feedback");
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&labelled)
+            .expect("append");
+        for r in &batch {
+            writeln!(f, "{}", r.join(",")).expect("append");
+        }
+    }
+    // The segments the server wrote are what the monitor reads.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+
+    // The monitor fires on drift and error; a second evaluation of the same incident queues nothing new.
+    let out = cli_ok(h, &["monitors", "evaluate", "bikes-health"]);
+    assert!(out.contains("FAILING"), "{out}");
+    let alerts = cli_ok(h, &["monitors", "alerts"]);
+    assert!(
+        alerts.contains("drift") && alerts.contains("rmse_above"),
+        "{alerts}"
+    );
+    cli_ok(h, &["monitors", "evaluate", "bikes-health"]);
+    let jobs = cli_ok(h, &["jobs", "list"]);
+    assert_eq!(
+        jobs.matches("retrain").count(),
+        1,
+        "one incident, one retraining: {jobs}"
+    );
+
+    // Requests keep flowing while the worker retrains and promotes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed, on_v2) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let load = {
+        let (stop, sent, failed, on_v2) =
+            (stop.clone(), sent.clone(), failed.clone(), on_v2.clone());
+        let (url, body) = (
+            champion_url.clone(),
+            json!({"inputs": [{"name": "rows", "shape": [1, inputs.len()], "datatype": "FP64", "data": encode(&inputs, &header, &[&rows[5000]])}]}),
+        );
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                sent.fetch_add(1, Ordering::Relaxed);
+                match http.post(&url).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let v: Value = r.json().await.unwrap_or_default();
+                        if v["model_version"] == "2" {
+                            on_v2.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    let out = cli_ok(h, &["worker", "--once", "--kinds", "retrain"]);
+    assert!(out.contains("(retrain) succeeded"), "{out}");
+    let history = cli_ok(h, &["retrain", "history", "bikes"]);
+    assert!(
+        history.contains("monitor bikes-health"),
+        "why it started: {history}"
+    );
+    assert!(history.contains("promoted"), "{history}");
+    let job: Value = serde_json::from_str(&cli_ok(h, &["jobs", "show", "1"])).expect("job json");
+    let result = &job["result"];
+    assert_eq!(result["outcome"], "promoted", "{job}");
+    assert_eq!(result["candidate_version"], 2);
+    let (cand, champ) = (
+        result["candidate_score"].as_f64().expect("c"),
+        result["champion_score"].as_f64().expect("c"),
+    );
+    assert!(
+        cand < champ * 0.95,
+        "candidate {cand} must beat champion {champ} by the 5% margin"
+    );
+    // The server follows the alias within its poll interval.
+    for _ in 0..100 {
+        if on_v2.load(Ordering::Relaxed) > 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("load");
+    assert!(
+        on_v2.load(Ordering::Relaxed) > 20,
+        "the new champion is served"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed across the promotion ({} sent)",
+        sent.load(Ordering::Relaxed)
+    );
+    let models = cli_ok(h, &["models", "show", "bikes"]);
+    assert!(
+        models.contains("previous"),
+        "the old champion keeps `previous`: {models}"
+    );
+
+    // The weeks that follow: the retrained champion against the model it replaced.
+    let v1_url = format!("{}/v2/models/bikes/versions/1/infer", server.url);
+    let mut table = String::from(
+        "| weeks of 2011 | rows | champion v1 (Q1 data) RMSE | retrained v2 RMSE |\n|---|---:|---:|---:|\n",
+    );
+    let (mut wins, mut weeks) = (0, 0);
+    for (from, to) in [
+        ("2011-07-01", "2011-07-07"),
+        ("2011-07-08", "2011-07-14"),
+        ("2011-07-15", "2011-07-21"),
+        ("2011-07-22", "2011-07-28"),
+        ("2011-07-29", "2011-08-04"),
+        ("2011-08-05", "2011-08-11"),
+    ] {
+        let week = in_range(from, to);
+        let (_, _, old) = infer(&http, &v1_url, &inputs, &header, &week).await;
+        let (_, version, new) = infer(&http, &champion_url, &inputs, &header, &week).await;
+        assert_eq!(version, "2");
+        let (a, b) = (rmse(&old, &week, target), rmse(&new, &week, target));
+        table.push_str(&format!(
+            "| {from} – {to} | {} | {a:.1} | {b:.1} |\n",
+            week.len()
+        ));
+        weeks += 1;
+        wins += usize::from(b < a);
+    }
+    println!("{table}");
+    assert_eq!(
+        wins, weeks,
+        "the retrained model is better every following week:\n{table}"
+    );
+    assert!(!spring_se.is_empty());
+
+    // A retraining on the same data cannot beat the champion it just produced: rejected, nothing moves.
+    let out = cli_ok(h, &["retrain", "run", "bikes", "--reason", "no new data"]);
+    assert!(out.contains("rejected"), "{out}");
+    let champion = cli_ok(h, &["models", "show", "bikes"]);
+    assert!(
+        champion
+            .lines()
+            .any(|l| l.trim_start().starts_with('2') && l.contains("champion")),
+        "{champion}"
+    );
+
+    // A worker killed between registering its candidate and finishing: the job resumes and
+    // registers nothing twice.
+    let before = versions(h);
+    cli_ok(
+        h,
+        &[
+            "retrain",
+            "run",
+            "bikes",
+            "--queue",
+            "--reason",
+            "crash test",
+        ],
+    );
+    let crashed = capstan(h)
+        .args([
+            "worker",
+            "--once",
+            "--kinds",
+            "retrain",
+            "--lease-secs",
+            "1",
+        ])
+        .env("CAPSTAN_FAILPOINT", "retrain-after-register")
+        .output()
+        .expect("worker");
+    assert!(!crashed.status.success(), "the failpoint aborts the worker");
+    assert_eq!(
+        versions(h),
+        before + 1,
+        "the candidate was registered before the crash"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let out = cli_ok(h, &["worker", "--once", "--kinds", "retrain"]);
+    assert!(
+        out.contains("attempt 2/3") && out.contains("succeeded"),
+        "{out}"
+    );
+    assert_eq!(
+        versions(h),
+        before + 1,
+        "no second candidate after the resume"
+    );
+    let history = cli_ok(h, &["retrain", "history", "bikes"]);
+    assert!(history.contains("crash test"), "{history}");
+
+    // The data gone: the retraining fails with the reason on record, and the champion stays.
+    std::fs::rename(&labelled, h.join("moved.csv")).expect("move");
+    let (code, _, err) = cli(h, &["retrain", "run", "bikes", "--reason", "data gone"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("labelled.csv") || err.contains("No such file"),
+        "{err}"
+    );
+    let history = cli_ok(h, &["retrain", "history", "bikes"]);
+    let line = history
+        .lines()
+        .find(|l| l.contains("data gone"))
+        .expect("recorded");
+    assert!(
+        line.contains("No such file") || line.contains("labelled.csv"),
+        "{history}"
+    );
+    let models = cli_ok(h, &["models", "show", "bikes"]);
+    assert!(
+        models
+            .lines()
+            .any(|l| l.trim_start().starts_with('2') && l.contains("champion")),
+        "{models}"
+    );
+    drop(server);
+}
