@@ -91,14 +91,14 @@ async function postSpans(base, spans, service) {
 async function seed(base, home) {
   const t = Date.now();
   // A/B deployment over the demo's model, with traffic and outcomes.
-  await call(base, 'POST', '/api/2.0/capstan/deployments', { name: 'diabetes-ab', mode: 'split', variants: [
+  await call(base, 'POST', '/api/2.0/capstan/deployments', { name: 'ui-ab', mode: 'split', variants: [
     { name: 'champion', model: 'diabetes-regressor', alias: 'champion', weight: 50 },
     { name: 'challenger', model: 'diabetes-regressor', version: 1, weight: 50 }] });
   const rows = fs.readFileSync(path.join(ROOT, 'data/diabetes.csv'), 'utf8').trim().split('\n').slice(1, 121).map((l) => l.split(',').map(Number));
   await pool(rows, 8, async (r, k) => {
-    const ans = await call(base, 'POST', '/deployments/diabetes-ab/infer', { id: 'req-' + k, inputs: [{ name: 'rows', shape: [1, 10], datatype: 'FP64', data: r.slice(0, 10) }] });
+    const ans = await call(base, 'POST', '/deployments/ui-ab/infer', { id: 'req-' + k, inputs: [{ name: 'rows', shape: [1, 10], datatype: 'FP64', data: r.slice(0, 10) }] });
     const pred = ans.outputs[0].data[0];
-    await call(base, 'POST', '/deployments/diabetes-ab/feedback', { request_id: ans.id, outcome: Math.abs(pred - r[10]) });
+    await call(base, 'POST', '/deployments/ui-ab/feedback', { request_id: ans.id, outcome: Math.abs(pred - r[10]) });
   });
   // Prompts with two versions and a label.
   await call(base, 'POST', '/api/2.0/capstan/prompts', { name: 'qa', template: { text: 'Answer: {{ question }}' }, commit_message: 'first' });
@@ -106,7 +106,7 @@ async function seed(base, home) {
   await call(base, 'PUT', '/api/2.0/capstan/prompts/qa/labels/production', { version: 2 });
   // Jobs.
   await call(base, 'POST', '/api/2.0/capstan/jobs', { kind: 'noop', payload: { note: 'ui test' } });
-  await call(base, 'POST', '/api/2.0/capstan/jobs', { kind: 'retrain', payload: { model: 'diabetes-regressor', reason: 'drift alert on bmi' }, delay_seconds: 3600 });
+  const delayed = await call(base, 'POST', '/api/2.0/capstan/jobs', { kind: 'retrain', payload: { model: 'diabetes-regressor', reason: 'drift alert on bmi' }, delay_seconds: 3600 });
   // A collection with points.
   await call(base, 'PUT', '/collections/docs', { vectors: { size: 4, distance: 'Cosine' } });
   await call(base, 'PUT', '/collections/docs/points', { points: Array.from({ length: 20 }, (_, i) => ({ id: i + 1, vector: [1, i, i % 3, 0.5], payload: { text: 'chunk ' + i } })) });
@@ -133,7 +133,7 @@ async function seed(base, home) {
     const run = await call(base, 'POST', '/api/2.0/mlflow/runs/create', { experiment_id: exp.experiment_id, run_name: 'scale-' + i, start_time: t + i });
     await call(base, 'POST', '/api/2.0/mlflow/runs/log-batch', { run_id: run.run.info.run_id, params: [{ key: 'i', value: String(i) }], metrics: [{ key: 'loss', value: (i * 7919) % 10007 / 10007, timestamp: t, step: 0 }] });
   });
-  return { scaleExperiment: exp.experiment_id, seconds: (Date.now() - t) / 1000 };
+  return { scaleExperiment: exp.experiment_id, delayedJob: delayed.job.id, seconds: (Date.now() - t) / 1000 };
 }
 
 async function main() {
@@ -169,7 +169,7 @@ async function main() {
   // Every page renders with data and without an error.
   await visit('#/', 'overview');
   await noError('overview');
-  assert.match(await text('main'), /Registered models\s+1/);
+  assert.match(await text('main'), /Registered models\s+2/);
   assert.match(await text('#alerts'), /bmi/);
 
   await visit('#/experiments', 'experiments');
@@ -241,7 +241,7 @@ async function main() {
 
   await visit('#/deployments', 'deployments');
   assert.match(await text('#deployments'), /champion 50%/);
-  await visit('#/deployments/diabetes-ab', 'deployment');
+  await visit('#/deployments/ui-ab', 'deployment');
   await page.waitForSelector('#variants');
   const reqs = await page.locator('#variants tbody tr td:nth-child(4)').allInnerTexts();
   assert.equal(reqs.map(Number).reduce((a, b) => a + b, 0), 120, `requests per variant ${reqs}`);
@@ -256,7 +256,10 @@ async function main() {
   await visit('#/jobs', 'jobs');
   assert.match(await text('#jobs'), /noop/);
   assert.match(await text('#retrainings'), /drift alert on bmi/);
-  await page.locator('#jobs a', { hasText: '#2' }).click();
+  // The demo's own retraining: started by the monitor's alert, promoted, with its candidate.
+  assert.match(await text('#retrainings'), /monitor bike-health: .*drift/);
+  assert.match(await text('#retrainings'), /promoted candidate rmse/);
+  await page.locator('#jobs a', { hasText: new RegExp(`^#${seeded.delayedJob}$`) }).click();
   await ready();
   await page.click('#cancel-job');
   await page.waitForFunction(() => document.body.innerText.includes('cancelled'));
@@ -277,10 +280,15 @@ async function main() {
   await shot('rag-playground');
 
   await visit('#/gateway', 'gateway');
-  assert.equal(await text('#usage-calls'), '3');
+  // What the page shows is what the usage API holds: the demo's calls and this test's three.
+  const usage = (await call(base, 'GET', `/api/2.0/capstan/gateway/usage?since_ms=${Date.now() - 7 * 86400000}&limit=500`)).records;
+  assert.ok(usage.length >= 3);
+  assert.equal(await text('#usage-calls'), String(usage.length));
   assert.match(await text('#usage'), /smollm2/);
   assert.match(await text('#usage'), /ui-tester/);
-  assert.equal((await page.locator('#usage td', { hasText: /^hit$/ }).count()), 1, 'one cache hit');
+  const hitRows = usage.slice(0, 100).filter((r) => r.cache === 'hit').length;
+  assert.ok(hitRows >= 1, 'the repeated question was a cache hit');
+  assert.equal(await page.locator('#usage td', { hasText: /^hit$/ }).count(), hitRows);
 
   await visit('#/prompts', 'prompts');
   assert.match(await text('#prompts'), /production → v2/);

@@ -36,8 +36,16 @@ fn kv(key: &str, value: impl ToString) -> Value {
     json!({"key": key, "value": value.to_string()})
 }
 
-pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> Result<(), Error> {
+pub async fn run(
+    home: &Path,
+    mut config: Config,
+    no_serve: bool,
+    port: u16,
+    until: u8,
+) -> Result<(), Error> {
     config.server.port = port;
+    // The demo shows the semantic cache answering reworded questions.
+    config.gateway.cache.semantic.enabled = true;
     config.server.host = "127.0.0.1".into();
     let platform = Platform::open(home, &config).await?;
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -309,8 +317,58 @@ pub async fn run(home: &Path, mut config: Config, no_serve: bool, port: u16) -> 
     eprintln!("\n▶ Step 4: monitor it — traffic with a shift, late labels, drift, alerts");
     let report = monitor_step(home, &c, model, &data).await?;
 
+    let mut later = Vec::new();
+    if until >= 5 {
+        eprintln!("\n▶ Step 5: A/B test — the champion against version 1, judged by statistics");
+        later.push(crate::demo_story::ab_step(&c, model, &data).await?);
+    }
+    if until >= 6 {
+        eprintln!(
+            "\n▶ Step 6: continuous training — bike rentals replayed in time order; drift → retraining → promotion"
+        );
+        later.extend(crate::demo_story::retrain_step(home, &config, &c, &url).await?);
+    }
+    if until >= 7 {
+        eprintln!(
+            "\n▶ Step 7: RAG over the Rust book through the LLM gateway — a versioned prompt, caches, tokens, traces"
+        );
+        later.extend(crate::demo_story::llm_step(&c, &url).await?);
+    }
+
+    let best = summary
+        .iter()
+        .find(|s| s.0 == best_id)
+        .map_or(f64::NAN, |s| s.3);
+    let mut happened: Vec<Vec<String>> = vec![
+        vec![
+            "tracking".into(),
+            format!("{} candidate runs in '{exp_name}'", summary.len()),
+            format!("best test RMSE {best:.1}"),
+        ],
+        vec![
+            "registry".into(),
+            format!("check `{check}` gates `champion`"),
+            format!("{model}@champion = v{}", promoted.as_deref().unwrap_or("?")),
+        ],
+        vec![
+            "drift".into(),
+            "bmi shifted in served traffic".into(),
+            format!("report {}", report.display()),
+        ],
+    ];
+    happened.extend(later.into_iter().map(|(a, b, c)| vec![a, b, c]));
+    println!("\nWhat happened:");
+    print!(
+        "{}",
+        crate::report::table(&["step", "what", "numbers"], &happened)
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+    );
+
     let home_s = home.display();
     println!("\nWhere to look:");
+    println!("  web UI           {url}/");
     println!("  tracking API     {url}  (MLFLOW_TRACKING_URI={url} works with the mlflow client)");
     println!(
         "  runs             capstan --home {home_s} runs list -e {exp_name} --order-by 'metrics.test_rmse ASC'"

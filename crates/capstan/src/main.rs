@@ -16,6 +16,7 @@ mod client;
 mod config;
 mod data_cmd;
 mod demo;
+mod demo_story;
 mod deploy;
 mod drift_cmd;
 mod eval_cmd;
@@ -152,6 +153,10 @@ enum Command {
         no_serve: bool,
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Stop after this step (1–7): 4 ends after monitoring, before the A/B test, the
+        /// retraining loop and the LLM step (which loads MiniLM and SmolLM2).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=7))]
+        until: u8,
     },
     /// Benchmarks against peers, printed as tables.
     #[command(subcommand)]
@@ -339,7 +344,11 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
             }
             Ok(())
         }
-        Command::Demo { no_serve, port } => demo::run(&home, config, no_serve, port).await,
+        Command::Demo {
+            no_serve,
+            port,
+            until,
+        } => demo::run(&home, config, no_serve, port, until).await,
         Command::Bench(cmd) => bench::run(cmd, &home).await,
     }
 }

@@ -13,6 +13,7 @@
 use crate::platform::{Error, Platform};
 use data::frame::{ColumnData, Frame};
 use learn::{ModelPackage, Prediction};
+use pipeline::jobs::JobQueue;
 use pipeline::retrain::{Decision, Metric, POLICY_TAG, Policy, Rollout};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -504,7 +505,6 @@ pub async fn run_cmd(
     config: &crate::config::Config,
     cmd: RetrainCmd,
 ) -> Result<(), Error> {
-    use pipeline::jobs::JobQueue;
     let p = Platform::open(home, config).await?;
     match cmd {
         RetrainCmd::Policy { model, file } => {
@@ -525,47 +525,23 @@ pub async fn run_cmd(
             reason,
             queue,
         } => {
-            // A model without a policy is refused here, not queued to fail later.
-            policy_of(&p, &model).await?;
-            let mut job =
-                pipeline::NewJob::new("retrain", json!({"model": model, "reason": reason}));
-            // One pending retraining per model: a second request finds the first.
-            job.dedupe_key = Some(format!("retrain:{model}"));
-            let now = base::now_millis();
             if queue {
-                let j = p.db.enqueue(job, now).await.map_err(Error::Other)?;
+                // A model without a policy is refused here, not queued to fail later.
+                policy_of(&p, &model).await?;
+                let mut job =
+                    pipeline::NewJob::new("retrain", json!({"model": model, "reason": reason}));
+                // One pending retraining per model: a second request finds the first.
+                job.dedupe_key = Some(format!("retrain:{model}"));
+                let j =
+                    p.db.enqueue(job, base::now_millis())
+                        .await
+                        .map_err(Error::Other)?;
                 println!("job {} (retrain) {}", j.id, j.state.as_str());
                 return Ok(());
             }
-            // Recorded as a job so the history shows it, run here under this process's lease.
-            let j = p.db.enqueue(job, now).await.map_err(Error::Other)?;
-            let owner = format!("cli-{}", std::process::id());
-            let leased =
-                p.db.lease(&owner, &["retrain".to_owned()], 600_000, base::now_millis())
-                    .await
-                    .map_err(Error::Other)?
-                    .filter(|l| l.id == j.id)
-                    .ok_or_else(|| {
-                        Error::Other(format!(
-                            "job {} is already being run by another worker (capstan jobs show {})",
-                            j.id, j.id
-                        ))
-                    })?;
-            match retrain(&p, &model, leased.id, &reason).await {
-                Ok(result) => {
-                    print_result(&result);
-                    p.db.complete(leased.id, &owner, result, base::now_millis())
-                        .await
-                        .map_err(Error::Other)?;
-                    Ok(())
-                }
-                Err(e) => {
-                    p.db.fail(leased.id, &owner, &e.to_string(), base::now_millis())
-                        .await
-                        .map_err(Error::Other)?;
-                    Err(e)
-                }
-            }
+            let result = run_now(&p, &model, &reason).await?;
+            print_result(&result);
+            Ok(())
         }
         RetrainCmd::History { model } => {
             let jobs = p.db.list(None, 10_000).await.map_err(Error::Other)?;
@@ -601,6 +577,44 @@ pub async fn run_cmd(
                 );
             }
             Ok(())
+        }
+    }
+}
+
+/// Queues a retraining of `model` (so the history shows it) and runs it here, under this
+/// process's lease; the job records the result or the error.
+pub async fn run_now(p: &Platform, model: &str, reason: &str) -> Result<Value, Error> {
+    policy_of(p, model).await?;
+    let mut job = pipeline::NewJob::new("retrain", json!({"model": model, "reason": reason}));
+    job.dedupe_key = Some(format!("retrain:{model}"));
+    let j =
+        p.db.enqueue(job, base::now_millis())
+            .await
+            .map_err(Error::Other)?;
+    let owner = format!("cli-{}", std::process::id());
+    let leased =
+        p.db.lease(&owner, &["retrain".to_owned()], 600_000, base::now_millis())
+            .await
+            .map_err(Error::Other)?
+            .filter(|l| l.id == j.id)
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "job {} is already being run by another worker (capstan jobs show {})",
+                    j.id, j.id
+                ))
+            })?;
+    match retrain(p, model, leased.id, reason).await {
+        Ok(result) => {
+            p.db.complete(leased.id, &owner, result.clone(), base::now_millis())
+                .await
+                .map_err(Error::Other)?;
+            Ok(result)
+        }
+        Err(e) => {
+            p.db.fail(leased.id, &owner, &e.to_string(), base::now_millis())
+                .await
+                .map_err(Error::Other)?;
+            Err(e)
         }
     }
 }

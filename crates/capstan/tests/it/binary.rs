@@ -144,6 +144,7 @@ async fn tokens_from_the_cli_guard_the_server() {
 #[test]
 fn demo_tracks_runs_and_cli_reads_them() {
     let home = tempfile::tempdir().expect("tempdir");
+    link_models(home.path());
     let out = capstan(home.path())
         .args(["demo", "--no-serve"])
         .output()
@@ -158,6 +159,36 @@ fn demo_tracks_runs_and_cli_reads_them() {
     // Step 4: the shifted bmi is caught by the monitor and shown in the report.
     assert!(stdout.contains("1 of 10 columns drifted: bmi"), "{stdout}");
     assert!(stdout.contains("1 alert(s) raised"), "{stdout}");
+    // Steps 5–7, as the closing summary tells them.
+    let line = |step: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(step))
+            .unwrap_or_else(|| panic!("no `{step}` line in:\n{stdout}"))
+            .to_owned()
+    };
+    assert!(line("A/B test").contains("442 requests"), "{stdout}");
+    assert!(
+        line("monitoring").contains("retrain job queued"),
+        "{stdout}"
+    );
+    assert!(line("retraining").contains("promoted"), "{stdout}");
+    assert!(line("zero downtime").ends_with(" 0 failed"), "{stdout}");
+    let after = line("after");
+    let rmse: Vec<f64> = after
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        rmse.len() >= 2 && rmse[rmse.len() - 1] < rmse[rmse.len() - 2],
+        "{after}"
+    );
+    assert!(line("LLM gateway").contains("10 calls"), "{stdout}");
+    assert!(line("LLM gateway").contains("4 exact"), "{stdout}");
+    assert!(
+        stdout.contains("semantic-hit"),
+        "a reworded question is served from the semantic cache: {stdout}"
+    );
     let html = std::fs::read_to_string(home.path().join("reports/drift.html")).expect("report");
     assert!(html.contains("Dataset drift detected") && html.contains("<svg"));
     let list = capstan(home.path())
@@ -275,7 +306,7 @@ fn unknown_config_keys_are_refused() {
 async fn serve_one_model_from_the_registry() {
     let home = tempfile::tempdir().expect("tempdir");
     let out = capstan(home.path())
-        .args(["demo", "--no-serve"])
+        .args(["demo", "--no-serve", "--until", "4"])
         .output()
         .expect("demo");
     assert!(out.status.success());
@@ -329,7 +360,7 @@ async fn deploy_from_the_cli_and_read_ab_statistics() {
     let home = tempfile::tempdir().expect("tempdir");
     assert!(
         capstan(home.path())
-            .args(["demo", "--no-serve"])
+            .args(["demo", "--no-serve", "--until", "4"])
             .output()
             .expect("demo")
             .status
@@ -816,7 +847,7 @@ fn model_tests_compare_with_the_champion_and_gate_promotion() {
 async fn monitors_from_the_cli_judge_what_the_server_served() {
     let home = tempfile::tempdir().expect("home");
     let out = capstan(home.path())
-        .args(["demo", "--no-serve"])
+        .args(["demo", "--no-serve", "--until", "4"])
         .output()
         .expect("demo");
     assert!(out.status.success());
