@@ -148,6 +148,25 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The job queue's scheduling overhead (enqueue → leased) with several workers, on SQLite
+    /// and PostgreSQL: a steady stream and a burst of no-op jobs.
+    Jobs {
+        #[arg(long, default_value_t = 10_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Jobs per second of the steady load.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// How long an idle worker waits before asking again (`capstan worker --poll-ms`).
+        #[arg(long, default_value_t = 50)]
+        poll_ms: u64,
+        /// PostgreSQL server (a database `capstan_bench_jobs` is created there); "none" skips it.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+        pg: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Semantic-cache precision and recall on a paraphrase set, and lookup time at 100k entries.
     SemanticCache {
         #[arg(long, default_value_t = 100_000)]
@@ -589,6 +608,26 @@ pub async fn run(cmd: BenchCmd, home: &Path) -> Result<(), Error> {
                 },
                 out,
                 home,
+            )
+            .await;
+        }
+        BenchCmd::Jobs {
+            jobs,
+            workers,
+            rate,
+            poll_ms,
+            pg,
+            out,
+        } => {
+            return crate::bench_jobs::run(
+                crate::bench_jobs::Opts {
+                    jobs,
+                    workers,
+                    rate,
+                    poll_ms,
+                    pg,
+                },
+                out,
             )
             .await;
         }

@@ -208,7 +208,7 @@ pub async fn retrain_step(
     );
     crate::retrain::set_policy(&p, BIKE_MODEL, &policy).await?;
     // The first model is a retraining with no champion to beat.
-    let first = crate::retrain::run_now(&p, BIKE_MODEL, "first model").await?;
+    let first = crate::retrain::run_now(&p, BIKE_MODEL, "first model", false).await?;
     println!(
         "  {BIKE_MODEL} v{} trained on winter ({}): champion",
         first["candidate_version"],
@@ -316,7 +316,7 @@ pub async fn retrain_step(
         Some(job) => {
             let why = crate::retrain::trigger_of(&job.payload);
             println!("  job {} (retrain) started: {why}", job.id);
-            let r = crate::retrain::retrain(&p, BIKE_MODEL, job.id, &why).await;
+            let r = crate::retrain::retrain(&p, BIKE_MODEL, job.id, &why, false).await;
             match r {
                 Ok(v) => {
                     p.db.complete(job.id, &owner, v.clone(), base::now_millis())
@@ -332,7 +332,7 @@ pub async fn retrain_step(
                 }
             }
         }
-        None => crate::retrain::run_now(&p, BIKE_MODEL, "spring data").await?,
+        None => crate::retrain::run_now(&p, BIKE_MODEL, "spring data", false).await?,
     };
     println!(
         "  {}: {}",

@@ -6,6 +6,7 @@ mod bench_data;
 mod bench_drift;
 mod bench_features;
 mod bench_gateway;
+mod bench_jobs;
 mod bench_rag;
 mod bench_semantic;
 mod bench_serving;

@@ -160,12 +160,15 @@ async fn load(p: &Platform, model: &str, version: i64) -> Result<ModelPackage, E
     source.load(model, version).await.map_err(other)
 }
 
-/// Runs one retraining of `model` for job `job_id`, `trigger` saying why it started.
+/// Runs one retraining of `model` for job `job_id`, `trigger` saying why it started; with
+/// `if_new_rows`, only when the policy's `min_new_rows` labelled rows are newer than the
+/// champion's data.
 pub async fn retrain(
     p: &Platform,
     model: &str,
     job_id: i64,
     trigger: &str,
+    if_new_rows: bool,
 ) -> Result<Value, Error> {
     let policy = policy_of(p, model).await?;
     let champion = p.registry.version_by_alias(model, "champion").await.ok();
@@ -179,6 +182,21 @@ pub async fn retrain(
     let times = event_times(&frame, &policy.time_column)?;
     let split = pipeline::retrain::split(&times, &policy).map_err(Error::Other)?;
     let metric = policy.metric.name();
+    if if_new_rows {
+        let since = champion
+            .as_ref()
+            .and_then(|v| v.tags.iter().find(|t| t.key == AS_OF_TAG))
+            .and_then(|t| t.value.parse::<i64>().ok())
+            .unwrap_or(i64::MIN);
+        let new_rows = times.iter().flatten().filter(|&&t| t > since).count();
+        if new_rows < policy.min_new_rows.max(1) {
+            return Ok(
+                json!({"model": model, "outcome": "skipped", "trigger": trigger,
+                "new_rows": new_rows,
+                "reason": format!("{new_rows} labelled rows newer than the champion's data; the policy needs {}", policy.min_new_rows.max(1))}),
+            );
+        }
+    }
 
     // A job that resumes after a crash finds the version it registered.
     let mine = p
@@ -495,6 +513,10 @@ pub enum RetrainCmd {
         reason: String,
         #[arg(long)]
         queue: bool,
+        /// Only if the policy's `min_new_rows` labelled rows are newer than the champion's data
+        /// (what a nightly `capstan jobs schedule … retrain` asks for).
+        #[arg(long)]
+        if_new_rows: bool,
     },
     /// Retrainings of MODEL, newest first: why each started and what it decided.
     History { model: String },
@@ -524,12 +546,15 @@ pub async fn run_cmd(
             model,
             reason,
             queue,
+            if_new_rows,
         } => {
             if queue {
                 // A model without a policy is refused here, not queued to fail later.
                 policy_of(&p, &model).await?;
-                let mut job =
-                    pipeline::NewJob::new("retrain", json!({"model": model, "reason": reason}));
+                let mut job = pipeline::NewJob::new(
+                    "retrain",
+                    json!({"model": model, "reason": reason, "if_new_rows": if_new_rows}),
+                );
                 // One pending retraining per model: a second request finds the first.
                 job.dedupe_key = Some(format!("retrain:{model}"));
                 let j =
@@ -539,7 +564,7 @@ pub async fn run_cmd(
                 println!("job {} (retrain) {}", j.id, j.state.as_str());
                 return Ok(());
             }
-            let result = run_now(&p, &model, &reason).await?;
+            let result = run_now(&p, &model, &reason, if_new_rows).await?;
             print_result(&result);
             Ok(())
         }
@@ -583,27 +608,39 @@ pub async fn run_cmd(
 
 /// Queues a retraining of `model` (so the history shows it) and runs it here, under this
 /// process's lease; the job records the result or the error.
-pub async fn run_now(p: &Platform, model: &str, reason: &str) -> Result<Value, Error> {
+pub async fn run_now(
+    p: &Platform,
+    model: &str,
+    reason: &str,
+    if_new_rows: bool,
+) -> Result<Value, Error> {
     policy_of(p, model).await?;
-    let mut job = pipeline::NewJob::new("retrain", json!({"model": model, "reason": reason}));
+    let mut job = pipeline::NewJob::new(
+        "retrain",
+        json!({"model": model, "reason": reason, "if_new_rows": if_new_rows}),
+    );
     job.dedupe_key = Some(format!("retrain:{model}"));
     let j =
         p.db.enqueue(job, base::now_millis())
             .await
             .map_err(Error::Other)?;
     let owner = format!("cli-{}", std::process::id());
-    let leased =
-        p.db.lease(&owner, &["retrain".to_owned()], 600_000, base::now_millis())
-            .await
-            .map_err(Error::Other)?
-            .filter(|l| l.id == j.id)
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "job {} is already being run by another worker (capstan jobs show {})",
-                    j.id, j.id
-                ))
-            })?;
-    match retrain(p, model, leased.id, reason).await {
+    let leased = p
+        .db
+        .lease_id(j.id, &owner, 600_000, base::now_millis())
+        .await
+        .map_err(Error::Other)?
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "a retraining of {model} is already pending: job {} ({}, attempt {} of {}); a worker runs it, or `capstan jobs cancel {}`",
+                j.id,
+                j.state.as_str(),
+                j.attempts,
+                j.max_attempts,
+                j.id
+            ))
+        })?;
+    match retrain(p, model, leased.id, reason, if_new_rows).await {
         Ok(result) => {
             p.db.complete(leased.id, &owner, result.clone(), base::now_millis())
                 .await

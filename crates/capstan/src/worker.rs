@@ -30,8 +30,8 @@ pub struct WorkerArgs {
     /// How long a lease lasts; heartbeats renew it every third of that.
     #[arg(long, default_value_t = 60)]
     pub lease_secs: u64,
-    /// How often an idle worker asks for work.
-    #[arg(long, default_value_t = 1000)]
+    /// How often an idle worker asks for work (`capstan bench jobs` measures what it costs).
+    #[arg(long, default_value_t = 50)]
     pub poll_ms: u64,
     /// Exit when no job is runnable instead of waiting for more.
     #[arg(long)]
@@ -112,6 +112,7 @@ async fn execute(job: &Job, home: &Path, config: &Config) -> Result<Value, Strin
                 &model,
                 job.id,
                 &crate::retrain::trigger_of(&job.payload),
+                job.payload["if_new_rows"].as_bool().unwrap_or(false),
             )
             .await
             .map_err(err)

@@ -138,6 +138,15 @@ pub trait JobQueue: Send + Sync {
         now_ms: i64,
     ) -> Result<Option<Job>, String>;
     /// Extends the lease; false when `worker` no longer holds it.
+    /// Leases job `id` itself (queued and due, or running with an expired lease): how a command
+    /// that queues a job for the record runs it in its own process.
+    async fn lease_id(
+        &self,
+        id: i64,
+        worker: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Job>, String>;
     async fn heartbeat(
         &self,
         id: i64,

@@ -101,6 +101,10 @@ pub struct Policy {
     pub min_eval_rows: usize,
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// A retraining asked to run only on new data (`if_new_rows`, e.g. from a nightly schedule)
+    /// skips unless at least this many labelled rows are newer than the champion's data.
+    #[serde(default = "default_min_new_rows")]
+    pub min_new_rows: usize,
 }
 
 fn default_algorithm() -> String {
@@ -123,6 +127,9 @@ fn default_min_eval_rows() -> usize {
 }
 fn default_seed() -> u64 {
     42
+}
+fn default_min_new_rows() -> usize {
+    1
 }
 
 impl Policy {

@@ -170,6 +170,35 @@ impl JobQueue for Db {
         }
     }
 
+    async fn lease_id(
+        &self,
+        id: i64,
+        worker: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Job>, String> {
+        let row = {
+            let _g = self.write_guard().await;
+            sqlx::query(
+                "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated = $3 \
+                 WHERE id = $4 AND attempts < max_attempts \
+                 AND ((state = 'queued' AND run_after <= $3) OR (state = 'running' AND lease_until < $3)) \
+                 RETURNING id",
+            )
+            .bind(worker.to_owned())
+            .bind(now_ms + lease_ms)
+            .bind(now_ms)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?
+        };
+        match row {
+            None => Ok(None),
+            Some(_) => self.job_by_id(id).await,
+        }
+    }
+
     async fn heartbeat(
         &self,
         id: i64,

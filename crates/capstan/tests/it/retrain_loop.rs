@@ -152,7 +152,7 @@ async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request()
     std::fs::write(
         h.join("policy.yaml"),
         format!(
-            "data: {}\ntarget: cnt\ntime_column: dteday\ndrop: [casual, registered]\nalgorithm: gbm\nrounds: 100\nwindow: {{kind: sliding, days: 60}}\nevaluation_days: 14\nmetric: rmse\nmin_improvement: 0.05\n",
+            "data: {}\ntarget: cnt\ntime_column: dteday\ndrop: [casual, registered]\nalgorithm: gbm\nrounds: 100\nwindow: {{kind: sliding, days: 60}}\nevaluation_days: 14\nmetric: rmse\nmin_improvement: 0.05\nmin_new_rows: 24\n",
             labelled.display()
         ),
     )
@@ -477,6 +477,49 @@ async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request()
             .lines()
             .any(|l| l.trim_start().starts_with('2') && l.contains("champion")),
         "{models}"
+    );
+
+    // A nightly retraining asks for new data: none yet, then half a day (under the policy's 24
+    // rows), then a week.
+    // The failed job waits for its retry: one pending retraining per model, so asking again
+    // says so; cancelled, it makes way.
+    let failed_job = line.split_whitespace().next().expect("job id").to_owned();
+    let (code, _, err) = cli(h, &["retrain", "run", "bikes"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!("already pending: job {failed_job}")),
+        "{err}"
+    );
+    cli_ok(h, &["jobs", "cancel", &failed_job]);
+    std::fs::rename(h.join("moved.csv"), &labelled).expect("restore");
+    let out = cli_ok(h, &["retrain", "run", "bikes", "--if-new-rows"]);
+    assert!(
+        out.contains("skipped") && out.contains("0 labelled rows newer"),
+        "{out}"
+    );
+    let july = in_range("2011-07-01", "2011-07-07");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&labelled)
+        .expect("append");
+    for r in &july[..12] {
+        writeln!(f, "{}", r.join(",")).expect("append");
+    }
+    let out = cli_ok(h, &["retrain", "run", "bikes", "--if-new-rows"]);
+    assert!(
+        out.contains("skipped")
+            && out.contains("12 labelled rows newer")
+            && out.contains("needs 24"),
+        "{out}"
+    );
+    for r in &july[12..] {
+        writeln!(f, "{}", r.join(",")).expect("append");
+    }
+    drop(f);
+    let out = cli_ok(h, &["retrain", "run", "bikes", "--if-new-rows"]);
+    assert!(
+        !out.contains("skipped") && (out.contains("promoted") || out.contains("rejected")),
+        "{out}"
     );
     drop(server);
 }

@@ -355,3 +355,58 @@ db_test!(
         assert!(Schedule::new("bad name", "* * * * *", &job("retrain", 1), t).is_err());
     }
 );
+
+db_test!(
+    a_job_is_leased_by_id_only_when_runnable,
+    |db: Db| async move {
+        let older = db.enqueue(job("retrain", 1), 1_000).await.expect("enqueue");
+        let mine = db.enqueue(job("retrain", 2), 1_000).await.expect("enqueue");
+        let mut later = job("retrain", 3);
+        later.run_after_ms = 50_000;
+        let not_yet = db.enqueue(later, 1_000).await.expect("enqueue");
+        // By id, past an older job of the same kind.
+        let l = db
+            .lease_id(mine.id, "cli", 10_000, 2_000)
+            .await
+            .expect("lease")
+            .expect("leased");
+        assert_eq!((l.id, l.state, l.attempts), (mine.id, JobState::Running, 1));
+        assert_eq!(l.lease_owner.as_deref(), Some("cli"));
+        // Held: not again, not by a worker.
+        assert!(
+            db.lease_id(mine.id, "other", 10_000, 3_000)
+                .await
+                .expect("lease")
+                .is_none()
+        );
+        let w = db
+            .lease("w", &["retrain".to_owned()], 10_000, 3_000)
+            .await
+            .expect("lease")
+            .expect("the older one");
+        assert_eq!(w.id, older.id);
+        // Not before its time; unknown ids are nothing.
+        assert!(
+            db.lease_id(not_yet.id, "cli", 10_000, 3_000)
+                .await
+                .expect("lease")
+                .is_none()
+        );
+        assert!(
+            db.lease_id(999_999, "cli", 10_000, 3_000)
+                .await
+                .expect("lease")
+                .is_none()
+        );
+        // An expired lease is taken over, as `lease` would.
+        let again = db
+            .lease_id(mine.id, "cli2", 10_000, 20_000)
+            .await
+            .expect("lease")
+            .expect("reclaimed");
+        assert_eq!(
+            (again.attempts, again.lease_owner.as_deref()),
+            (2, Some("cli2"))
+        );
+    }
+);
