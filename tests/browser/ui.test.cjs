@@ -299,6 +299,12 @@ async function main() {
 
   await visit('#/evaluations', 'evaluations');
   await noError('evaluations');
+  // The demo's evaluation of its RAG answers, with its report one click away.
+  assert.match(await text('#evaluations'), /smollm2 × rust-qa@production/);
+  assert.match(await text('#evaluations thead'), /context_recall/);
+  await page.locator('#evaluations a', { hasText: 'report' }).first().click();
+  await page.waitForSelector('a[href^="blob:"]');
+  assert.match(await page.locator('a[href^="blob:"]').innerText(), /Open report\.html/);
 
   // Traces: filter, open one, its span tree and a span's attributes.
   await visit('#/traces', 'traces');

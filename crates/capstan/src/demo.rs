@@ -330,9 +330,9 @@ pub async fn run(
     }
     if until >= 7 {
         eprintln!(
-            "\n▶ Step 7: RAG over the Rust book through the LLM gateway — a versioned prompt, caches, tokens, traces"
+            "\n▶ Step 7: RAG over the Rust book through the LLM gateway — a versioned prompt, caches, tokens, traces, an evaluation"
         );
-        later.extend(crate::demo_story::llm_step(&c, &url).await?);
+        later.extend(crate::demo_story::llm_step(home, &config, &c, &url).await?);
     }
 
     let best = summary

@@ -469,8 +469,14 @@ fn documents() -> (String, Vec<Value>) {
 /// Step 7: RAG over the Rust book through the gateway with a versioned prompt, answered by
 /// SmolLM2 in-process; the same questions again (exact cache) and reworded (semantic cache);
 /// tokens, cost and traces of it all.
-pub async fn llm_step(c: &Client, url: &str) -> Result<Vec<Line>, Error> {
+pub async fn llm_step(
+    home: &Path,
+    config: &crate::config::Config,
+    c: &Client,
+    url: &str,
+) -> Result<Vec<Line>, Error> {
     let (what, docs) = documents();
+    let from_book = what.starts_with("the Rust book");
     let n_docs = docs.len();
     let ingested = c
         .post(
@@ -623,7 +629,11 @@ pub async fn llm_step(c: &Client, url: &str) -> Result<Vec<Line>, Error> {
     println!(
         "  {calls} gateway calls: {prompt_tokens} prompt + {completion_tokens} completion tokens, ${cost:.4} (the local model is free); {n_traces} traces"
     );
-    Ok(vec![
+    let mut lines = Vec::new();
+    if from_book {
+        lines.push(evaluate(home, config, c, url).await?);
+    }
+    let mut out = vec![
         (
             "RAG".into(),
             format!("{n_docs} documents, {chunks} chunks, prompt rust-qa@production (v2)"),
@@ -641,5 +651,109 @@ pub async fn llm_step(c: &Client, url: &str) -> Result<Vec<Line>, Error> {
             "every RAG query and gateway call traced".into(),
             format!("{n_traces} traces"),
         ),
-    ])
+    ];
+    out.extend(lines);
+    Ok(out)
+}
+
+/// The questions with reference answers and the chapter that answers each: the evaluation
+/// harness scores the answers (token F1 against the reference), the retrieval (did the
+/// answering chapter come back) and faithfulness (is the answer in the retrieved context).
+const CASES: &[(&str, &str, &str)] = &[
+    (
+        "What does the borrow checker prevent?",
+        "dangling references and data races",
+        "ch04-02-references-and-borrowing.html",
+    ),
+    (
+        "How do you get an element of a vector without panicking?",
+        "use the get method, which returns an Option",
+        "ch08-01-vectors.html",
+    ),
+    (
+        "What does the ? operator do with an Err value?",
+        "it returns the error early from the function",
+        "ch09-02-recoverable-errors-with-result.html",
+    ),
+    (
+        "What is a string slice?",
+        "a reference to part of a String",
+        "ch04-03-slices.html",
+    ),
+];
+
+async fn evaluate(
+    home: &Path,
+    config: &crate::config::Config,
+    c: &Client,
+    url: &str,
+) -> Result<Line, Error> {
+    let cases = home.join("rust-book-cases.jsonl");
+    let mut f = std::fs::File::create(&cases)?;
+    for (i, (q, a, src)) in CASES.iter().enumerate() {
+        writeln!(
+            f,
+            "{}",
+            json!({"id": format!("q{}", i + 1), "inputs": {"question": q}, "expected": [a], "relevant_sources": [src]})
+        )?;
+    }
+    drop(f);
+    let report = home.join("reports/rust-book-eval.html");
+    crate::eval_cmd::run(
+        home,
+        config,
+        crate::eval_cmd::EvalCmd::Run {
+            dataset: cases.clone(),
+            model: "smollm2".into(),
+            prompt: Some("rust-qa@production".into()),
+            collection: Some("rust-book".into()),
+            top_k: 3,
+            evaluators: [
+                "token_f1",
+                "context_recall",
+                "context_precision",
+                "faithfulness",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            judge_model: None,
+            concurrency: 2,
+            max_tokens: 40,
+            limit: None,
+            experiment: "evaluations".into(),
+            fail_under: Vec::new(),
+            html: Some(report.clone()),
+            server: Some(url.to_owned()),
+        },
+    )
+    .await?;
+    let exp = c
+        .get(
+            "/api/2.0/mlflow/experiments/get-by-name",
+            &[("experiment_name", "evaluations")],
+        )
+        .await?;
+    let runs = c
+        .post(
+            "/api/2.0/mlflow/runs/search",
+            &json!({"experiment_ids": [exp["experiment"]["experiment_id"]], "order_by": ["attributes.start_time DESC"], "max_results": 1}),
+        )
+        .await?;
+    let metric = |k: &str| {
+        runs["runs"][0]["data"]["metrics"]
+            .as_array()
+            .and_then(|m| m.iter().find(|x| x["key"] == k))
+            .and_then(|x| x["value"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    Ok((
+        "evaluation".into(),
+        format!("{} cases, report {}", CASES.len(), report.display()),
+        format!(
+            "token F1 {:.2}, context recall {:.2}, faithfulness {:.2}",
+            metric("token_f1"),
+            metric("context_recall"),
+            metric("faithfulness")
+        ),
+    ))
 }

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use traces::TraceStore;
 use tracking::{Metric, NewRun, RunStatus, RunUpdate, Tag};
 
+// Parsed once per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug)]
 pub enum EvalCmd {
     /// Run DATASET (.jsonl cases or .csv) through a model, score it, track it.
@@ -56,6 +58,10 @@ pub enum EvalCmd {
         fail_under: Vec<String>,
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Ask a running Capstan server (its gateway, prompts and collections) instead of one
+        /// started in this process, e.g. `http://127.0.0.1:8080`.
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Compare two evaluation runs case by case.
     Compare {
@@ -367,6 +373,7 @@ pub async fn run(home: &Path, config: &Config, cmd: EvalCmd) -> Result<(), Error
             experiment,
             fail_under,
             html,
+            server: remote,
         } => {
             let gates = fail_under
                 .iter()
@@ -403,12 +410,18 @@ pub async fn run(home: &Path, config: &Config, cmd: EvalCmd) -> Result<(), Error
             // The platform in-process, on loopback: cases go the way requests do.
             let state = p.state(config, None);
             let embeddings = state.embeddings.clone();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let url = format!("http://{}", listener.local_addr()?);
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(server::serve(listener, state, async {
-                let _ = stopped.await;
-            }));
+            let (url, in_process) = match remote {
+                Some(u) => (u.trim_end_matches('/').to_owned(), None),
+                None => {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                    let url = format!("http://{}", listener.local_addr()?);
+                    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                    let server = tokio::spawn(server::serve(listener, state, async {
+                        let _ = stopped.await;
+                    }));
+                    (url, Some((stop, server)))
+                }
+            };
             let through = Arc::new(Through {
                 http: reqwest::Client::new(),
                 url,
@@ -457,8 +470,10 @@ pub async fn run(home: &Path, config: &Config, cmd: EvalCmd) -> Result<(), Error
                 b.finish();
             }
             // Usage records and spans the server queued are written before it stops.
-            let _ = stop.send(());
-            let _ = server.await;
+            if let Some((stop, server)) = in_process {
+                let _ = stop.send(());
+                let _ = server.await;
+            }
 
             // Tracked: an experiment run with a metric per evaluator and the results as artifacts.
             let exp = match p.tracking.get_experiment_by_name(&experiment).await {

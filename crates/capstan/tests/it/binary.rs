@@ -185,6 +185,18 @@ fn demo_tracks_runs_and_cli_reads_them() {
     );
     assert!(line("LLM gateway").contains("10 calls"), "{stdout}");
     assert!(line("LLM gateway").contains("4 exact"), "{stdout}");
+    // The evaluation of the RAG answers, tracked with its HTML report.
+    let eval = line("evaluation");
+    assert!(
+        eval.contains("4 cases") && eval.contains("context recall"),
+        "{eval}"
+    );
+    let report =
+        std::fs::read_to_string(home.path().join("reports/rust-book-eval.html")).expect("report");
+    assert!(
+        report.contains("token_f1") && report.contains("<svg"),
+        "the report has its charts"
+    );
     assert!(
         stdout.contains("semantic-hit"),
         "a reworded question is served from the semantic cache: {stdout}"
