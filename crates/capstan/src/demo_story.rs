@@ -24,8 +24,9 @@ fn indent(table: &str) -> String {
 }
 
 /// Step 5: `champion-vs-v1` splits traffic 50/50 between the champion and version 1; every row of
-/// the data is sent once, its absolute error fed back as the outcome, and the deployment's
-/// statistics say whether the difference is real.
+/// the data is sent once, whether the prediction was within ±50 of the truth fed back as the
+/// outcome (higher is better, as the deployment's statistics read it), and the statistics say
+/// whether the difference is real.
 pub async fn ab_step(c: &Client, model: &str, data: &learn::Dataset) -> Result<Line, Error> {
     c.post(
         "/api/2.0/capstan/deployments",
@@ -46,7 +47,7 @@ pub async fn ab_step(c: &Client, model: &str, data: &learn::Dataset) -> Result<L
         let actual: f64 = data.y[i].parse().unwrap_or(f64::NAN);
         c.post(
             "/deployments/champion-vs-v1/feedback",
-            &json!({"request_id": format!("ab-{i}"), "outcome": (predicted - actual).abs()}),
+            &json!({"request_id": format!("ab-{i}"), "outcome": f64::from(u8::from((predicted - actual).abs() <= 50.0))}),
         )
         .await?;
         bar.inc(1);
@@ -61,7 +62,7 @@ pub async fn ab_step(c: &Client, model: &str, data: &learn::Dataset) -> Result<L
                     vec![
                         v["name"].as_str().unwrap_or("?").to_owned(),
                         v["requests"].to_string(),
-                        format!("{:.1}", v["outcome_mean"].as_f64().unwrap_or(f64::NAN)),
+                        format!("{:.3}", v["outcome_mean"].as_f64().unwrap_or(f64::NAN)),
                         format!("{:.3}", v["latency_p99_ms"].as_f64().unwrap_or(f64::NAN)),
                     ]
                 })
@@ -71,13 +72,13 @@ pub async fn ab_step(c: &Client, model: &str, data: &learn::Dataset) -> Result<L
     print!(
         "{}",
         indent(&crate::report::table(
-            &["variant", "requests", "mean |error|", "p99 ms"],
+            &["variant", "requests", "share within ±50", "p99 ms"],
             &rows
         ))
     );
     let cmp = &stats["comparisons"][0];
     let verdict = format!(
-        "challenger − champion mean |error| {:+.1} (95% CI {:.1} … {:.1}), p = {:.3}, always-valid p = {:.3}: {}",
+        "challenger − champion share within ±50: {:+.3} (95% CI {:.3} … {:.3}), p = {:.3}, always-valid p = {:.3}: {}",
         cmp["difference"].as_f64().unwrap_or(f64::NAN),
         cmp["ci95"][0].as_f64().unwrap_or(f64::NAN),
         cmp["ci95"][1].as_f64().unwrap_or(f64::NAN),

@@ -336,8 +336,13 @@ pub async fn retrain(
         None
     };
     finish(p, &run_id, &decision).await?;
+    let outcome = if promoted_to == Some("challenger (canary)") {
+        "canary"
+    } else {
+        decision.outcome
+    };
     Ok(json!({
-        "model": model, "trigger": trigger, "outcome": decision.outcome, "reason": decision.reason,
+        "model": model, "trigger": trigger, "outcome": outcome, "reason": decision.reason,
         "decision": decision.outcome, "improvement": decision.improvement,
         "metric": metric, "candidate_score": candidate_score, "champion_score": champion_score,
         "candidate_version": candidate_version, "champion_version": champion.as_ref().map(|v| v.version),
@@ -356,11 +361,33 @@ async fn rollout(
     champion: Option<i64>,
     candidate: i64,
 ) -> Result<Option<&'static str>, Error> {
-    let alias = match policy.rollout {
-        Rollout::Challenger => "challenger",
-        Rollout::Promote => "champion",
+    let alias = match (policy.rollout, champion) {
+        (Rollout::Challenger, _) => "challenger",
+        // A canary needs a champion to compare with; the first model is simply promoted.
+        (Rollout::Canary { .. }, None) | (Rollout::Promote, _) => "champion",
+        (
+            Rollout::Canary {
+                start_weight,
+                end_weight,
+                ramp_seconds,
+                check_seconds,
+                ..
+            },
+            Some(_),
+        ) => {
+            p.registry.set_alias(model, "challenger", candidate).await?;
+            open_canary(
+                p,
+                model,
+                candidate,
+                (start_weight, end_weight, ramp_seconds),
+                check_seconds,
+            )
+            .await?;
+            return Ok(Some("challenger (canary)"));
+        }
     };
-    if policy.rollout == Rollout::Promote
+    if alias == "champion"
         && let Some(old) = champion.filter(|&old| old != candidate)
     {
         p.registry.set_alias(model, "previous", old).await?;
@@ -368,6 +395,144 @@ async fn rollout(
     // The registry's own promotion checks (capstan.check.*) still apply.
     p.registry.set_alias(model, alias, candidate).await?;
     Ok(Some(alias))
+}
+
+/// Opens (or replaces) `<model>-canary`: champion vs challenger with a ramp, and queues its
+/// first check.
+async fn open_canary(
+    p: &Platform,
+    model: &str,
+    candidate: i64,
+    (start_weight, end_weight, ramp_seconds): (f64, f64, u64),
+    check_seconds: u64,
+) -> Result<(), Error> {
+    use serving::deploy::{DeploymentSpec, DeploymentStore, Mode, Ramp, VariantSpec};
+    let name = format!("{model}-canary");
+    let variant = |v: &str| VariantSpec {
+        name: v.into(),
+        model: model.into(),
+        alias: Some(v.into()),
+        version: None,
+        weight: 0.0,
+    };
+    let spec = DeploymentSpec {
+        name: name.clone(),
+        mode: Mode::Canary,
+        variants: vec![variant("champion"), variant("challenger")],
+        ramp: Some(Ramp {
+            start_weight,
+            end_weight,
+            ramp_seconds,
+        }),
+    };
+    spec.validate().map_err(other)?;
+    p.db.put_deployment(&name, &serde_json::to_string(&spec).map_err(other)?)
+        .await
+        .map_err(other)?;
+    queue_check(p, model, &name, candidate, 1, check_seconds).await
+}
+
+async fn queue_check(
+    p: &Platform,
+    model: &str,
+    deployment: &str,
+    candidate: i64,
+    round: u64,
+    check_seconds: u64,
+) -> Result<(), Error> {
+    let now = base::now_millis();
+    let mut job = pipeline::NewJob::new(
+        "rollout-check",
+        json!({"model": model, "deployment": deployment, "candidate": candidate, "round": round}),
+    );
+    job.run_after_ms = now + (check_seconds as i64) * 1000;
+    job.dedupe_key = Some(format!("rollout:{model}:{candidate}:{round}"));
+    p.db.enqueue(job, now).await.map_err(Error::Other)?;
+    Ok(())
+}
+
+/// The `rollout-check` job: reads the canary's statistics and promotes, rolls back, or looks
+/// again in `check_seconds`.
+pub async fn rollout_check(p: &Platform, payload: &Value) -> Result<Value, Error> {
+    use pipeline::retrain::{CanaryStats, CanaryVerdict, judge_canary};
+    use serving::deploy::{DeploymentSpec, DeploymentStore};
+    let field = |k: &str| {
+        payload[k]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| other(format!("payload needs a string `{k}`")))
+    };
+    let (model, name) = (field("model")?, field("deployment")?);
+    let candidate = payload["candidate"]
+        .as_i64()
+        .ok_or_else(|| other("payload needs the `candidate` version"))?;
+    let round = payload["round"].as_u64().unwrap_or(1);
+    let policy = policy_of(p, &model).await?;
+    let Rollout::Canary {
+        min_feedback,
+        check_seconds,
+        ..
+    } = policy.rollout
+    else {
+        return Err(other(format!(
+            "{model}'s policy no longer rolls out by canary"
+        )));
+    };
+    let (json, created) =
+        p.db.get_deployment(&name)
+            .await
+            .map_err(other)?
+            .ok_or_else(|| other(format!("the canary deployment {name} is gone")))?;
+    let spec: DeploymentSpec = serde_json::from_str(&json).map_err(other)?;
+    let records = p.db.requests(&name).await.map_err(other)?;
+    let r = serving::deploy::report(
+        &spec,
+        &spec.weights_at(created, base::now_millis()),
+        &records,
+    );
+    let arm = |n: &str| r.variants.iter().find(|v| v.name == n);
+    let (champ, chall) = (arm("champion"), arm("challenger"));
+    let cmp = r.comparisons.first();
+    let stats = CanaryStats {
+        champion_requests: champ.map_or(0, |v| v.requests),
+        champion_errors: champ.map_or(0, |v| v.errors),
+        challenger_requests: chall.map_or(0, |v| v.requests),
+        challenger_errors: chall.map_or(0, |v| v.errors),
+        min_feedback: champ
+            .map_or(0, |v| v.feedback)
+            .min(chall.map_or(0, |v| v.feedback)),
+        difference: cmp.map_or(0.0, |c| c.difference),
+        always_valid_p: cmp.map_or(1.0, |c| c.always_valid_p),
+    };
+    let verdict = judge_canary(&stats, min_feedback);
+    match &verdict {
+        CanaryVerdict::Waiting(_) => {
+            queue_check(p, &model, &name, candidate, round + 1, check_seconds).await?;
+        }
+        CanaryVerdict::Promoted(_) => {
+            let old = p.registry.version_by_alias(&model, "champion").await.ok();
+            if let Some(old) = old.filter(|o| o.version != candidate) {
+                p.registry
+                    .set_alias(&model, "previous", old.version)
+                    .await?;
+            }
+            p.registry.set_alias(&model, "champion", candidate).await?;
+            p.registry.delete_alias(&model, "challenger").await.ok();
+            p.db.delete_deployment(&name).await.map_err(other)?;
+        }
+        CanaryVerdict::RolledBack(_) => {
+            p.registry.delete_alias(&model, "challenger").await.ok();
+            p.db.delete_deployment(&name).await.map_err(other)?;
+        }
+    }
+    let mut out = serde_json::to_value(&verdict).map_err(other)?;
+    out["model"] = json!(model);
+    out["candidate_version"] = json!(candidate);
+    out["round"] = json!(round);
+    out["champion_requests"] = json!(stats.champion_requests);
+    out["challenger_requests"] = json!(stats.challenger_requests);
+    out["feedback_per_arm"] = json!(stats.min_feedback);
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -494,6 +659,12 @@ pub fn trigger_of(payload: &Value) -> String {
             .unwrap_or_default();
         return format!("monitor {m}: {}", alerts.join("; "));
     }
+    if let Some(d) = payload["deployment"].as_str() {
+        return format!(
+            "canary check {} of {d}",
+            payload["round"].as_u64().unwrap_or(1)
+        );
+    }
     payload["reason"].as_str().unwrap_or("manual").to_owned()
 }
 
@@ -572,7 +743,10 @@ pub async fn run_cmd(
             let jobs = p.db.list(None, 10_000).await.map_err(Error::Other)?;
             let rows: Vec<Vec<String>> = jobs
                 .iter()
-                .filter(|j| j.kind == "retrain" && j.payload["model"].as_str() == Some(&model))
+                .filter(|j| {
+                    (j.kind == "retrain" || j.kind == "rollout-check")
+                        && j.payload["model"].as_str() == Some(&model)
+                })
                 .map(|j| {
                     let r = j.result.as_ref();
                     vec![

@@ -10,6 +10,8 @@
 //! - `data-repro` `{"repo", "stage": null}`: reproduce a DVC-format pipeline, tracked as a run.
 //! - `retrain` `{"model", "reason"?, "monitor"?, "alerts"?}`: retrain a model by its policy, judge
 //!   it against the champion and promote or reject it (`crate::retrain`).
+//! - `rollout-check` `{"model", "deployment", "candidate", "round"}`: judge a canary by its
+//!   deployment's statistics; promote, roll back, or look again later.
 
 use crate::config::Config;
 use crate::platform::{Error, Platform};
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub const KINDS: &[&str] = &["rag-ingest", "data-repro", "retrain"];
+pub const KINDS: &[&str] = &["rag-ingest", "data-repro", "retrain", "rollout-check"];
 
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
@@ -116,6 +118,12 @@ async fn execute(job: &Job, home: &Path, config: &Config) -> Result<Value, Strin
             )
             .await
             .map_err(err)
+        }
+        "rollout-check" => {
+            let p = Platform::open(home, config).await.map_err(err)?;
+            crate::retrain::rollout_check(&p, &job.payload)
+                .await
+                .map_err(err)
         }
         other => Err(format!("this worker has no executor for kind `{other}`")),
     }

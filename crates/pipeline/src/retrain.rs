@@ -52,8 +52,8 @@ impl Metric {
 }
 
 /// How a promoted candidate reaches traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Rollout {
     /// Move the `champion` alias (servers follow it with a hot swap: no request fails); the old
     /// champion keeps the alias `previous` for a one-command rollback.
@@ -61,6 +61,76 @@ pub enum Rollout {
     Promote,
     /// Only set the `challenger` alias: a person (or a deployment's statistics) decides.
     Challenger,
+    /// Set `challenger` and open a canary deployment `<model>-canary` (champion vs challenger,
+    /// the challenger's share ramping from `start_weight` to `end_weight` over `ramp_seconds`);
+    /// every `check_seconds` a `rollout-check` job reads its statistics and, once each arm has
+    /// `min_feedback` outcomes, promotes the challenger unless it is significantly worse, or
+    /// rolls it back when it is (or when it errs more).
+    Canary {
+        start_weight: f64,
+        end_weight: f64,
+        ramp_seconds: u64,
+        min_feedback: u64,
+        check_seconds: u64,
+    },
+}
+
+/// What a canary's deployment statistics say, arm by arm (outcomes: higher is better).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CanaryStats {
+    pub champion_requests: u64,
+    pub champion_errors: u64,
+    pub challenger_requests: u64,
+    pub challenger_errors: u64,
+    /// Outcomes fed back per arm (the smaller of the two).
+    pub min_feedback: u64,
+    /// Challenger's mean outcome minus the champion's.
+    pub difference: f64,
+    /// The always-valid (mSPRT) p-value of that difference: safe to look at every check.
+    pub always_valid_p: f64,
+}
+
+/// A canary check's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", content = "reason", rename_all = "kebab-case")]
+pub enum CanaryVerdict {
+    Waiting(String),
+    Promoted(String),
+    RolledBack(String),
+}
+
+/// The canary rule: roll back on a higher error rate or a significantly worse outcome; promote
+/// once every arm has `min_feedback` outcomes and the challenger is not significantly worse.
+pub fn judge_canary(s: &CanaryStats, min_feedback: u64) -> CanaryVerdict {
+    let rate = |e: u64, n: u64| e as f64 / n.max(1) as f64;
+    let (ce, he) = (
+        rate(s.champion_errors, s.champion_requests),
+        rate(s.challenger_errors, s.challenger_requests),
+    );
+    if s.challenger_requests >= 20 && he > ce + 0.01 {
+        return CanaryVerdict::RolledBack(format!(
+            "the challenger failed {:.1}% of {} requests, the champion {:.1}%",
+            he * 100.0,
+            s.challenger_requests,
+            ce * 100.0
+        ));
+    }
+    if s.always_valid_p < 0.05 && s.difference < 0.0 {
+        return CanaryVerdict::RolledBack(format!(
+            "the challenger is worse: outcome {:+.4} vs the champion, always-valid p = {:.4}",
+            s.difference, s.always_valid_p
+        ));
+    }
+    if s.min_feedback < min_feedback {
+        return CanaryVerdict::Waiting(format!(
+            "{} of {min_feedback} outcomes per arm so far",
+            s.min_feedback
+        ));
+    }
+    CanaryVerdict::Promoted(format!(
+        "not worse after {} outcomes per arm: outcome {:+.4} vs the champion, always-valid p = {:.4}",
+        s.min_feedback, s.difference, s.always_valid_p
+    ))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +238,21 @@ impl Policy {
                 bad("a recent-weighted window needs `half_life_days` > 0".into())
             }
             _ if self.rounds == 0 => bad("`rounds` must be at least 1".into()),
+            _ if matches!(self.rollout, Rollout::Canary { start_weight, end_weight, .. }
+                if !(0.0..=1.0).contains(&start_weight) || !(0.0..=1.0).contains(&end_weight)) =>
+            {
+                bad("a canary's weights are shares in [0, 1]".into())
+            }
+            _ if matches!(
+                self.rollout,
+                Rollout::Canary {
+                    check_seconds: 0,
+                    ..
+                }
+            ) =>
+            {
+                bad("a canary's `check_seconds` must be at least 1".into())
+            }
             _ => Ok(()),
         }
     }
@@ -442,6 +527,70 @@ mod tests {
             !decide(&p, Some(0.8), 0.8, Ok(())).promote,
             "a tie keeps the champion"
         );
+    }
+
+    #[test]
+    fn canaries_wait_promote_or_roll_back() {
+        let base = CanaryStats {
+            champion_requests: 100,
+            champion_errors: 0,
+            challenger_requests: 100,
+            challenger_errors: 0,
+            min_feedback: 10,
+            difference: 0.3,
+            always_valid_p: 0.01,
+        };
+        assert!(matches!(judge_canary(&base, 30), CanaryVerdict::Waiting(_)));
+        let enough = CanaryStats {
+            min_feedback: 40,
+            ..base
+        };
+        assert!(matches!(
+            judge_canary(&enough, 30),
+            CanaryVerdict::Promoted(_)
+        ));
+        let unclear = CanaryStats {
+            difference: -0.1,
+            always_valid_p: 0.4,
+            ..enough
+        };
+        assert!(
+            matches!(judge_canary(&unclear, 30), CanaryVerdict::Promoted(_)),
+            "not worse"
+        );
+        let worse = CanaryStats {
+            difference: -0.3,
+            always_valid_p: 0.001,
+            min_feedback: 5,
+            ..base
+        };
+        match judge_canary(&worse, 30) {
+            CanaryVerdict::RolledBack(why) => assert!(why.contains("worse"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+        let failing = CanaryStats {
+            challenger_errors: 5,
+            ..enough
+        };
+        match judge_canary(&failing, 30) {
+            CanaryVerdict::RolledBack(why) => assert!(why.contains("failed 5.0%"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+        let p = Policy::parse(
+            r#"{"data": "d.csv", "target": "y", "time_column": "t", "rollout": {"canary": {"start_weight": 0.1, "end_weight": 0.5, "ramp_seconds": 600, "min_feedback": 100, "check_seconds": 60}}}"#,
+        )
+        .expect("canary policy");
+        assert!(matches!(
+            p.rollout,
+            Rollout::Canary {
+                min_feedback: 100,
+                ..
+            }
+        ));
+        assert!(Policy::parse(
+            r#"{"data": "d.csv", "target": "y", "time_column": "t", "rollout": {"canary": {"start_weight": 2, "end_weight": 0.5, "ramp_seconds": 0, "min_feedback": 1, "check_seconds": 1}}}"#,
+        )
+        .is_err());
     }
 
     #[test]

@@ -669,13 +669,13 @@ async function jobsPage(_, query) {
   const jobs = r.jobs || [];
   const select = h('select', { id: 'job-state', onchange: () => setQuery('#/jobs', { state: select.value }) },
     ['', 'queued', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => h('option', { value: s, selected: s === state }, s || 'all states')));
-  const retrains = jobs.filter((j) => j.kind === 'retrain');
+  const retrains = jobs.filter((j) => j.kind === 'retrain' || j.kind === 'rollout-check');
   const page = h('div', null, h('h1', null, 'Jobs'), h('div', { class: 'toolbar' }, select));
   page.append(jobTable(jobs));
   page.append(h('h2', null, 'Retrainings'), table([
     { label: 'Job', get: (j) => link('#/jobs/' + j.id, '#' + j.id) },
     { label: 'Model', get: (j) => j.payload?.model },
-    { label: 'Why it started', get: (j) => j.payload?.monitor ? `monitor ${j.payload.monitor}: ${(j.payload.alerts || []).map((a) => a.message || a.check).join('; ')}` : (j.payload?.reason || j.dedupe_key) },
+    { label: 'Why it started', get: (j) => j.payload?.deployment ? `canary check ${j.payload.round || 1} of ${j.payload.deployment}` : j.payload?.monitor ? `monitor ${j.payload.monitor}: ${(j.payload.alerts || []).map((a) => a.message || a.check).join('; ')}` : (j.payload?.reason || j.dedupe_key) },
     { label: 'State', get: (j) => pill(j.state) },
     { label: 'Decision', get: (j) => j.result?.outcome ? h('span', null, pill(j.result.outcome, j.result.outcome === 'rejected' ? 'bad' : 'ok'), ' ', j.result.reason || '') : j.last_error },
     { label: 'Candidate', get: (j) => j.result?.candidate_version ? link('#/models/' + encodeURIComponent(j.payload.model), 'v' + j.result.candidate_version) : '' },

@@ -523,3 +523,231 @@ async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request()
     );
     drop(server);
 }
+
+/// A home whose policy rolls out by canary: the winter champion (v1), spring labelled, and a
+/// retraining that opened `bikes-canary` (v1 vs challenger v2, half the traffic each).
+fn canary_home(h: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let (header, rows) = rows_in_time_order();
+    let in_range = |from: &str, to: &str| -> Vec<&Vec<String>> {
+        rows.iter()
+            .filter(|r| r[0].as_str() >= from && r[0].as_str() <= to)
+            .collect()
+    };
+    write_csv(
+        &h.join("winter.csv"),
+        &header,
+        &in_range("2011-01-01", "2011-03-31"),
+    );
+    let labelled = h.join("labelled.csv");
+    write_csv(&labelled, &header, &in_range("2011-01-01", "2011-06-30"));
+    let winter = h.join("winter.csv");
+    cli_ok(
+        h,
+        &[
+            "train",
+            "--data",
+            winter.to_str().expect("utf8"),
+            "--target",
+            "cnt",
+            "--algorithm",
+            "gbm",
+            "--drop",
+            "dteday,casual,registered",
+            "--rounds",
+            "100",
+            "--register",
+            "bikes",
+        ],
+    );
+    cli_ok(h, &["models", "promote", "bikes", "1"]);
+    std::fs::write(
+        h.join("policy.yaml"),
+        format!(
+            "data: {}\ntarget: cnt\ntime_column: dteday\ndrop: [casual, registered]\nrounds: 100\nwindow: {{kind: sliding, days: 60}}\nmin_improvement: 0.05\nrollout: {{canary: {{start_weight: 0.5, end_weight: 0.5, ramp_seconds: 0, min_feedback: 40, check_seconds: 1}}}}\n",
+            labelled.display()
+        ),
+    )
+    .expect("policy");
+    cli_ok(
+        h,
+        &[
+            "retrain",
+            "policy",
+            "bikes",
+            h.join("policy.yaml").to_str().expect("utf8"),
+        ],
+    );
+    let out = cli_ok(h, &["retrain", "run", "bikes", "--reason", "spring"]);
+    assert!(
+        out.contains("bikes: canary") && out.contains("alias challenger (canary)"),
+        "{out}"
+    );
+    let models = cli_ok(h, &["models", "show", "bikes"]);
+    assert!(
+        models
+            .lines()
+            .any(|l| l.trim_start().starts_with('1') && l.contains("champion")),
+        "{models}"
+    );
+    assert!(
+        models
+            .lines()
+            .any(|l| l.trim_start().starts_with('2') && l.contains("challenger")),
+        "{models}"
+    );
+    // Before any traffic the check (due a second after the retraining) waits and looks again.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = cli_ok(h, &["worker", "--once", "--kinds", "rollout-check"]);
+    assert!(out.contains("(rollout-check) succeeded"), "{out}");
+    let job: Value = serde_json::from_str(&cli_ok(h, &["jobs", "show", "2"])).expect("job");
+    assert_eq!(job["result"]["outcome"], "waiting", "{job}");
+    (header, rows)
+}
+
+/// Sends July's hours through the canary; `outcome` scores each answer (higher is better).
+async fn canary_traffic(
+    url: &str,
+    header: &[String],
+    rows: &[Vec<String>],
+    outcome: impl Fn(&str, f64, f64) -> f64,
+) -> [usize; 2] {
+    let http = reqwest::Client::new();
+    let meta: Value = http
+        .get(format!("{url}/v2/models/bikes"))
+        .send()
+        .await
+        .expect("meta")
+        .json()
+        .await
+        .expect("json");
+    let inputs: Vec<String> = meta["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .map(|i| i["name"].as_str().expect("name").to_owned())
+        .collect();
+    let target = header.iter().position(|c| c == "cnt").expect("cnt");
+    let july: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| r[0].as_str() >= "2011-07-01" && r[0].as_str() <= "2011-07-14")
+        .collect();
+    let mut seen = [0usize; 2];
+    for (i, r) in july.iter().enumerate() {
+        let v: Value = http
+            .post(format!("{url}/deployments/bikes-canary/infer"))
+            .json(&json!({"id": format!("c{i}"), "inputs": [{"name": "rows", "shape": [1, inputs.len()], "datatype": "FP64", "data": encode(&inputs, header, &[r])}]}))
+            .send()
+            .await
+            .expect("infer")
+            .json()
+            .await
+            .expect("json");
+        let variant = v["parameters"]["variant"]
+            .as_str()
+            .expect("variant")
+            .to_owned();
+        seen[usize::from(variant == "challenger")] += 1;
+        let predicted = v["outputs"][0]["data"][0].as_f64().expect("prediction");
+        let actual: f64 = r[target].parse().expect("cnt");
+        let s = http
+            .post(format!("{url}/deployments/bikes-canary/feedback"))
+            .json(&json!({"request_id": format!("c{i}"), "outcome": outcome(&variant, predicted, actual)}))
+            .send()
+            .await
+            .expect("feedback");
+        assert_eq!(s.status().as_u16(), 200);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_promotes_a_challenger_that_is_not_worse() {
+    let home = tempfile::tempdir().expect("home");
+    let h = home.path();
+    let (header, rows) = canary_home(h);
+    let server = start(h, &[]);
+    let seen = canary_traffic(&server.url, &header, &rows, |_, p, y| -(p - y).abs()).await;
+    // The next check is due a second after the first.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(
+        seen[0] > 100 && seen[1] > 100,
+        "half the traffic each: {seen:?}"
+    );
+    let out = cli_ok(h, &["worker", "--once", "--kinds", "rollout-check"]);
+    assert!(out.contains("succeeded"), "{out}");
+    let history = cli_ok(h, &["retrain", "history", "bikes"]);
+    assert!(
+        history.contains("canary check 2 of bikes-canary") && history.contains("promoted"),
+        "{history}"
+    );
+    let models = cli_ok(h, &["models", "show", "bikes"]);
+    assert!(
+        models
+            .lines()
+            .any(|l| l.trim_start().starts_with('2') && l.contains("champion")),
+        "{models}"
+    );
+    assert!(
+        models
+            .lines()
+            .any(|l| l.trim_start().starts_with('1') && l.contains("previous")),
+        "{models}"
+    );
+    assert!(!models.contains("challenger"), "{models}");
+    let gone = reqwest::get(format!(
+        "{}/api/2.0/capstan/deployments/bikes-canary",
+        server.url
+    ))
+    .await
+    .expect("get");
+    assert_eq!(
+        gone.status().as_u16(),
+        404,
+        "the canary deployment is closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_rolls_back_a_challenger_its_users_find_worse() {
+    let home = tempfile::tempdir().expect("home");
+    let h = home.path();
+    let (header, rows) = canary_home(h);
+    let server = start(h, &[]);
+    // Whatever its offline score, the challenger's users convert a fifth of the time, the
+    // champion's four fifths (a deterministic split of the hours by their counts).
+    canary_traffic(&server.url, &header, &rows, |variant, _, actual| {
+        let bucket = (actual as i64) % 10;
+        let converts = if variant == "challenger" {
+            bucket < 2
+        } else {
+            bucket < 8
+        };
+        f64::from(u8::from(converts))
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    cli_ok(h, &["worker", "--once", "--kinds", "rollout-check"]);
+    let history = cli_ok(h, &["retrain", "history", "bikes"]);
+    assert!(
+        history.contains("rolled-back") && history.contains("the challenger is worse"),
+        "{history}"
+    );
+    let models = cli_ok(h, &["models", "show", "bikes"]);
+    assert!(
+        models
+            .lines()
+            .any(|l| l.trim_start().starts_with('1') && l.contains("champion")),
+        "{models}"
+    );
+    assert!(
+        !models.contains("challenger"),
+        "the challenger alias is removed: {models}"
+    );
+    let gone = reqwest::get(format!(
+        "{}/api/2.0/capstan/deployments/bikes-canary",
+        server.url
+    ))
+    .await
+    .expect("get");
+    assert_eq!(gone.status().as_u16(), 404);
+}
