@@ -180,6 +180,31 @@ mod tests {
     }
 
     #[test]
+    fn constant_arms_that_differ_are_a_clear_difference() {
+        let spec = spec(Mode::Split, &[50.0, 50.0]);
+        let w = spec.weights_at(0, 0);
+        let records: Vec<RequestRecord> = (0..200)
+            .map(|i| {
+                let variant = if i % 2 == 0 { "v0" } else { "v1" };
+                RequestRecord {
+                    deployment: "dep".into(),
+                    request_id: format!("r{i}"),
+                    variant: variant.into(),
+                    latency_us: 100,
+                    error: false,
+                    shadow: false,
+                    outcome: Some(if variant == "v0" { 1.0 } else { 0.0 }),
+                }
+            })
+            .collect();
+        let r = report(&spec, &w, &records);
+        let c = &r.comparisons[0];
+        assert_eq!(c.metric, "conversion");
+        assert!(c.always_valid_p < 1e-6, "{c:?}");
+        assert_eq!(c.verdict, "v0 beats v1", "{c:?}");
+    }
+
+    #[test]
     fn assignment_is_sticky_and_follows_weights() {
         let w = spec(Mode::Split, &[70.0, 30.0]).weights_at(0, 0);
         assert_eq!(w, vec![0.7, 0.3]);
@@ -385,7 +410,16 @@ pub fn report(
                 stats::default_tau2(&a, false),
             )
         };
-        let always_valid_p = stats::msprt_p_value(&a, &b, tau2);
+        let always_valid_p = if binary {
+            // Conversions weigh the difference against the pooled proportion's variance, as the
+            // z-test does: arms that are each constant (all 0 vs all 1) have no sample variance,
+            // and their difference is the clearest there is, not none.
+            let pooled = (a.mean * a.n + b.mean * b.n) / (a.n + b.n);
+            let var = pooled * (1.0 - pooled);
+            stats::msprt_p_value(&stats::Arm { var, ..a }, &stats::Arm { var, ..b }, tau2)
+        } else {
+            stats::msprt_p_value(&a, &b, tau2)
+        };
         let pooled_var = (a.var + b.var) / 2.0;
         let verdict = if sample_ratio_p < 0.001 {
             "sample ratio mismatch: the split itself is off, do not trust these results".to_owned()
