@@ -12,6 +12,7 @@ mod error;
 mod feature_routes;
 pub mod gateway_routes;
 mod jobs_routes;
+mod labelled_routes;
 mod mlflow;
 mod mlflow_registry;
 mod model_source;
@@ -197,6 +198,7 @@ pub fn router(state: AppState) -> Router {
         .merge(monitors::routes())
         .merge(feature_routes::routes())
         .merge(jobs_routes::routes())
+        .merge(labelled_routes::routes())
         .merge(prompt_routes::routes())
         .layer(DefaultBodyLimit::max(json_limit));
     Router::new()

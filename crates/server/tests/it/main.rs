@@ -6,6 +6,7 @@ mod artifacts;
 mod auth;
 mod deployments;
 mod gateway;
+mod labelled;
 mod monitoring;
 mod prompts;
 mod registry;
