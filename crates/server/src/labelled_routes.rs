@@ -113,7 +113,6 @@ async fn append(
         text.push('\n');
     }
     let n = rows.len();
-    let mut text = text;
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         use std::io::{Read, Seek, SeekFrom};
         let mut f = std::fs::OpenOptions::new()
