@@ -244,13 +244,38 @@ pub async fn retrain(
                 max_depth: policy.max_depth,
                 seed: policy.seed,
             };
-            let fit = tokio::task::spawn_blocking(move || {
-                crate::train::fit(&options, &d, None, &mut |_| {})
+            // Incremental: boost on from the champion's trees (same inputs, by construction).
+            let init = match (&champion_pkg, policy.warm_start, policy.algorithm.as_str()) {
+                (Some(c), true, "gbm") => match &c.algorithm {
+                    learn::Algorithm::Trees { forest, .. } => Some(forest.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let warm_from = init.as_ref().and(champion.as_ref().map(|v| v.version));
+            let fit = tokio::task::spawn_blocking(move || match init {
+                Some(forest) => learn::continue_trees(
+                    &d,
+                    options.classify,
+                    &learn::trees::TreeOptions {
+                        rounds: options.rounds,
+                        learning_rate: options.learning_rate,
+                        max_depth: options.max_depth,
+                        seed: options.seed,
+                        ..Default::default()
+                    },
+                    Some(&forest),
+                    |_| {},
+                ),
+                None => crate::train::fit(&options, &d, None, &mut |_| {}),
             })
             .await
             .map_err(other)?
             .map_err(other)?;
             let mut package = fit.package;
+            if let Some(v) = warm_from {
+                package.training.insert("warm_start_from".into(), json!(v));
+            }
             let candidate_score = score(&package, &frame, &split.eval, &policy)?;
             let champion_score = match &champion_pkg {
                 Some(c) => Some(score(c, &frame, &split.eval, &policy)?),
@@ -295,11 +320,19 @@ pub async fn retrain(
         }
     };
 
+    let candidate_pkg = load(p, model, candidate_version).await?;
+    let trees = match &candidate_pkg.algorithm {
+        learn::Algorithm::Trees { forest, .. } => {
+            Some(forest.trees.iter().map(Vec::len).sum::<usize>())
+        }
+        _ => None,
+    };
+    let warm_start_from = candidate_pkg.training.get("warm_start_from").cloned();
     let tests = match &policy.tests {
         None => Ok(()),
         Some(path) => {
             let suite = monitor::modeltest::ModelSuite::load(Path::new(path)).map_err(other)?;
-            let candidate = load(p, model, candidate_version).await?;
+            let candidate = &candidate_pkg;
             let keep: Vec<bool> = {
                 let mut k = vec![false; frame.rows()];
                 split.eval.iter().for_each(|&i| k[i] = true);
@@ -307,7 +340,7 @@ pub async fn retrain(
             };
             let r = monitor::modeltest::run(
                 &suite,
-                &candidate,
+                candidate,
                 champion_pkg.as_ref(),
                 &frame.filter_rows(&keep),
             );
@@ -346,7 +379,8 @@ pub async fn retrain(
         "decision": decision.outcome, "improvement": decision.improvement,
         "metric": metric, "candidate_score": candidate_score, "champion_score": champion_score,
         "candidate_version": candidate_version, "champion_version": champion.as_ref().map(|v| v.version),
-        "alias": promoted_to, "run_id": run_id,
+        "alias": promoted_to, "run_id": run_id, "trees": trees,
+        "warm_start_from": warm_start_from,
         "train_rows": split.train.len(), "eval_rows": split.eval.len(),
         "as_of_ms": split.as_of_ms, "eval_start_ms": split.eval_start_ms,
     }))

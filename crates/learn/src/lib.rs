@@ -7,7 +7,7 @@ mod package;
 pub mod trees;
 
 pub use linear::{
-    Dataset, Fit, TrainOptions, cross_validate, split_indices, train_least_squares,
+    Dataset, Fit, TrainOptions, continue_trees, cross_validate, split_indices, train_least_squares,
     train_linear_regression, train_logistic_regression, train_trees,
 };
 pub use metrics::{classification_metrics, regression_metrics};

@@ -497,6 +497,19 @@ pub fn train_trees(
     d: &Dataset,
     classification: bool,
     o: &crate::trees::TreeOptions,
+    on_round: impl FnMut(usize),
+) -> Result<Fit, LearnError> {
+    continue_trees(d, classification, o, None, on_round)
+}
+
+/// [`train_trees`], boosting on from `init` when given (a warm start: `init`'s trees are kept and
+/// `o.rounds` more are fitted to this data's residuals at `init`'s learning rate). `init` must
+/// read the same inputs as `d`; a forest of another kind is ignored.
+pub fn continue_trees(
+    d: &Dataset,
+    classification: bool,
+    o: &crate::trees::TreeOptions,
+    init: Option<&crate::trees::Forest>,
     mut on_round: impl FnMut(usize),
 ) -> Result<Fit, LearnError> {
     use crate::trees::{TreeKind, bin, fit_forest};
@@ -634,7 +647,7 @@ pub fn train_trees(
         &targets,
         &s.train,
         classification,
-        o,
+        (o, init),
         |round, f, raw| {
             on_round(round);
             if (round + 1) % every == 0 {

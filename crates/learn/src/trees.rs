@@ -369,14 +369,15 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 /// Trains on the train split of `targets` (one row of per-output targets: the value, or one-hot
-/// class indicators) and returns the forest; `on_round` sees each round or tree.
+/// class indicators) and returns the forest — boosting on from `init` when given; `on_round`
+/// sees each round or tree.
 pub(crate) fn fit_forest(
     b: &Binned,
     x: &[Vec<f64>],
     targets: &[Vec<f64>],
     train: &[usize],
     classification: bool,
-    o: &TreeOptions,
+    (o, init): (&TreeOptions, Option<&Forest>),
     mut on_round: impl FnMut(usize, &Forest, Option<&[Vec<f64>]>),
 ) -> Forest {
     let k = targets.first().map_or(1, Vec::len);
@@ -395,13 +396,23 @@ pub(crate) fn fit_forest(
             } else {
                 mean_k.iter().map(|p| p.max(1e-6).ln()).collect()
             };
-            let mut forest = Forest {
-                ensemble: Ensemble::Boosted,
-                base: base.clone(),
-                learning_rate: o.learning_rate,
-                trees: vec![Vec::new(); k],
+            // A warm start keeps the given forest (its base, its learning rate, its trees: their
+            // thresholds are in the inputs' own units) and adds rounds on this data's residuals.
+            let (mut forest, mut raw) = match init.filter(|f| {
+                f.ensemble == Ensemble::Boosted && f.trees.len() == k && f.base.len() == k
+            }) {
+                Some(f) => (f.clone(), x.iter().map(|row| f.raw(row)).collect()),
+                None => (
+                    Forest {
+                        ensemble: Ensemble::Boosted,
+                        base: base.clone(),
+                        learning_rate: o.learning_rate,
+                        trees: vec![Vec::new(); k],
+                    },
+                    vec![base; n],
+                ),
             };
-            let mut raw: Vec<Vec<f64>> = vec![base; n];
+            let rate = forest.learning_rate;
             let params = TreeParams {
                 max_depth: o.max_depth,
                 min_samples_leaf: o.min_samples_leaf,
@@ -433,7 +444,7 @@ pub(crate) fn fit_forest(
                 for c in 0..k {
                     let tree = grow(b, &g[c], &h[c], train.to_vec(), &params, rng.next());
                     for (i, r) in raw.iter_mut().enumerate() {
-                        r[c] += o.learning_rate * tree.predict(&x[i]);
+                        r[c] += rate * tree.predict(&x[i]);
                     }
                     forest.trees[c].push(tree);
                 }
@@ -543,6 +554,64 @@ mod tests {
             fit.package.predict(&d.x[..1]).expect("p")[0],
             Prediction::Value(_)
         ));
+    }
+
+    #[test]
+    fn a_warm_start_keeps_the_trees_and_learns_the_new_rows() {
+        let d = Dataset::from_csv(DIABETES, "progression").expect("csv");
+        let half = d.x.len() / 2;
+        let part = |r: std::ops::Range<usize>| Dataset {
+            features: d.features.clone(),
+            target: d.target.clone(),
+            x: d.x[r.clone()].to_vec(),
+            y: d.y[r].to_vec(),
+        };
+        let (old, new) = (part(0..half), part(half..d.x.len()));
+        let o = TreeOptions {
+            rounds: 40,
+            learning_rate: 0.1,
+            max_depth: 3,
+            ..options(TreeKind::GradientBoosting, 40)
+        };
+        let first = train_trees(&old, false, &o, |_| {}).expect("fit");
+        let crate::package::Algorithm::Trees { forest, .. } = &first.package.algorithm else {
+            panic!("a forest");
+        };
+        let more = TreeOptions { rounds: 20, ..o };
+        let warm = crate::continue_trees(&new, false, &more, Some(forest), |_| {}).expect("warm");
+        let crate::package::Algorithm::Trees { forest: grown, .. } = &warm.package.algorithm else {
+            panic!("a forest");
+        };
+        assert_eq!(grown.trees[0].len(), 60, "40 kept, 20 added");
+        assert_eq!(
+            grown.trees[0][..40],
+            forest.trees[0][..],
+            "the old trees are kept as they were"
+        );
+        assert_eq!(
+            (grown.base.clone(), grown.learning_rate),
+            (forest.base.clone(), forest.learning_rate)
+        );
+        let rmse = |p: &ModelPackage, dd: &Dataset| {
+            let y: Vec<f64> = dd.y.iter().map(|v| v.parse().expect("number")).collect();
+            let v: Vec<f64> = p
+                .predict(&dd.x)
+                .expect("predict")
+                .iter()
+                .map(|x| {
+                    if let Prediction::Value(v) = x {
+                        *v
+                    } else {
+                        f64::NAN
+                    }
+                })
+                .collect();
+            crate::regression_metrics(&y, &v)["rmse"]
+        };
+        assert!(
+            rmse(&warm.package, &new) < rmse(&first.package, &new),
+            "boosting on the new rows fits them better than the old model did"
+        );
     }
 
     #[test]

@@ -175,6 +175,10 @@ pub struct Policy {
     /// skips unless at least this many labelled rows are newer than the champion's data.
     #[serde(default = "default_min_new_rows")]
     pub min_new_rows: usize,
+    /// Update incrementally: a `gbm` candidate keeps the champion's trees and adds `rounds`
+    /// more fitted to the window (when the champion is boosted trees on the same inputs).
+    #[serde(default)]
+    pub warm_start: bool,
 }
 
 fn default_algorithm() -> String {

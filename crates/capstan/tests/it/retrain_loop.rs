@@ -751,3 +751,76 @@ async fn a_canary_rolls_back_a_challenger_its_users_find_worse() {
     .expect("get");
     assert_eq!(gone.status().as_u16(), 404);
 }
+
+/// `warm_start: true`: the candidate keeps the champion's 100 trees and adds the policy's 30,
+/// fitted to the recent window, and is judged like any other candidate.
+#[test]
+fn a_warm_started_retraining_adds_trees_to_the_champions() {
+    let home = tempfile::tempdir().expect("home");
+    let h = home.path();
+    let (header, rows) = rows_in_time_order();
+    let in_range = |from: &str, to: &str| -> Vec<&Vec<String>> {
+        rows.iter()
+            .filter(|r| r[0].as_str() >= from && r[0].as_str() <= to)
+            .collect()
+    };
+    let winter = h.join("winter.csv");
+    write_csv(&winter, &header, &in_range("2011-01-01", "2011-03-31"));
+    let labelled = h.join("labelled.csv");
+    write_csv(&labelled, &header, &in_range("2011-01-01", "2011-06-30"));
+    cli_ok(
+        h,
+        &[
+            "train",
+            "--data",
+            winter.to_str().expect("utf8"),
+            "--target",
+            "cnt",
+            "--algorithm",
+            "gbm",
+            "--drop",
+            "dteday,casual,registered",
+            "--rounds",
+            "100",
+            "--register",
+            "bikes",
+        ],
+    );
+    cli_ok(h, &["models", "promote", "bikes", "1"]);
+    std::fs::write(
+        h.join("policy.yaml"),
+        format!(
+            "data: {}\ntarget: cnt\ntime_column: dteday\ndrop: [casual, registered]\nrounds: 30\nwarm_start: true\nwindow: {{kind: sliding, days: 60}}\nmin_improvement: 0.05\n",
+            labelled.display()
+        ),
+    )
+    .expect("policy");
+    cli_ok(
+        h,
+        &[
+            "retrain",
+            "policy",
+            "bikes",
+            h.join("policy.yaml").to_str().expect("utf8"),
+        ],
+    );
+    let out = cli_ok(
+        h,
+        &[
+            "retrain",
+            "run",
+            "bikes",
+            "--reason",
+            "spring, incrementally",
+        ],
+    );
+    assert!(out.contains("promoted"), "{out}");
+    let job: Value = serde_json::from_str(&cli_ok(h, &["jobs", "show", "1"])).expect("job");
+    assert_eq!(job["result"]["trees"], 130, "100 kept + 30 added: {job}");
+    assert_eq!(job["result"]["warm_start_from"], 1, "{job}");
+    let (cand, champ) = (
+        job["result"]["candidate_score"].as_f64().expect("c"),
+        job["result"]["champion_score"].as_f64().expect("c"),
+    );
+    assert!(cand < champ * 0.95, "candidate {cand} vs champion {champ}");
+}
