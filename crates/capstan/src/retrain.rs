@@ -241,6 +241,8 @@ pub async fn retrain(
                 classify: policy.algorithm == "logistic" || policy.metric == Metric::Accuracy,
                 rounds: policy.rounds,
                 learning_rate: policy.learning_rate,
+                // One-hot levels and the intercept are collinear: a whisper of ridge.
+                l2: 1e-6,
                 max_depth: policy.max_depth,
                 seed: policy.seed,
             };

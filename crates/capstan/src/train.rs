@@ -29,6 +29,10 @@ pub struct TrainArgs {
     rounds: usize,
     #[arg(long, default_value_t = 0.1)]
     learning_rate: f64,
+    /// Ridge penalty of the linear models (one-hot columns plus the intercept are collinear
+    /// without it: 1e-6 is enough).
+    #[arg(long, default_value_t = 0.0)]
+    l2: f64,
     #[arg(long, default_value_t = 6)]
     max_depth: usize,
     #[arg(long, default_value_t = 42)]
@@ -59,6 +63,8 @@ pub struct FitOptions {
     /// Boosting rounds, trees in a forest, or gradient-descent epochs.
     pub rounds: usize,
     pub learning_rate: f64,
+    /// Ridge penalty of the linear models.
+    pub l2: f64,
     pub max_depth: usize,
     pub seed: u64,
 }
@@ -76,6 +82,7 @@ pub fn fit(
                 learning_rate: o.learning_rate,
                 epochs: o.rounds,
                 seed: o.seed,
+                l2: o.l2,
                 holdout,
                 ..Default::default()
             };
@@ -160,6 +167,7 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
         classify,
         rounds: a.rounds,
         learning_rate: a.learning_rate,
+        l2: a.l2,
         max_depth: a.max_depth,
         seed: a.seed,
     };

@@ -704,7 +704,9 @@ pub fn train_least_squares(d: &Dataset, o: &TrainOptions) -> Result<Fit, LearnEr
         a_r[r] += o.l2 * s.train.len() as f64;
     }
     let w = solve(a, b).ok_or_else(|| {
-        LearnError::Data("the features are collinear; add l2 regularisation".into())
+        LearnError::Data(
+            "the features are collinear (one-hot levels plus the intercept are); add l2 regularisation (capstan train --l2 1e-6)".into(),
+        )
     })?;
     let (weights, bias) = (w[..k].to_vec(), w[k]);
     let rmse = |ids: &[usize]| {

@@ -1531,3 +1531,39 @@ async fn traces_sent_over_otlp_are_listed_shown_and_aggregated_by_the_cli() {
             .contains("expired 1 traces (2 spans)")
     );
 }
+
+/// A linear model on a table with text columns: one-hot levels and the intercept are collinear,
+/// so the error names the fix, and `--l2` applies it.
+#[test]
+fn linear_training_on_text_columns_needs_and_takes_a_ridge() {
+    let home = tempfile::tempdir().expect("home");
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/bike_sharing_hourly.csv"
+    );
+    let args = [
+        "train",
+        "--data",
+        data,
+        "--target",
+        "cnt",
+        "--algorithm",
+        "linear",
+        "--drop",
+        "dteday,casual,registered",
+    ];
+    let (code, _, err) = cli(home.path(), &args);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--l2 1e-6"), "{err}");
+    let out = cli_ok(home.path(), &[&args[..], &["--l2", "1e-6"]].concat());
+    let rmse: f64 = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("test_rmse"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("test_rmse");
+    assert!(
+        rmse > 50.0 && rmse < 150.0,
+        "a linear fit of hourly rentals: {rmse}"
+    );
+}
