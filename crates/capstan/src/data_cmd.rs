@@ -175,13 +175,10 @@ pub(crate) async fn track_repro(
     home: &std::path::Path,
     config: &Config,
 ) -> Result<String, Error> {
-    use tracking::{Dataset, DatasetInput, Metric, NewRun, RunStatus, RunUpdate, Tag};
+    use tracking::{Dataset, DatasetInput, Metric, NewRun, RunStatus, Tag};
     let rec = data::run_record(repo_dir).map_err(data_err)?;
     let p = crate::platform::Platform::open(home, config).await?;
-    let exp = match p.tracking.get_experiment_by_name("pipelines").await {
-        Ok(e) => e.id,
-        Err(_) => p.tracking.create_experiment("pipelines", None, &[]).await?,
-    };
+    let exp = p.experiment_id("pipelines").await?;
     let name = std::fs::canonicalize(repo_dir)
         .ok()
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
@@ -246,15 +243,6 @@ pub(crate) async fn track_repro(
     if !inputs.is_empty() {
         p.tracking.log_inputs(&id, &inputs).await?;
     }
-    p.tracking
-        .update_run(
-            &id,
-            RunUpdate {
-                status: Some(RunStatus::Finished),
-                end_time: Some(base::now_millis()),
-                run_name: None,
-            },
-        )
-        .await?;
+    p.end_run(&id, RunStatus::Finished).await?;
     Ok(id.to_string())
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use traces::TraceStore;
-use tracking::{Metric, NewRun, RunStatus, RunUpdate, Tag};
+use tracking::{Metric, NewRun, RunStatus, Tag};
 
 // Parsed once per process: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -476,10 +476,7 @@ pub async fn run(home: &Path, config: &Config, cmd: EvalCmd) -> Result<(), Error
             }
 
             // Tracked: an experiment run with a metric per evaluator and the results as artifacts.
-            let exp = match p.tracking.get_experiment_by_name(&experiment).await {
-                Ok(e) => e.id,
-                Err(_) => p.tracking.create_experiment(&experiment, None, &[]).await?,
-            };
+            let exp = p.experiment_id(&experiment).await?;
             let name = format!(
                 "{model}{}",
                 prompt
@@ -605,20 +602,12 @@ pub async fn run(home: &Path, config: &Config, cmd: EvalCmd) -> Result<(), Error
                 .collect();
             p.db.write_spans(&spans).await?;
             let failures = eval::run::gate(&result.summary, &gates);
-            p.tracking
-                .update_run(
-                    &run_id,
-                    RunUpdate {
-                        status: Some(if failed_cases == cases.len() {
-                            RunStatus::Failed
-                        } else {
-                            RunStatus::Finished
-                        }),
-                        end_time: Some(base::now_millis()),
-                        run_name: None,
-                    },
-                )
-                .await?;
+            let status = if failed_cases == cases.len() {
+                RunStatus::Failed
+            } else {
+                RunStatus::Finished
+            };
+            p.end_run(&run_id, status).await?;
             let rows: Vec<Vec<String>> = result
                 .summary
                 .iter()

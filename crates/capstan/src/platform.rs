@@ -99,6 +99,33 @@ impl Platform {
         })
     }
 
+    /// The id of experiment `name`, created when it does not exist yet.
+    pub async fn experiment_id(&self, name: &str) -> Result<base::ExperimentId, Error> {
+        Ok(match self.tracking.get_experiment_by_name(name).await {
+            Ok(e) => e.id,
+            Err(_) => self.tracking.create_experiment(name, None, &[]).await?,
+        })
+    }
+
+    /// Ends run `id` now with `status`.
+    pub async fn end_run(
+        &self,
+        id: &base::RunId,
+        status: tracking::RunStatus,
+    ) -> Result<(), Error> {
+        self.tracking
+            .update_run(
+                id,
+                tracking::RunUpdate {
+                    status: Some(status),
+                    end_time: Some(base::now_millis()),
+                    run_name: None,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Uploads a model package as the run's `model/model.json` artifact (where serving finds it).
     pub async fn log_package(
         &self,

@@ -17,7 +17,7 @@ use pipeline::jobs::JobQueue;
 use pipeline::retrain::{Decision, Metric, POLICY_TAG, Policy, Rollout};
 use serde_json::{Value, json};
 use std::path::Path;
-use tracking::{Dataset, DatasetInput, Metric as RunMetric, NewRun, RunStatus, RunUpdate, Tag};
+use tracking::{Dataset, DatasetInput, Metric as RunMetric, NewRun, RunStatus, Tag};
 
 pub const EXPERIMENT: &str = "retraining";
 const JOB_TAG: &str = "capstan.retrain.job";
@@ -213,7 +213,7 @@ pub async fn retrain(
         .items
         .into_iter()
         .next();
-    let (candidate_version, run_id, candidate_score, champion_score) = match mine {
+    let (candidate_version, run_id, candidate_score, champion_score, candidate_pkg) = match mine {
         Some(v) => {
             let run_id = v.run_id.clone().unwrap_or_default();
             let run = p
@@ -226,6 +226,8 @@ pub async fn retrain(
                 run_id,
                 m(&format!("candidate_{metric}")).unwrap_or(f64::NAN),
                 m(&format!("champion_{metric}")),
+                // A resumed job reads back the candidate it registered.
+                load(p, model, v.version).await?,
             )
         }
         None => {
@@ -318,11 +320,11 @@ pub async fn retrain(
                 run.info.run_id.to_string(),
                 candidate_score,
                 champion_score,
+                package,
             )
         }
     };
 
-    let candidate_pkg = load(p, model, candidate_version).await?;
     let trees = match &candidate_pkg.algorithm {
         learn::Algorithm::Trees { forest, .. } => {
             Some(forest.trees.iter().map(Vec::len).sum::<usize>())
@@ -583,10 +585,7 @@ async fn track(
     history: &[(usize, f64, f64)],
     champion_version: Option<i64>,
 ) -> Result<tracking::Run, Error> {
-    let exp = match p.tracking.get_experiment_by_name(EXPERIMENT).await {
-        Ok(e) => e.id,
-        Err(_) => p.tracking.create_experiment(EXPERIMENT, None, &[]).await?,
-    };
+    let exp = p.experiment_id(EXPERIMENT).await?;
     let run = p
         .tracking
         .create_run(NewRun {
@@ -668,17 +667,7 @@ async fn finish(p: &Platform, run_id: &str, d: &Decision) -> Result<(), Error> {
         Tag::new("capstan.retrain.reason", d.reason.clone()),
     ];
     p.tracking.log_batch(&id, &[], &[], &tags).await?;
-    p.tracking
-        .update_run(
-            &id,
-            RunUpdate {
-                status: Some(RunStatus::Finished),
-                end_time: Some(base::now_millis()),
-                run_name: None,
-            },
-        )
-        .await?;
-    Ok(())
+    p.end_run(&id, RunStatus::Finished).await
 }
 
 /// Why a job started, from its payload: the monitor and its alerts, or a stated reason.
@@ -756,18 +745,7 @@ pub async fn run_cmd(
             if_new_rows,
         } => {
             if queue {
-                // A model without a policy is refused here, not queued to fail later.
-                policy_of(&p, &model).await?;
-                let mut job = pipeline::NewJob::new(
-                    "retrain",
-                    json!({"model": model, "reason": reason, "if_new_rows": if_new_rows}),
-                );
-                // One pending retraining per model: a second request finds the first.
-                job.dedupe_key = Some(format!("retrain:{model}"));
-                let j =
-                    p.db.enqueue(job, base::now_millis())
-                        .await
-                        .map_err(Error::Other)?;
+                let j = enqueue_retrain(&p, &model, &reason, if_new_rows).await?;
                 println!("job {} (retrain) {}", j.id, j.state.as_str());
                 return Ok(());
             }
@@ -816,6 +794,25 @@ pub async fn run_cmd(
     }
 }
 
+/// Queues a retraining of `model`: refused at once for a model without a policy (not queued to
+/// fail later); one pending retraining per model, so a second request finds the first.
+async fn enqueue_retrain(
+    p: &Platform,
+    model: &str,
+    reason: &str,
+    if_new_rows: bool,
+) -> Result<pipeline::Job, Error> {
+    policy_of(p, model).await?;
+    let mut job = pipeline::NewJob::new(
+        "retrain",
+        json!({"model": model, "reason": reason, "if_new_rows": if_new_rows}),
+    );
+    job.dedupe_key = Some(format!("retrain:{model}"));
+    p.db.enqueue(job, base::now_millis())
+        .await
+        .map_err(Error::Other)
+}
+
 /// Queues a retraining of `model` (so the history shows it) and runs it here, under this
 /// process's lease; the job records the result or the error.
 pub async fn run_now(
@@ -824,16 +821,7 @@ pub async fn run_now(
     reason: &str,
     if_new_rows: bool,
 ) -> Result<Value, Error> {
-    policy_of(p, model).await?;
-    let mut job = pipeline::NewJob::new(
-        "retrain",
-        json!({"model": model, "reason": reason, "if_new_rows": if_new_rows}),
-    );
-    job.dedupe_key = Some(format!("retrain:{model}"));
-    let j =
-        p.db.enqueue(job, base::now_millis())
-            .await
-            .map_err(Error::Other)?;
+    let j = enqueue_retrain(p, model, reason, if_new_rows).await?;
     let owner = format!("cli-{}", std::process::id());
     let leased = p
         .db

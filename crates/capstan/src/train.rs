@@ -7,7 +7,7 @@ use clap::Args;
 use learn::trees::{TreeKind, TreeOptions};
 use learn::{Prediction, TrainOptions};
 use std::path::PathBuf;
-use tracking::{Dataset, DatasetInput, Metric, NewRun, RunStatus, RunUpdate, Tag};
+use tracking::{Dataset, DatasetInput, Metric, NewRun, RunStatus, Tag};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -232,14 +232,7 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
         summary.push(("all_r2".into(), learn::regression_metrics(&y, &v)["r2"]));
     }
 
-    let exp = match p.tracking.get_experiment_by_name(&a.experiment).await {
-        Ok(e) => e.id,
-        Err(_) => {
-            p.tracking
-                .create_experiment(&a.experiment, None, &[])
-                .await?
-        }
-    };
+    let exp = p.experiment_id(&a.experiment).await?;
     let run = p
         .tracking
         .create_run(NewRun {
@@ -338,16 +331,7 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
         .training
         .insert("seed".into(), serde_json::json!(a.seed));
     p.log_package(&run.info, &package).await?;
-    p.tracking
-        .update_run(
-            &id,
-            RunUpdate {
-                status: Some(RunStatus::Finished),
-                end_time: Some(base::now_millis()),
-                run_name: None,
-            },
-        )
-        .await?;
+    p.end_run(&id, RunStatus::Finished).await?;
     println!("run {id} in experiment '{}'", a.experiment);
     for (k, v) in &summary {
         println!("  {k:<16} {v:.4}");

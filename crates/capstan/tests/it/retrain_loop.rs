@@ -524,23 +524,20 @@ async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request()
     drop(server);
 }
 
-/// A home whose policy rolls out by canary: the winter champion (v1), spring labelled, and a
-/// retraining that opened `bikes-canary` (v1 vs challenger v2, half the traffic each).
-fn canary_home(h: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+/// The shared start of the rollout tests: January–March 2011 trains champion v1 (100 boosted
+/// trees), January–June is the labelled data, and the policy (sliding 60 days, 5 % margin, plus
+/// `extra` YAML lines) is set. Returns the rows in time order.
+fn winter_champion(h: &Path, extra: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let (header, rows) = rows_in_time_order();
     let in_range = |from: &str, to: &str| -> Vec<&Vec<String>> {
         rows.iter()
             .filter(|r| r[0].as_str() >= from && r[0].as_str() <= to)
             .collect()
     };
-    write_csv(
-        &h.join("winter.csv"),
-        &header,
-        &in_range("2011-01-01", "2011-03-31"),
-    );
+    let winter = h.join("winter.csv");
+    write_csv(&winter, &header, &in_range("2011-01-01", "2011-03-31"));
     let labelled = h.join("labelled.csv");
     write_csv(&labelled, &header, &in_range("2011-01-01", "2011-06-30"));
-    let winter = h.join("winter.csv");
     cli_ok(
         h,
         &[
@@ -560,22 +557,28 @@ fn canary_home(h: &Path) -> (Vec<String>, Vec<Vec<String>>) {
         ],
     );
     cli_ok(h, &["models", "promote", "bikes", "1"]);
+    let policy = h.join("policy.yaml");
     std::fs::write(
-        h.join("policy.yaml"),
+        &policy,
         format!(
-            "data: {}\ntarget: cnt\ntime_column: dteday\ndrop: [casual, registered]\nrounds: 100\nwindow: {{kind: sliding, days: 60}}\nmin_improvement: 0.05\nrollout: {{canary: {{start_weight: 0.5, end_weight: 0.5, ramp_seconds: 0, min_feedback: 40, check_seconds: 1}}}}\n",
+            "data: {}\ntarget: cnt\ntime_column: dteday\ndrop: [casual, registered]\nwindow: {{kind: sliding, days: 60}}\nmin_improvement: 0.05\n{extra}",
             labelled.display()
         ),
     )
     .expect("policy");
     cli_ok(
         h,
-        &[
-            "retrain",
-            "policy",
-            "bikes",
-            h.join("policy.yaml").to_str().expect("utf8"),
-        ],
+        &["retrain", "policy", "bikes", policy.to_str().expect("utf8")],
+    );
+    (header, rows)
+}
+
+/// A home whose policy rolls out by canary: the winter champion (v1), spring labelled, and a
+/// retraining that opened `bikes-canary` (v1 vs challenger v2, half the traffic each).
+fn canary_home(h: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let (header, rows) = winter_champion(
+        h,
+        "rounds: 100\nrollout: {canary: {start_weight: 0.5, end_weight: 0.5, ramp_seconds: 0, min_feedback: 40, check_seconds: 1}}\n",
     );
     let out = cli_ok(h, &["retrain", "run", "bikes", "--reason", "spring"]);
     assert!(
@@ -758,52 +761,7 @@ async fn a_canary_rolls_back_a_challenger_its_users_find_worse() {
 fn a_warm_started_retraining_adds_trees_to_the_champions() {
     let home = tempfile::tempdir().expect("home");
     let h = home.path();
-    let (header, rows) = rows_in_time_order();
-    let in_range = |from: &str, to: &str| -> Vec<&Vec<String>> {
-        rows.iter()
-            .filter(|r| r[0].as_str() >= from && r[0].as_str() <= to)
-            .collect()
-    };
-    let winter = h.join("winter.csv");
-    write_csv(&winter, &header, &in_range("2011-01-01", "2011-03-31"));
-    let labelled = h.join("labelled.csv");
-    write_csv(&labelled, &header, &in_range("2011-01-01", "2011-06-30"));
-    cli_ok(
-        h,
-        &[
-            "train",
-            "--data",
-            winter.to_str().expect("utf8"),
-            "--target",
-            "cnt",
-            "--algorithm",
-            "gbm",
-            "--drop",
-            "dteday,casual,registered",
-            "--rounds",
-            "100",
-            "--register",
-            "bikes",
-        ],
-    );
-    cli_ok(h, &["models", "promote", "bikes", "1"]);
-    std::fs::write(
-        h.join("policy.yaml"),
-        format!(
-            "data: {}\ntarget: cnt\ntime_column: dteday\ndrop: [casual, registered]\nrounds: 30\nwarm_start: true\nwindow: {{kind: sliding, days: 60}}\nmin_improvement: 0.05\n",
-            labelled.display()
-        ),
-    )
-    .expect("policy");
-    cli_ok(
-        h,
-        &[
-            "retrain",
-            "policy",
-            "bikes",
-            h.join("policy.yaml").to_str().expect("utf8"),
-        ],
-    );
+    winter_champion(h, "rounds: 30\nwarm_start: true\n");
     let out = cli_ok(
         h,
         &[
