@@ -148,6 +148,19 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// LoRA fine-tuning of SmolLM2 on the rust-errors instruction set: held-out perplexity,
+    /// ROUGE-L and exact prefix before and after, training and generation tokens/s.
+    Lora {
+        #[arg(long, default_value_t = 60)]
+        steps: usize,
+        /// Held-out rows whose answers are generated and scored.
+        #[arg(long, default_value_t = 40)]
+        score: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The job queue's scheduling overhead (enqueue → leased) with several workers, on SQLite
     /// and PostgreSQL: a steady stream and a burst of no-op jobs.
     Jobs {
@@ -611,6 +624,12 @@ pub async fn run(cmd: BenchCmd, home: &Path) -> Result<(), Error> {
             )
             .await;
         }
+        BenchCmd::Lora {
+            steps,
+            score,
+            lr,
+            out,
+        } => return crate::llm_cmd::bench(home, steps, score, lr, out).await,
         BenchCmd::Jobs {
             jobs,
             workers,

@@ -334,6 +334,12 @@ pub async fn run(
         );
         later.extend(crate::demo_story::llm_step(home, &config, &c, &url).await?);
     }
+    if until >= 8 {
+        eprintln!(
+            "\n▶ Step 8: fine-tune — a LoRA adapter for SmolLM2 on rustc's error explanations, registered and served"
+        );
+        later.extend(crate::llm_cmd::demo_step(home, &config, &url).await?);
+    }
 
     let best = summary
         .iter()

@@ -23,6 +23,7 @@ mod drift_cmd;
 mod eval_cmd;
 mod features_cmd;
 mod jobs_cmd;
+mod llm_cmd;
 mod models;
 mod monitors_cmd;
 mod platform;
@@ -131,6 +132,10 @@ enum Command {
     /// LLM evaluation: run a dataset through a model and prompt, score it, compare runs.
     #[command(subcommand)]
     Eval(eval_cmd::EvalCmd),
+    /// Fine-tune the local language model: LoRA on instruction pairs, continued pre-training,
+    /// generation and evaluation with adapters.
+    #[command(subcommand)]
+    Llm(llm_cmd::LlmCmd),
     /// Traces and spans: search, span trees, GenAI stats, retention.
     #[command(subcommand)]
     Traces(traces_cmd::TracesCmd),
@@ -154,9 +159,9 @@ enum Command {
         no_serve: bool,
         #[arg(long, default_value_t = 0)]
         port: u16,
-        /// Stop after this step (1–7): 4 ends after monitoring, before the A/B test, the
-        /// retraining loop and the LLM step (which loads MiniLM and SmolLM2).
-        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=7))]
+        /// Stop after this step (1–8): 4 ends after monitoring, before the A/B test, the
+        /// retraining loop, the LLM step (which loads MiniLM and SmolLM2) and the fine-tune.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=8))]
         until: u8,
     },
     /// Benchmarks against peers, printed as tables.
@@ -329,6 +334,7 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Prompts(cmd) => prompts_cmd::run(&home, &config, cmd).await,
         Command::Traces(cmd) => traces_cmd::run(&home, &config, cmd).await,
         Command::Eval(cmd) => eval_cmd::run(&home, &config, cmd).await,
+        Command::Llm(cmd) => llm_cmd::run(&home, &config, cmd).await,
         Command::Worker(args) => worker::run(&home, &config, args).await,
         Command::Test(cmd) => {
             let result = test_cmd::run(&cmd, &home, &config).await?;

@@ -168,15 +168,41 @@ impl Platform {
         run_id: &base::RunId,
         path: &str,
     ) -> Result<registry::ModelVersion, Error> {
+        self.register_run_model_tagged(model, run_id, path, Vec::new())
+            .await
+    }
+
+    /// [`Platform::register_run_model`] with version tags.
+    pub async fn register_run_model_tagged(
+        &self,
+        model: &str,
+        run_id: &base::RunId,
+        path: &str,
+        tags: Vec<tracking::Tag>,
+    ) -> Result<registry::ModelVersion, Error> {
         if self.registry.get_model(model).await.is_err() {
             self.registry.create_model(model, "", &[]).await?;
         }
         let new = registry::NewVersion {
             source: format!("runs:/{run_id}/{path}"),
             run_id: Some(run_id.to_string()),
+            tags,
             ..Default::default()
         };
         Ok(self.registry.create_version(model, new).await?)
+    }
+
+    /// Registered LoRA adapters, as the gateway's local provider finds them.
+    pub fn adapters(&self) -> Arc<dyn gateway::provider::AdapterSource> {
+        Arc::new(server::model_source::RegistryAdapters {
+            source: server::model_source::RegistrySource {
+                registry: self.registry.clone(),
+                tracking: self.tracking.clone(),
+                artifacts: Arc::new(self.db.clone()),
+                blobs: self.blobs.clone(),
+            },
+            cache: self.home.join("cache/adapters"),
+        })
     }
 
     /// The LLM gateway with this home's local models and usage records in the metadata store.
@@ -190,7 +216,8 @@ impl Platform {
             (!config.models.smollm2_dir.is_empty())
                 .then(|| self.home.join(&config.models.smollm2_dir)),
             config.models.index_url.clone(),
-        );
+        )
+        .with_adapters(self.adapters());
         // Every call is a usage record and a span.
         let sink: Arc<dyn gateway::UsageSink> = Arc::new(gateway::spans::TracedUsage::new(
             Arc::new(self.db.clone()),

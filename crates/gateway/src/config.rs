@@ -335,7 +335,9 @@ impl GatewayConfig {
     }
 
     fn is_local_name(&self, name: &str) -> bool {
-        self.local_models && crate::provider::LOCAL_CHAT_NAMES.contains(&name)
+        self.local_models
+            && (crate::provider::LOCAL_CHAT_NAMES.contains(&name)
+                || crate::provider::is_adapter_ref(name))
     }
 
     /// The group clients reach as `name`, including the implicit local ones.
@@ -351,7 +353,12 @@ impl GatewayConfig {
                 provider: ProviderKind::Local,
                 base_url: String::new(),
                 api_key_env: None,
-                model: crate::provider::LOCAL_CHAT_NAMES[0].to_owned(),
+                // A registered adapter keeps its name: the local provider resolves it.
+                model: if crate::provider::is_adapter_ref(name) {
+                    name.to_owned()
+                } else {
+                    crate::provider::LOCAL_CHAT_NAMES[0].to_owned()
+                },
                 weight: 1.0,
                 context_window: None,
                 timeout_ms: default_timeout() * 5,

@@ -580,7 +580,10 @@ impl Gateway {
                         crate::tokens::usage_of(&rec.provider_model, req, text).0
                     }
                 };
-                rec.cost_usd = prices.cost(&rec.provider_model, &rec.usage);
+                rec.cost_usd = prices.cost(
+                    crate::provider::price_name(&rec.provider, &rec.provider_model),
+                    &rec.usage,
+                );
                 if let Some(c) = rec.cost_usd {
                     headers.push(("x-capstan-cost-usd", format!("{c:.8}")));
                 }
@@ -804,7 +807,11 @@ impl Gateway {
             for d in &g.deployments {
                 worst = worst.max(
                     live.prices
-                        .worst_case(&d.model, prompt, max_tokens)
+                        .worst_case(
+                            crate::provider::price_name(d.provider.name(), &d.model),
+                            prompt,
+                            max_tokens,
+                        )
                         .unwrap_or(0.0),
                 );
             }
@@ -1011,7 +1018,10 @@ impl StreamAccount {
             };
             rec.estimated = true;
         }
-        rec.cost_usd = self.prices.cost(&rec.provider_model, &rec.usage);
+        rec.cost_usd = self.prices.cost(
+            crate::provider::price_name(&rec.provider, &rec.provider_model),
+            &rec.usage,
+        );
         if !self.complete {
             rec.error = Some("stream ended early (client gone or upstream failed)".into());
             rec.status = 499;

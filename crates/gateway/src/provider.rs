@@ -7,8 +7,9 @@
 use crate::error::{ErrorClass, GatewayError, Result};
 use crate::request::{Endpoint, LlmRequest};
 use futures_util::{Stream, StreamExt};
-use neural::{ChatLm, ChatMessage, GenParams};
+use neural::{ChatLm, ChatMessage, GenParams, Lora};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -193,13 +194,46 @@ pub const LOCAL_CHAT_NAMES: [&str; 3] = [
 /// Default `max_tokens` for the local model when the request gives none.
 const LOCAL_DEFAULT_MAX_TOKENS: usize = 512;
 
+/// Whether `name` names a registered LoRA adapter of the local model: `NAME@ALIAS` or
+/// `NAME/VERSION`.
+pub fn is_adapter_ref(name: &str) -> bool {
+    let plain = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace);
+    match name.split_once('@') {
+        Some((n, a)) => plain(n) && plain(a) && !a.contains('@'),
+        None => name.rsplit_once('/').is_some_and(|(n, v)| {
+            plain(n) && !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
+        }),
+    }
+}
+
+/// The price-list name of a model a `provider` served: adapters run on (and cost what) the
+/// local base model does.
+pub fn price_name<'a>(provider: &str, model: &'a str) -> &'a str {
+    if provider == "local" && is_adapter_ref(model) {
+        LOCAL_CHAT_NAMES[0]
+    } else {
+        model
+    }
+}
+
+/// Where the local provider finds registered LoRA adapters.
+#[async_trait::async_trait]
+pub trait AdapterSource: Send + Sync {
+    /// The adapter `reference` (`NAME@ALIAS` or `NAME/VERSION`) names now: a key for the exact
+    /// version (`NAME/VERSION`) and its directory in PEFT's layout.
+    async fn adapter(&self, reference: &str) -> Result<(String, PathBuf)>;
+}
+
 /// SmolLM2 in-process, loaded on first use; one generation at a time (it uses every core).
+/// Registered LoRA adapters (`model: "NAME@ALIAS"`) run on the same base, each loaded once.
 pub struct LocalChat {
     home: PathBuf,
     dir: Option<PathBuf>,
     index: String,
     model: OnceCell<Arc<ChatLm>>,
     busy: Arc<Semaphore>,
+    adapters: Option<Arc<dyn AdapterSource>>,
+    loaded: std::sync::Mutex<HashMap<String, Arc<Lora>>>,
 }
 
 impl LocalChat {
@@ -211,7 +245,53 @@ impl LocalChat {
             index,
             model: OnceCell::new(),
             busy: Arc::new(Semaphore::new(1)),
+            adapters: None,
+            loaded: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Serves registered adapters from `source`.
+    pub fn with_adapters(mut self, source: Arc<dyn AdapterSource>) -> LocalChat {
+        self.adapters = Some(source);
+        self
+    }
+
+    /// The adapter `model` names, or `None` for the base model itself.
+    async fn adapter_for(&self, lm: &Arc<ChatLm>, model: &str) -> Result<Option<Arc<Lora>>> {
+        if LOCAL_CHAT_NAMES.contains(&model) {
+            return Ok(None);
+        }
+        let not_found = |why: String| {
+            GatewayError {
+                param: Some("model".into()),
+                ..GatewayError::new(ErrorClass::NotFound, 404, why)
+            }
+            .with_code("model_not_found")
+        };
+        let Some(source) = &self.adapters else {
+            return Err(not_found(format!(
+                "The model `{model}` does not exist (this gateway has no model registry)"
+            )));
+        };
+        let (key, dir) = source.adapter(model).await?;
+        if let Some(l) = self.loaded.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(Some(l));
+        }
+        let base = lm.clone();
+        let lora = tokio::task::spawn_blocking(move || Lora::load_for(&dir, base.decoder()))
+            .await
+            .map_err(|e| GatewayError::new(ErrorClass::Upstream, 500, e.to_string()))?
+            .map_err(|e| {
+                GatewayError::invalid(
+                    "model",
+                    format!("`{model}` ({key}) cannot run on {}: {e}", lm.name()),
+                )
+            })?;
+        let lora = Arc::new(lora);
+        if let Ok(mut m) = self.loaded.lock() {
+            m.insert(key, lora.clone());
+        }
+        Ok(Some(lora))
     }
 
     pub async fn model(&self) -> Result<Arc<ChatLm>> {
@@ -331,6 +411,7 @@ fn usage_json(prompt: usize, completion: usize) -> Value {
 impl Provider for LocalChat {
     async fn complete(&self, req: &LlmRequest, model: &str) -> Result<Value> {
         let lm = self.model().await?;
+        let lora = self.adapter_for(&lm, model).await?;
         let (prompt, params) = Self::prepare(&lm, req)?;
         let _turn = self
             .busy
@@ -341,7 +422,7 @@ impl Provider for LocalChat {
         let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
         let cancelled = cancel.0.clone();
         let g = tokio::task::spawn_blocking(move || {
-            lm.generate(&prompt, &params, &mut |_| {
+            lm.generate_with(&prompt, &params, lora.as_deref(), &mut |_| {
                 !cancelled.load(Ordering::Relaxed)
             })
         })
@@ -365,6 +446,7 @@ impl Provider for LocalChat {
 
     async fn stream(&self, req: &LlmRequest, model: &str) -> Result<ChunkStream> {
         let lm = self.model().await?;
+        let lora = self.adapter_for(&lm, model).await?;
         let (prompt, params) = Self::prepare(&lm, req)?;
         if prompt.len() + params.max_tokens > lm.config().context {
             return Err(neural_error(neural::Error::ContextLength {
@@ -404,7 +486,7 @@ impl Provider for LocalChat {
             )) {
                 return;
             }
-            let result = lm.generate(&prompt, &params, &mut |piece| {
+            let result = lm.generate_with(&prompt, &params, lora.as_deref(), &mut |piece| {
                 send(chunk(json!({"content": piece}), Value::Null))
             });
             match result {
@@ -426,5 +508,34 @@ impl Provider for LocalChat {
             rx,
             |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adapter_references() {
+        for yes in [
+            "rust-errors@production",
+            "team/qa@champion",
+            "rust-errors/3",
+        ] {
+            assert!(is_adapter_ref(yes), "{yes}");
+        }
+        for no in [
+            "smollm2",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "a@",
+            "@b",
+            "a@b@c",
+            "x/",
+            "has space@prod",
+        ] {
+            assert!(!is_adapter_ref(no), "{no}");
+        }
+        assert_eq!(price_name("local", "qa@prod"), LOCAL_CHAT_NAMES[0]);
+        assert_eq!(price_name("openai", "claude@2024"), "claude@2024");
     }
 }

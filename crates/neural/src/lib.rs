@@ -3,14 +3,19 @@
 //! GGUF), and where their weights come from without a model hub. This is the only crate that builds candle.
 
 pub mod bert;
+pub mod decoder;
 pub mod http;
 pub mod llama;
+pub mod lora;
 pub mod ops;
 pub mod resolve;
+pub mod train;
 
 pub use bert::MiniLm;
+pub use decoder::{Decoder, LlamaConfig, MODULES};
 pub use http::HttpEmbedder;
 pub use llama::{ChatLm, ChatMessage, Finish, GenParams, Generation, SMOLLM2, SMOLLM2_FILE};
+pub use lora::{Lora, LoraConfig};
 pub use resolve::{MINILM, ModelSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,15 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where models run: GPU 0 when built with the `cuda` feature and one is present, else the CPU.
+pub fn default_device() -> candle_core::Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = candle_core::Device::new_cuda(0) {
+        return d;
+    }
+    candle_core::Device::Cpu
+}
 
 /// Anything that turns texts into vectors of one fixed dimension: the local MiniLM, or an
 /// OpenAI-compatible embeddings endpoint behind the gateway.

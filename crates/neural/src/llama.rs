@@ -9,12 +9,14 @@
 //! sequences are held back until they can no longer match, and a callback that returns `false`
 //! (a client that went away) ends generation at once.
 
+use crate::decoder::{self, Decoder, KvCache, LlamaConfig, hf_name};
+use crate::lora::Lora;
 use crate::{Error, Result};
 use base::rng::Rng;
 use candle_core::quantized::gguf_file;
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
-use candle_nn::{Embedding, Linear};
+use candle_core::{DType, IndexOp, Tensor};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
@@ -32,47 +34,27 @@ pub const SMOLLM2: crate::ModelSpec = crate::ModelSpec {
 /// The GGUF file inside [`SMOLLM2`]'s directory.
 pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-struct Block {
-    attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
-/// Hyper-parameters read from the GGUF metadata.
-#[derive(Debug, Clone)]
-pub struct LlamaConfig {
-    pub hidden: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub context: usize,
-    pub rms_eps: f64,
-    pub rope_base: f32,
-    pub vocab: usize,
-}
-
 pub struct ChatLm {
     name: String,
-    config: LlamaConfig,
-    embed: Embedding,
-    blocks: Vec<Block>,
-    norm: Tensor,
-    head: Linear,
-    cos: Tensor,
-    sin: Tensor,
+    model: Decoder,
     tokenizer: Tokenizer,
     template: minijinja::Environment<'static>,
+    template_source: String,
     bos: String,
     eos: String,
     /// Tokens that end a turn (`<|im_end|>`, `<|endoftext|>` …).
     stop_ids: Vec<u32>,
-    device: Device,
+}
+
+/// What a loader hands to [`ChatLm::assemble`].
+struct Parts {
+    name: String,
+    model: Decoder,
+    tokenizer: Tokenizer,
+    template: String,
+    bos: String,
+    eos: String,
+    stop_ids: Vec<u32>,
 }
 
 /// One chat message as the template sees it.
@@ -147,8 +129,18 @@ fn meta_usize(c: &gguf_file::Content, key: &str) -> Result<usize> {
 }
 
 impl ChatLm {
-    /// Loads a LLaMA-architecture GGUF (weights dequantised to F32).
+    /// Loads a LLaMA-architecture model: a GGUF file (weights dequantised to F32), or a Hugging
+    /// Face directory (`config.json`, `model.safetensors`, `tokenizer.json`,
+    /// `tokenizer_config.json`).
     pub fn load(path: &Path) -> Result<ChatLm> {
+        if path.is_dir() {
+            ChatLm::load_hf(path)
+        } else {
+            ChatLm::load_gguf(path)
+        }
+    }
+
+    fn load_gguf(path: &Path) -> Result<ChatLm> {
         let bad = |why: String| Error::BadModel {
             dir: path.display().to_string(),
             why,
@@ -159,62 +151,156 @@ impl ChatLm {
         if arch != "llama" {
             return Err(bad(format!("architecture `{arch}` is not llama")));
         }
-        let hidden = meta_usize(&content, "llama.embedding_length")?;
         let heads = meta_usize(&content, "llama.attention.head_count")?;
+        let kv_heads = meta_usize(&content, "llama.attention.head_count_kv")?;
+        let has_head = content.tensor_infos.contains_key("output.weight");
         let config = LlamaConfig {
-            hidden,
+            hidden: meta_usize(&content, "llama.embedding_length")?,
+            intermediate: meta_usize(&content, "llama.feed_forward_length")?,
             layers: meta_usize(&content, "llama.block_count")?,
             heads,
-            kv_heads: meta_usize(&content, "llama.attention.head_count_kv")?,
+            kv_heads,
             context: meta_usize(&content, "llama.context_length")?,
             rms_eps: meta(&content, "llama.attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
             rope_base: meta(&content, "llama.rope.freq_base")
                 .and_then(|v| Ok(v.to_f32()?))
                 .unwrap_or(10_000.0),
             vocab: meta(&content, "tokenizer.ggml.tokens")?.to_vec()?.len(),
+            tie_embeddings: !has_head,
+            qkv_bias: false,
         };
-        let device = Device::Cpu;
-        let mut tensor = |name: &str| -> Result<Tensor> {
+        let device = crate::default_device();
+        let mut named = HashMap::new();
+        let mut put = |gguf: &str, hf: String, unpermute_heads: Option<usize>| -> Result<()> {
             let q = content
-                .tensor(&mut file, name, &device)
-                .map_err(|e| bad(format!("{name}: {e}")))?;
-            Ok(q.dequantize(&device)?)
+                .tensor(&mut file, gguf, &device)
+                .map_err(|e| bad(format!("{gguf}: {e}")))?;
+            let mut t = q.dequantize(&device)?;
+            if let Some(h) = unpermute_heads {
+                t = decoder::unpermute(&t, h)?;
+            }
+            named.insert(hf, t);
+            Ok(())
         };
-        let linear = |w: Tensor| Linear::new(w, None);
-        let embed_w = tensor("token_embd.weight")?;
-        let head_w = match content.tensor_infos.contains_key("output.weight") {
-            true => tensor("output.weight")?,
-            false => embed_w.clone(), // tied embeddings
-        };
-        let mut blocks = Vec::with_capacity(config.layers);
-        for i in 0..config.layers {
-            let p = format!("blk.{i}");
-            blocks.push(Block {
-                attn_norm: tensor(&format!("{p}.attn_norm.weight"))?,
-                q: linear(tensor(&format!("{p}.attn_q.weight"))?),
-                k: linear(tensor(&format!("{p}.attn_k.weight"))?),
-                v: linear(tensor(&format!("{p}.attn_v.weight"))?),
-                o: linear(tensor(&format!("{p}.attn_output.weight"))?),
-                ffn_norm: tensor(&format!("{p}.ffn_norm.weight"))?,
-                gate: linear(tensor(&format!("{p}.ffn_gate.weight"))?),
-                up: linear(tensor(&format!("{p}.ffn_up.weight"))?),
-                down: linear(tensor(&format!("{p}.ffn_down.weight"))?),
-            });
+        put(
+            "token_embd.weight",
+            "model.embed_tokens.weight".into(),
+            None,
+        )?;
+        if has_head {
+            put("output.weight", "lm_head.weight".into(), None)?;
         }
-        let norm = tensor("output_norm.weight")?;
-        let head_dim = hidden / heads;
-        let inv: Vec<f32> = (0..head_dim / 2)
-            .map(|i| 1.0 / config.rope_base.powf(2.0 * i as f32 / head_dim as f32))
-            .collect();
-        let inv = Tensor::from_vec(inv, (1, head_dim / 2), &device)?;
-        let pos = Tensor::arange(0u32, config.context as u32, &device)?
-            .to_dtype(DType::F32)?
-            .reshape((config.context, 1))?;
-        let freqs = pos.broadcast_mul(&inv)?;
+        put("output_norm.weight", "model.norm.weight".into(), None)?;
+        const GGUF_NAMES: [&str; 7] = [
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ];
+        for i in 0..config.layers {
+            let (g, h) = (format!("blk.{i}"), format!("model.layers.{i}"));
+            put(
+                &format!("{g}.attn_norm.weight"),
+                format!("{h}.input_layernorm.weight"),
+                None,
+            )?;
+            put(
+                &format!("{g}.ffn_norm.weight"),
+                format!("{h}.post_attention_layernorm.weight"),
+                None,
+            )?;
+            for (m, gname) in GGUF_NAMES.iter().enumerate() {
+                let unpermute = match m {
+                    0 => Some(heads),
+                    1 => Some(kv_heads),
+                    _ => None,
+                };
+                put(&format!("{g}.{gname}.weight"), hf_name(i, m), unpermute)?;
+            }
+        }
+        let model = Decoder::from_named(config, named, DType::F32, &device)?;
         let (tokenizer, stop_ids, bos, eos) = gguf_tokenizer(&content).map_err(bad)?;
         let template = meta(&content, "tokenizer.chat_template")
             .and_then(|v| Ok(v.to_string()?.clone()))
             .map_err(|_| bad("no tokenizer.chat_template".into()))?;
+        let name = meta(&content, "general.name")
+            .and_then(|v| Ok(v.to_string()?.clone()))
+            .unwrap_or_else(|_| SMOLLM2.name.to_owned());
+        ChatLm::assemble(Parts {
+            name,
+            model,
+            tokenizer,
+            template,
+            bos,
+            eos,
+            stop_ids,
+        })
+        .map_err(|e| bad(e.to_string()))
+    }
+
+    fn load_hf(dir: &Path) -> Result<ChatLm> {
+        let model = Decoder::load_hf(dir, DType::F32, &crate::default_device())?;
+        let tokenizer =
+            Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| Error::BadModel {
+                dir: dir.display().to_string(),
+                why: format!("tokenizer.json: {e}"),
+            })?;
+        let tc = decoder::read_json(&dir.join("tokenizer_config.json"))?;
+        let template = match &tc["chat_template"] {
+            Value::String(s) => s.clone(),
+            Value::Array(list) => list
+                .iter()
+                .find(|t| t["name"] == "default")
+                .or_else(|| list.first())
+                .and_then(|t| t["template"].as_str())
+                .unwrap_or_default()
+                .to_string(),
+            _ => String::new(),
+        };
+        if template.is_empty() {
+            return Err(Error::BadModel {
+                dir: dir.display().to_string(),
+                why: "tokenizer_config.json has no chat_template".into(),
+            });
+        }
+        let special = |k: &str| -> String {
+            match &tc[k] {
+                Value::String(s) => s.clone(),
+                Value::Object(o) => o
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                _ => String::new(),
+            }
+        };
+        let (bos, eos) = (special("bos_token"), special("eos_token"));
+        let mut stop_ids: Vec<u32> = [eos.as_str(), "<|im_end|>", "<|endoftext|>", "<|eot_id|>"]
+            .iter()
+            .filter(|t| !t.is_empty())
+            .filter_map(|t| tokenizer.token_to_id(t))
+            .collect();
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        ChatLm::assemble(Parts {
+            name,
+            model,
+            tokenizer,
+            template,
+            bos,
+            eos,
+            stop_ids,
+        })
+    }
+
+    fn assemble(p: Parts) -> Result<ChatLm> {
         let mut env = minijinja::Environment::new();
         env.add_function(
             "raise_exception",
@@ -225,27 +311,56 @@ impl ChatLm {
                 ))
             },
         );
-        env.add_template_owned("chat", template)
-            .map_err(|e| bad(format!("chat template: {e}")))?;
-        let name = meta(&content, "general.name")
-            .and_then(|v| Ok(v.to_string()?.clone()))
-            .unwrap_or_else(|_| SMOLLM2.name.to_owned());
+        env.add_template_owned("chat", p.template.clone())
+            .map_err(|e| Error::BadInput(format!("chat template: {e}")))?;
         Ok(ChatLm {
-            name,
-            embed: Embedding::new(embed_w, hidden),
-            blocks,
-            norm,
-            head: Linear::new(head_w, None),
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
-            tokenizer,
+            name: p.name,
+            model: p.model,
+            tokenizer: p.tokenizer,
             template: env,
-            bos,
-            eos,
-            stop_ids,
-            device,
-            config,
+            template_source: p.template,
+            bos: p.bos,
+            eos: p.eos,
+            stop_ids: p.stop_ids,
         })
+    }
+
+    /// Writes the model in the Hugging Face layout (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`, `tokenizer_config.json` with the chat template).
+    pub fn save_hf(&self, dir: &Path) -> Result<()> {
+        self.model.save_hf(dir)?;
+        self.tokenizer
+            .save(dir.join("tokenizer.json"), false)
+            .map_err(|e| Error::BadInput(format!("saving the tokenizer: {e}")))?;
+        let tc = json!({
+            "chat_template": self.template_source,
+            "bos_token": self.bos,
+            "eos_token": self.eos,
+            "model_max_length": self.model.config.context,
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        });
+        decoder::write_atomic(
+            &dir.join("tokenizer_config.json"),
+            tc.to_string().as_bytes(),
+        )
+    }
+
+    /// The same tokenizer and template over other weights (a merged adapter, a trained copy).
+    pub fn with_decoder(&self, model: Decoder) -> ChatLm {
+        ChatLm {
+            name: self.name.clone(),
+            model,
+            tokenizer: self.tokenizer.clone(),
+            template: self.template.clone(),
+            template_source: self.template_source.clone(),
+            bos: self.bos.clone(),
+            eos: self.eos.clone(),
+            stop_ids: self.stop_ids.clone(),
+        }
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.model
     }
 
     pub fn name(&self) -> &str {
@@ -253,7 +368,50 @@ impl ChatLm {
     }
 
     pub fn config(&self) -> &LlamaConfig {
-        &self.config
+        &self.model.config
+    }
+
+    /// One training example in the chat template: the prompt up to the assistant's turn, and
+    /// the whole conversation with the response and its end-of-turn token.
+    pub fn render_example(
+        &self,
+        messages: &[ChatMessage],
+        response: &str,
+    ) -> Result<(String, String)> {
+        let prompt = self.render(messages)?;
+        let mut all = messages.to_vec();
+        all.push(ChatMessage {
+            role: "assistant".into(),
+            content: response.into(),
+        });
+        let t = self
+            .template
+            .get_template("chat")
+            .map_err(|e| Error::BadInput(e.to_string()))?;
+        let full = t
+            .render(minijinja::context! {
+                messages => all,
+                add_generation_prompt => false,
+                bos_token => self.bos,
+                eos_token => self.eos,
+            })
+            .map_err(|e| Error::BadInput(format!("chat template: {e}")))?;
+        let full = full.trim_end_matches('\n').to_string();
+        if !full.starts_with(&prompt) {
+            // A template that rewrites earlier turns: prompt + response + end of turn.
+            let eot = self.end_of_turn();
+            return Ok((prompt.clone(), format!("{prompt}{response}{eot}")));
+        }
+        Ok((prompt, full))
+    }
+
+    /// The token text that ends an assistant turn.
+    fn end_of_turn(&self) -> String {
+        self.stop_ids
+            .iter()
+            .filter_map(|&i| self.tokenizer.id_to_token(i))
+            .find(|t| t == "<|im_end|>" || t == "<|eot_id|>")
+            .unwrap_or_else(|| self.eos.clone())
     }
 
     /// The prompt the chat template makes of `messages`, ending with the assistant's turn.
@@ -291,69 +449,19 @@ impl ChatLm {
         self.encode(text).map(|ids| ids.len()).unwrap_or(0)
     }
 
-    fn forward(&self, ids: &[u32], pos: usize, cache: &mut [(Tensor, Tensor)]) -> Result<Tensor> {
-        let c = &self.config;
+    /// Logits of the next token after `ids` placed at `pos` (the cache holds what came before).
+    fn next_logits(
+        &self,
+        ids: &[u32],
+        pos: usize,
+        cache: &mut KvCache,
+        lora: Option<&Lora>,
+    ) -> Result<Tensor> {
         let t = ids.len();
-        let hd = c.hidden / c.heads;
-        let rep = c.heads / c.kv_heads;
-        let input = Tensor::from_slice(ids, (1, t), &self.device)?;
-        let mut x = self.embed.forward(&input)?;
-        let cos = self.cos.narrow(0, pos, t)?;
-        let sin = self.sin.narrow(0, pos, t)?;
-        let mask = if t > 1 {
-            let total = pos + t;
-            let m: Vec<f32> = (0..t)
-                .flat_map(|i| {
-                    (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 })
-                })
-                .collect();
-            Some(Tensor::from_vec(m, (t, total), &self.device)?)
-        } else {
-            None
-        };
-        let scale = 1.0 / (hd as f64).sqrt();
-        for (b, (kc, vc)) in self.blocks.iter().zip(cache.iter_mut()) {
-            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps as f32)?;
-            let heads = |l: &Linear, n: usize| -> Result<Tensor> {
-                Ok(l.forward(&h)?
-                    .reshape((1, t, n, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?)
-            };
-            let q = candle_nn::rotary_emb::rope_i(&heads(&b.q, c.heads)?, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_i(&heads(&b.k, c.kv_heads)?, &cos, &sin)?;
-            let v = heads(&b.v, c.kv_heads)?;
-            let (k, v) = if pos == 0 {
-                (k, v)
-            } else {
-                (Tensor::cat(&[&*kc, &k], 2)?, Tensor::cat(&[&*vc, &v], 2)?)
-            };
-            *kc = k.clone();
-            *vc = v.clone();
-            let total = k.dim(2)?;
-            let expand = |x: Tensor| -> Result<Tensor> {
-                Ok(x.unsqueeze(2)?
-                    .expand((1, c.kv_heads, rep, total, hd))?
-                    .reshape((1, c.heads, total, hd))?)
-            };
-            let k = expand(k)?;
-            let v = expand(v)?;
-            let mut att = (q.matmul(&k.t()?)? * scale)?;
-            if let Some(m) = &mask {
-                att = att.broadcast_add(m)?;
-            }
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((1, t, c.hidden))?;
-            x = (x + b.o.forward(&y)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.rms_eps as f32)?;
-            let ffn = b
-                .down
-                .forward(&(candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?)?;
-            x = (x + ffn)?;
-        }
-        let last = x.i((.., t - 1..t, ..))?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, c.rms_eps as f32)?;
-        Ok(self.head.forward(&last)?.flatten_all()?)
+        let input = Tensor::from_slice(ids, (1, t), &self.model.device)?;
+        let h = self.model.hidden(&input, pos, Some(cache), lora, None)?;
+        let last = h.i((.., t - 1..t, ..))?;
+        Ok(self.model.logits(&last)?.flatten_all()?)
     }
 
     /// Continues `prompt` (token ids). `on_text` receives the completion's text piece by piece
@@ -364,28 +472,32 @@ impl ChatLm {
         params: &GenParams,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        self.generate_with(prompt, params, None, on_text)
+    }
+
+    /// [`ChatLm::generate`] with a LoRA adapter applied on the fly (the base stays shared).
+    pub fn generate_with(
+        &self,
+        prompt: &[u32],
+        params: &GenParams,
+        lora: Option<&Lora>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
         if prompt.is_empty() {
             return Err(Error::BadInput("the prompt is empty".into()));
         }
-        if prompt.len() + params.max_tokens > self.config.context {
+        if prompt.len() + params.max_tokens > self.model.config.context {
             return Err(Error::ContextLength {
-                limit: self.config.context,
+                limit: self.model.config.context,
                 requested: prompt.len() + params.max_tokens,
             });
         }
-        let mut cache: Vec<(Tensor, Tensor)> = (0..self.config.layers)
-            .map(|_| {
-                Ok((
-                    Tensor::zeros(1, DType::F32, &self.device)?,
-                    Tensor::zeros(1, DType::F32, &self.device)?,
-                ))
-            })
-            .collect::<Result<_>>()?;
+        let mut cache = self.model.new_cache()?;
         let mut rng = Rng::new(params.seed);
         let mut out: Vec<u32> = Vec::new();
         let mut emitted = 0usize; // bytes of the decoded text already handed out
         let mut text = String::new();
-        let mut logits = self.forward(prompt, 0, &mut cache)?;
+        let mut logits = self.next_logits(prompt, 0, &mut cache, lora)?;
         let finish = loop {
             if out.len() >= params.max_tokens {
                 break Finish::Length;
@@ -433,7 +545,7 @@ impl ChatLm {
                 }
                 emitted = safe;
             }
-            logits = self.forward(&[next], prompt.len() + out.len() - 1, &mut cache)?;
+            logits = self.next_logits(&[next], prompt.len() + out.len() - 1, &mut cache, lora)?;
         };
         if finish != Finish::Cancelled && text.len() > emitted {
             on_text(&text[emitted..]);

@@ -181,3 +181,104 @@ fn stop_sequences_seeds_and_cancellation() {
         Err(neural::Error::ContextLength { .. })
     ));
 }
+
+#[test]
+fn the_gguf_saved_in_hugging_face_layout_loads_back_and_decodes_the_same() {
+    let lm = model();
+    let dir = tempfile::tempdir().unwrap();
+    lm.save_hf(dir.path()).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f}");
+    }
+    let hf = ChatLm::load(dir.path()).unwrap();
+    assert_eq!(hf.config(), lm.config());
+    let f = fixture();
+    let chat = &f["chats"][0];
+    let prompt = hf.render(&messages(&chat["messages"])).unwrap();
+    assert_eq!(prompt, chat["prompt"].as_str().unwrap());
+    let ids = hf.encode(&prompt).unwrap();
+    assert_eq!(ids, lm.encode(&prompt).unwrap());
+    let params = GenParams {
+        max_tokens: 12,
+        ..GenParams::default()
+    };
+    let a = lm.generate(&ids, &params, &mut |_| true).unwrap();
+    let b = hf.generate(&ids, &params, &mut |_| true).unwrap();
+    assert_eq!(a.token_ids, b.token_ids);
+}
+
+#[test]
+fn lora_on_smollm2_is_under_one_percent_and_learns_a_fact() {
+    use neural::lora::{Lora, LoraConfig};
+    use neural::train::{self, Sequence, TrainConfig};
+    let lm = model();
+    let base = lm.decoder();
+    let lora = Lora::init(
+        LoraConfig::new(8, 16.0, 0.0, "q_proj,k_proj,v_proj,o_proj", false).unwrap(),
+        &base.config,
+        lm.name(),
+        1,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let share = lora.parameter_count() as f64 / base.parameter_count() as f64;
+    assert!(share < 0.01, "{share}");
+    assert_eq!(
+        lora.parameter_count(),
+        30 * 8 * ((576 + 576) * 2 + (576 + 192) * 2)
+    );
+    // One made-up fact, four steps: the loss on it falls.
+    let (prompt, full) = lm
+        .render_example(
+            &[ChatMessage {
+                role: "user".into(),
+                content: "What is the capital of Capstania?".into(),
+            }],
+            "The capital of Capstania is Windlass.",
+        )
+        .unwrap();
+    assert!(
+        full.starts_with(&prompt) && full.ends_with("<|im_end|>"),
+        "{full:?}"
+    );
+    let p = lm.encode(&prompt).unwrap();
+    let ids = lm.encode(&full).unwrap();
+    assert_eq!(&ids[..p.len()], &p[..]);
+    let seq = Sequence {
+        target_from: p.len(),
+        ids,
+    };
+    let data = vec![seq.clone()];
+    let (before, _) = train::evaluate(base, None, &data).unwrap();
+    let mut model = base.clone();
+    let mut lora = lora;
+    let cfg = TrainConfig {
+        epochs: 4,
+        lr: 3e-3,
+        ..TrainConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let out = train::train(
+        &mut model,
+        Some(&mut lora),
+        &data,
+        &[],
+        &cfg,
+        None,
+        &mut |_| true,
+    )
+    .unwrap();
+    eprintln!(
+        "4 LoRA steps of {} tokens in {:.1} s",
+        seq.ids.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(out.steps, 4);
+    let (after, _) = train::evaluate(&model, Some(&lora), &data).unwrap();
+    assert!(after < before * 0.7, "{before} → {after}");
+}

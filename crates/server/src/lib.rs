@@ -15,7 +15,7 @@ mod jobs_routes;
 mod labelled_routes;
 mod mlflow;
 mod mlflow_registry;
-mod model_source;
+pub mod model_source;
 pub mod monitoring;
 pub mod monitors;
 mod oip;

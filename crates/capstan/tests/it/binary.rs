@@ -197,6 +197,19 @@ fn demo_tracks_runs_and_cli_reads_them() {
         report.contains("token_f1") && report.contains("<svg"),
         "the report has its charts"
     );
+    // Step 8: the LoRA fine-tune lowers the held-out perplexity and is served by its alias.
+    let lora = line("LoRA fine-tune");
+    let ppl: Vec<f64> = lora
+        .split("perplexity")
+        .nth(1)
+        .unwrap_or_default()
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        lora.contains("rust-errors@production") && ppl.len() == 2 && ppl[1] < ppl[0],
+        "{lora}"
+    );
     assert!(
         stdout.contains("semantic-hit"),
         "a reworded question is served from the semantic cache: {stdout}"

@@ -5,6 +5,7 @@ mod binary;
 mod crash;
 mod eval_cli;
 mod jobs_cli;
+mod llm_cli;
 mod retrain_loop;
 mod scale_out;
 mod tidy;
