@@ -598,6 +598,16 @@ fn dataset_input(name: &str, digest: &str, source: &str, context: &str) -> Datas
     }
 }
 
+/// A metric value at `step`, stamped now.
+fn metric(key: &str, value: f64, step: usize) -> Metric {
+    Metric {
+        key: key.into(),
+        value,
+        timestamp: base::now_millis(),
+        step: step as i64,
+    }
+}
+
 fn file_digest(path: &Path) -> Result<String, Error> {
     data::md5_file(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
 }
@@ -715,13 +725,6 @@ async fn train_in_run(
             .map_err(|e| Error::Other(e.to_string()))?
             .map_err(model_error)?
     };
-    let now = base::now_millis();
-    let metric = |key: &str, value: f64, step: usize| Metric {
-        key: key.into(),
-        value,
-        timestamp: now,
-        step: step as i64,
-    };
     if base_loss.is_finite() {
         p.tracking
             .log_batch(
@@ -757,13 +760,6 @@ async fn train_in_run(
     let mut bar: Option<Progress> = None;
     let mut last_tps = 0.0;
     while let Some(e) = rx.recv().await {
-        let at = base::now_millis();
-        let m = |key: &str, value: f64, step: usize| Metric {
-            key: key.into(),
-            value,
-            timestamp: at,
-            step: step as i64,
-        };
         let batch = match e {
             Event::Step {
                 step,
@@ -778,9 +774,9 @@ async fn train_in_run(
                 b.inc(1);
                 last_tps = tokens_per_s;
                 vec![
-                    m("train_loss", loss, step),
-                    m("learning_rate", lr, step),
-                    m("grad_norm", grad_norm, step),
+                    metric("train_loss", loss, step),
+                    metric("learning_rate", lr, step),
+                    metric("grad_norm", grad_norm, step),
                 ]
             }
             Event::Eval {
@@ -790,8 +786,8 @@ async fn train_in_run(
             } => {
                 eprintln!("\nstep {step}: held-out loss {loss:.4}, perplexity {perplexity:.2}");
                 vec![
-                    m("eval_loss", loss, step),
-                    m("eval_perplexity", perplexity, step),
+                    metric("eval_loss", loss, step),
+                    metric("eval_perplexity", perplexity, step),
                 ]
             }
             Event::Checkpoint { .. } => Vec::new(),
@@ -964,13 +960,7 @@ async fn finetune(p: &Platform, config: &Config, a: FinetuneArgs) -> Result<base
         })
         .await
         .map_err(|e| Error::Other(e.to_string()))??;
-        let now = base::now_millis();
-        let m = |k: &str, v: f64| Metric {
-            key: k.into(),
-            value: v,
-            timestamp: now,
-            step: 0,
-        };
+        let m = |k: &str, v: f64| metric(k, v, 0);
         p.tracking
             .log_batch(
                 &id,
@@ -1201,40 +1191,15 @@ pub async fn bench(
     let p = Platform::open(home, &config).await?;
     let data_dir = home.join("bench-lora");
     let (n_train, n_eval) = rust_errors(&data_dir, 0.15)?;
-    let args = FinetuneArgs {
-        data: data_dir.join("train.jsonl"),
-        eval: Some(data_dir.join("eval.jsonl")),
-        eval_fraction: 0.0,
-        score,
-        base: BaseArgs {
-            base: "smollm2".into(),
-        },
-        lora: LoraArgs {
-            rank: 8,
-            alpha: 16.0,
-            lora_dropout: 0.05,
-            targets: "q_proj,k_proj,v_proj,o_proj".into(),
-            rslora: false,
-        },
-        train: TrainArgs {
-            epochs: 1,
-            lr,
-            warmup: (steps / 10).max(1),
-            weight_decay: 0.0,
-            grad_accum: 4,
-            max_steps: Some(steps),
-            eval_every: (steps / 3).max(1),
-            patience: None,
-            max_len: None,
-            seed: 42,
-            checkpoints: None,
-            checkpoint_every: steps.max(1),
-            out: None,
-            experiment: "bench-lora".into(),
-            register: None,
-            merge: false,
-        },
-    };
+    let mut args = rust_errors_args(
+        data_dir.join("train.jsonl"),
+        data_dir.join("eval.jsonl"),
+        steps,
+        4,
+        lr,
+    );
+    args.score = score;
+    args.train.experiment = "bench-lora".into();
     let id = finetune(&p, &config, args).await?;
     let get = run_metrics(&p, &id).await?;
     let row = |name: &str, base: f64, tuned: f64, digits: usize| {
@@ -1308,6 +1273,52 @@ pub async fn bench(
     Ok(())
 }
 
+/// A fine-tune of SmolLM2 on the rust-errors set as the benchmark and the demo run it: rank 8 on
+/// q/k/v/o, `steps` optimiser steps of `grad_accum` sequences, warm-up over a tenth of them and
+/// three evaluations; nothing scored, nothing registered.
+fn rust_errors_args(
+    data: PathBuf,
+    eval: PathBuf,
+    steps: usize,
+    grad_accum: usize,
+    lr: f64,
+) -> FinetuneArgs {
+    FinetuneArgs {
+        data,
+        eval: Some(eval),
+        eval_fraction: 0.0,
+        score: 0,
+        base: BaseArgs {
+            base: "smollm2".into(),
+        },
+        lora: LoraArgs {
+            rank: 8,
+            alpha: 16.0,
+            lora_dropout: 0.05,
+            targets: "q_proj,k_proj,v_proj,o_proj".into(),
+            rslora: false,
+        },
+        train: TrainArgs {
+            epochs: 1,
+            lr,
+            warmup: (steps / 10).max(1),
+            weight_decay: 0.0,
+            grad_accum,
+            max_steps: Some(steps),
+            eval_every: (steps / 3).max(1),
+            patience: None,
+            max_len: None,
+            seed: 42,
+            checkpoints: None,
+            checkpoint_every: steps.max(1),
+            out: None,
+            experiment: "llm-finetune".into(),
+            register: None,
+            merge: false,
+        },
+    }
+}
+
 /// The latest value of each metric of run `id` (NaN for one it lacks).
 async fn run_metrics(p: &Platform, id: &base::RunId) -> Result<impl Fn(&str) -> f64, Error> {
     let run = p.tracking.get_run(id).await?;
@@ -1339,40 +1350,16 @@ pub async fn demo_step(
     println!(
         "  {n_train} training and {n_eval} held-out error codes from `rustc --explain`; LoRA rank 8 on q/k/v/o"
     );
-    let args = FinetuneArgs {
-        data: dir.join("train.jsonl"),
-        eval: Some(dir.join("eval-24.jsonl")),
-        eval_fraction: 0.0,
-        score: 0,
-        base: BaseArgs {
-            base: "smollm2".into(),
-        },
-        lora: LoraArgs {
-            rank: 8,
-            alpha: 16.0,
-            lora_dropout: 0.05,
-            targets: "q_proj,k_proj,v_proj,o_proj".into(),
-            rslora: false,
-        },
-        train: TrainArgs {
-            epochs: 1,
-            lr: 1e-3,
-            warmup: 2,
-            weight_decay: 0.0,
-            grad_accum: 2,
-            max_steps: Some(16),
-            eval_every: 8,
-            patience: None,
-            max_len: None,
-            seed: 42,
-            checkpoints: None,
-            checkpoint_every: 16,
-            out: None,
-            experiment: "llm-finetune".into(),
-            register: Some("rust-errors".into()),
-            merge: false,
-        },
-    };
+    let mut args = rust_errors_args(
+        dir.join("train.jsonl"),
+        dir.join("eval-24.jsonl"),
+        16,
+        2,
+        1e-3,
+    );
+    args.train.warmup = 2;
+    args.train.eval_every = 8;
+    args.train.register = Some("rust-errors".into());
     let id = finetune(&p, config, args).await?;
     let get = run_metrics(&p, &id).await?;
     let version = p

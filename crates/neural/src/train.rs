@@ -269,6 +269,8 @@ pub fn train(
         idx
     };
     let model_ref: &Decoder = model;
+    // The current epoch's order, shuffled once per epoch.
+    let mut epoch_order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
     while state.step < total {
         let mut sums: Vec<Option<Tensor>> = vec![None; vars.len()];
         let mut loss_sum = 0.0;
@@ -278,7 +280,10 @@ pub fn train(
             if epoch >= cfg.epochs && cfg.max_steps.is_none() {
                 break;
             }
-            let seq = &data[order(epoch)[state.consumed % data.len()]];
+            if epoch_order.0 != epoch {
+                epoch_order = (epoch, order(epoch));
+            }
+            let seq = &data[epoch_order.1[state.consumed % data.len()]];
             let dropout_seed = cfg.seed ^ ((state.consumed as u64) << 20);
             let (loss, _) = sequence_loss(model_ref, lora.as_deref(), seq, Some(dropout_seed))?;
             let grads = loss.backward()?;
