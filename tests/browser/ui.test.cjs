@@ -264,6 +264,8 @@ async function main() {
   await ready();
   await page.click('#cancel-job');
   await page.waitForFunction(() => document.body.innerText.includes('cancelled'));
+  // The job's log tells its story: queued, then cancelled.
+  assert.match(await text('#job-log'), /#0\s+queued \(retrain\)[\s\S]*#0\s+cancelled/);
   await shot('job-cancelled');
 
   await visit('#/features', 'features');

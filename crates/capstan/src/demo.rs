@@ -324,7 +324,11 @@ pub async fn run(
     }
     if until >= 6 {
         eprintln!(
-            "\n▶ Step 6: continuous training — bike rentals replayed in time order; drift → retraining → promotion"
+            "\n▶ Step 6: bike rentals — features by hour of week in the feature store, a point-in-time training set, online lookups"
+        );
+        later.push(crate::demo_features::features_step(home, &config, &c).await?);
+        eprintln!(
+            "\n▶ Step 6 (continued): continuous training — bike rentals replayed in time order; drift → retraining → promotion"
         );
         later.extend(crate::demo_story::retrain_step(home, &config, &c, &url).await?);
     }

@@ -94,8 +94,23 @@ pub async fn ab_step(c: &Client, model: &str, data: &learn::Dataset) -> Result<L
     ))
 }
 
+/// The data's `6am` / `12pm` hours as 0–23.
+pub(crate) fn hour24(h: &str) -> u32 {
+    let n: u32 = h
+        .trim_end_matches("am")
+        .trim_end_matches("pm")
+        .parse()
+        .unwrap_or(0);
+    match (n, h.ends_with("pm")) {
+        (12, false) => 0,
+        (12, true) => 12,
+        (n, true) => n + 12,
+        (n, false) => n,
+    }
+}
+
 /// The bike rows sorted by day, then hour.
-fn bike_rows() -> (Vec<String>, Vec<Vec<String>>) {
+pub(crate) fn bike_rows() -> (Vec<String>, Vec<Vec<String>>) {
     let mut lines = BIKES.lines();
     let header: Vec<String> = lines
         .next()
@@ -103,19 +118,7 @@ fn bike_rows() -> (Vec<String>, Vec<Vec<String>>) {
         .split(',')
         .map(str::to_owned)
         .collect();
-    let hour = |h: &str| -> u32 {
-        let n: u32 = h
-            .trim_end_matches("am")
-            .trim_end_matches("pm")
-            .parse()
-            .unwrap_or(0);
-        match (n, h.ends_with("pm")) {
-            (12, false) => 0,
-            (12, true) => 12,
-            (n, true) => n + 12,
-            (n, false) => n,
-        }
-    };
+    let hour = hour24;
     let mut rows: Vec<Vec<String>> = lines
         .map(|l| l.split(',').map(str::to_owned).collect())
         .collect();

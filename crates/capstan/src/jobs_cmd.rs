@@ -1,4 +1,4 @@
-//! `capstan jobs list | show | cancel`: the durable job queue (pipelines, retraining, ingestion)
+//! `capstan jobs list | show | logs | cancel`: the durable job queue (pipelines, retraining, ingestion)
 //! in the metadata database.
 
 use crate::config::Config;
@@ -51,6 +51,13 @@ pub enum JobsCmd {
     },
     /// One job as JSON: payload, attempts, lease, last error, result.
     Show { id: i64 },
+    /// A job's log: when it was queued, each attempt's lease, what its work said, how it ended.
+    Logs {
+        id: i64,
+        /// Keep printing new lines until the job finishes.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Cancel a job that has not finished.
     Cancel { id: i64 },
 }
@@ -65,6 +72,11 @@ pub fn iso(ms: i64) -> String {
     let (y, m, d) = pipeline::cron::civil(days);
     let in_day = ms.rem_euclid(86_400_000) / 60_000;
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", in_day / 60, in_day % 60)
+}
+
+/// An epoch-ms time as `YYYY-MM-DD HH:MM:SS` UTC.
+fn iso_seconds(ms: i64) -> String {
+    format!("{}:{:02}", iso(ms), ms.rem_euclid(60_000) / 1000)
 }
 
 fn ago(now: i64, t: i64) -> String {
@@ -200,6 +212,28 @@ pub async fn run(home: &Path, config: &Config, cmd: JobsCmd) -> Result<(), Error
                     .map_err(err)?
                     .ok_or_else(|| err(format!("no job {id}")))?;
             println!("{}", serde_json::to_string_pretty(&j).map_err(err)?);
+        }
+        JobsCmd::Logs { id, follow } => {
+            let mut after = 0;
+            loop {
+                let job =
+                    p.db.get(id)
+                        .await
+                        .map_err(err)?
+                        .ok_or_else(|| err(format!("no job {id}")))?;
+                let lines = p.db.logs(id, after, 1000).await.map_err(err)?;
+                for l in &lines {
+                    println!("{}  #{}  {}", iso_seconds(l.time_ms), l.attempt, l.line);
+                }
+                after = lines.last().map_or(after, |l| l.seq);
+                if lines.len() == 1000 {
+                    continue;
+                }
+                if !follow || job.state.is_final() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
         }
         JobsCmd::Cancel { id } => {
             if p.db.cancel(id, now).await.map_err(err)? {

@@ -17,6 +17,7 @@ mod client;
 mod config;
 mod data_cmd;
 mod demo;
+mod demo_features;
 mod demo_story;
 mod deploy;
 mod drift_cmd;
@@ -305,9 +306,9 @@ async fn run(cli: Cli) -> Result<(), platform::Error> {
         Command::Models(cmd) => {
             models::run(&platform::Platform::open(&home, &config).await?, cmd).await
         }
-        Command::Train(args) => {
-            train::run(&platform::Platform::open(&home, &config).await?, args).await
-        }
+        Command::Train(args) => train::run(&platform::Platform::open(&home, &config).await?, args)
+            .await
+            .map(|_| ()),
         Command::Data { repo, cmd } => data_cmd::run(&repo, &home, &config, cmd).await,
         Command::Deploy(cmd) => {
             deploy::run(

@@ -160,6 +160,12 @@ async fn load(p: &Platform, model: &str, version: i64) -> Result<ModelPackage, E
     source.load(model, version).await.map_err(other)
 }
 
+/// A line in the retraining job's log (`capstan jobs logs ID`). Best effort: a log line that
+/// cannot be written does not stop the retraining.
+async fn note(p: &Platform, job_id: i64, line: String) {
+    let _ = p.db.append_log(job_id, &[line], base::now_millis()).await;
+}
+
 /// Runs one retraining of `model` for job `job_id`, `trigger` saying why it started; with
 /// `if_new_rows`, only when the policy's `min_new_rows` labelled rows are newer than the
 /// champion's data.
@@ -182,12 +188,29 @@ pub async fn retrain(
     let times = event_times(&frame, &policy.time_column)?;
     let split = pipeline::retrain::split(&times, &policy).map_err(Error::Other)?;
     let metric = policy.metric.name();
+    note(
+        p,
+        job_id,
+        format!(
+            "{trigger}; data {} (md5 {digest}): {} rows, window {} rows, evaluation {} rows (the newest {} days); champion {}",
+            policy.data,
+            frame.rows(),
+            split.train.len(),
+            split.eval.len(),
+            policy.evaluation_days,
+            champion
+                .as_ref()
+                .map_or("none".to_owned(), |v| format!("v{}", v.version))
+        ),
+    )
+    .await;
+    // The newest labelled time the champion was trained on (when a retraining made it).
+    let since = champion
+        .as_ref()
+        .and_then(|v| v.tags.iter().find(|t| t.key == AS_OF_TAG))
+        .and_then(|t| t.value.parse::<i64>().ok())
+        .unwrap_or(i64::MIN);
     if if_new_rows {
-        let since = champion
-            .as_ref()
-            .and_then(|v| v.tags.iter().find(|t| t.key == AS_OF_TAG))
-            .and_then(|t| t.value.parse::<i64>().ok())
-            .unwrap_or(i64::MIN);
         let new_rows = times.iter().flatten().filter(|&&t| t > since).count();
         if new_rows < policy.min_new_rows.max(1) {
             return Ok(
@@ -215,6 +238,15 @@ pub async fn retrain(
         .next();
     let (candidate_version, run_id, candidate_score, champion_score, candidate_pkg) = match mine {
         Some(v) => {
+            note(
+                p,
+                job_id,
+                format!(
+                    "resumed: v{} was registered by an earlier attempt of this job",
+                    v.version
+                ),
+            )
+            .await;
             let run_id = v.run_id.clone().unwrap_or_default();
             let run = p
                 .tracking
@@ -237,7 +269,38 @@ pub async fn retrain(
                     "reason": format!("{} evaluation rows, the policy needs {}", split.eval.len(), policy.min_eval_rows)}),
                 );
             }
-            let d = dataset(&frame, &split.train, &policy, champion_pkg.as_ref())?;
+            // Incremental least squares adds only rows the champion has not seen.
+            let linear_from = match (&champion_pkg, policy.warm_start, policy.algorithm.as_str()) {
+                (Some(c), true, "linear")
+                    if c.training.contains_key(learn::LEAST_SQUARES_KEY)
+                        && matches!(c.algorithm, learn::Algorithm::LinearRegression { .. }) =>
+                {
+                    Some(c.clone())
+                }
+                _ => None,
+            };
+            let rows: Vec<usize> = match &linear_from {
+                Some(_) => split
+                    .train
+                    .iter()
+                    .copied()
+                    .filter(|&i| times[i].is_some_and(|t| t > since))
+                    .collect(),
+                None => split.train.clone(),
+            };
+            if linear_from.is_some() {
+                note(
+                    p,
+                    job_id,
+                    format!(
+                        "incremental least squares: {} window rows are newer than the champion's data; old rows weigh {}",
+                        rows.len(),
+                        policy.forgetting
+                    ),
+                )
+                .await;
+            }
+            let d = dataset(&frame, &rows, &policy, champion_pkg.as_ref())?;
             let options = crate::train::FitOptions {
                 algorithm: policy.algorithm.clone(),
                 classify: policy.algorithm == "logistic" || policy.metric == Metric::Accuracy,
@@ -256,9 +319,13 @@ pub async fn retrain(
                 },
                 _ => None,
             };
-            let warm_from = init.as_ref().and(champion.as_ref().map(|v| v.version));
-            let fit = tokio::task::spawn_blocking(move || match init {
-                Some(forest) => learn::continue_trees(
+            let warm_from = (init.is_some() || linear_from.is_some())
+                .then(|| champion.as_ref().map(|v| v.version))
+                .flatten();
+            let forgetting = policy.forgetting;
+            let fit = tokio::task::spawn_blocking(move || match (init, linear_from) {
+                (_, Some(c)) => learn::update_least_squares(&c, &d, forgetting, options.l2),
+                (Some(forest), None) => learn::continue_trees(
                     &d,
                     options.classify,
                     &learn::trees::TreeOptions {
@@ -271,7 +338,7 @@ pub async fn retrain(
                     Some(&forest),
                     |_| {},
                 ),
-                None => crate::train::fit(&options, &d, None, &mut |_| {}),
+                (None, None) => crate::train::fit(&options, &d, None, &mut |_| {}),
             })
             .await
             .map_err(other)?
@@ -285,6 +352,18 @@ pub async fn retrain(
                 Some(c) => Some(score(c, &frame, &split.eval, &policy)?),
                 None => None,
             };
+            note(
+                p,
+                job_id,
+                format!(
+                    "trained {} ({} rounds{}): {metric} {candidate_score:.4} on the evaluation rows{}",
+                    policy.algorithm,
+                    policy.rounds,
+                    warm_from.map_or(String::new(), |v| format!(", warm-started from v{v}")),
+                    champion_score.map_or(String::new(), |c| format!(", the champion's {c:.4}"))
+                ),
+            )
+            .await;
             package.training.insert("dataset_md5".into(), json!(digest));
             package.training.insert("retrain_job".into(), json!(job_id));
             let run = track(
@@ -300,17 +379,28 @@ pub async fn retrain(
             )
             .await?;
             p.log_package(&run.info, &package).await?;
+            // The job's tag is written with the version, in one transaction: a job that dies
+            // at any point either finds its candidate when it resumes or registered none.
             let v = p
-                .register_run_model(model, &run.info.run_id, "model")
+                .register_run_model_tagged(
+                    model,
+                    &run.info.run_id,
+                    "model",
+                    vec![
+                        Tag::new(JOB_TAG, job_id.to_string()),
+                        Tag::new(AS_OF_TAG, split.as_of_ms.to_string()),
+                    ],
+                )
                 .await?;
-            for (k, val) in [
-                (JOB_TAG, job_id.to_string()),
-                (AS_OF_TAG, split.as_of_ms.to_string()),
-            ] {
-                p.registry
-                    .set_version_tag(model, v.version, &Tag::new(k, val))
-                    .await?;
-            }
+            note(
+                p,
+                job_id,
+                format!(
+                    "registered {model} v{} (run {})",
+                    v.version, run.info.run_id
+                ),
+            )
+            .await;
             // Fault injection for the crash test: die between the registry write and the rest.
             if std::env::var("CAPSTAN_FAILPOINT").as_deref() == Ok("retrain-after-register") {
                 std::process::abort();
@@ -373,6 +463,19 @@ pub async fn retrain(
         None
     };
     finish(p, &run_id, &decision).await?;
+    note(
+        p,
+        job_id,
+        format!(
+            "{}: {}{}",
+            decision.outcome,
+            decision.reason,
+            promoted_to.map_or(String::new(), |a| format!(
+                "; {model}@{a} = v{candidate_version}"
+            ))
+        ),
+    )
+    .await;
     let outcome = if promoted_to == Some("challenger (canary)") {
         "canary"
     } else {

@@ -13,45 +13,45 @@ use tracking::{Dataset, DatasetInput, Metric, NewRun, RunStatus, Tag};
 pub struct TrainArgs {
     /// A CSV with a header, or a Parquet file (`.parquet`).
     #[arg(long)]
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     #[arg(long)]
-    target: String,
+    pub(crate) target: String,
     /// Columns to leave out (ids, dates, leaks of the target), comma-separated.
     #[arg(long, value_delimiter = ',')]
-    drop: Vec<String>,
+    pub(crate) drop: Vec<String>,
     #[arg(long, default_value = "gbm", value_parser = ["linear", "logistic", "gbm", "forest", "tree"])]
-    algorithm: String,
+    pub(crate) algorithm: String,
     /// Classification (labels) rather than regression; implied by `logistic`.
     #[arg(long)]
-    classify: bool,
+    pub(crate) classify: bool,
     /// Boosting rounds, trees in a forest, or gradient-descent epochs.
     #[arg(long, default_value_t = 200)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     #[arg(long, default_value_t = 0.1)]
-    learning_rate: f64,
+    pub(crate) learning_rate: f64,
     /// Ridge penalty of the linear models (one-hot columns plus the intercept are collinear
     /// without it: 1e-6 is enough).
     #[arg(long, default_value_t = 0.0)]
-    l2: f64,
+    pub(crate) l2: f64,
     #[arg(long, default_value_t = 6)]
-    max_depth: usize,
+    pub(crate) max_depth: usize,
     #[arg(long, default_value_t = 42)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Also report k-fold cross-validation of the same settings (k ≥ 2).
     #[arg(long)]
-    cv: Option<usize>,
+    pub(crate) cv: Option<usize>,
     #[arg(long, default_value = "training")]
-    experiment: String,
+    pub(crate) experiment: String,
     /// Register the trained package as a new version of this model.
     #[arg(long)]
-    register: Option<String>,
+    pub(crate) register: Option<String>,
     /// Treat --data as an entity table and join this feature service onto it point-in-time
     /// before training (definitions from `capstan features apply`).
     #[arg(long)]
-    feature_service: Option<String>,
+    pub(crate) feature_service: Option<String>,
     /// The entity table's timestamp column (with --feature-service; not a model input).
     #[arg(long, default_value = "event_timestamp")]
-    entity_timestamp: String,
+    pub(crate) entity_timestamp: String,
 }
 
 /// How to fit one of the built-in algorithms.
@@ -113,7 +113,19 @@ pub fn fit(
     }
 }
 
-pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
+/// What `run` tracked: the run and its final metrics (`test_rmse`, `test_accuracy`, …).
+pub struct Trained {
+    pub run_id: String,
+    pub metrics: Vec<(String, f64)>,
+}
+
+impl Trained {
+    pub fn metric(&self, key: &str) -> Option<f64> {
+        self.metrics.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+pub async fn run(p: &Platform, a: TrainArgs) -> Result<Trained, Error> {
     let bytes = std::fs::read(&a.data)?;
     // The data version as DVC names it: the md5 of the file (read once, parsed from memory).
     let digest = data::md5_bytes(&bytes);
@@ -340,5 +352,8 @@ pub async fn run(p: &Platform, a: TrainArgs) -> Result<(), Error> {
         let v = p.register_run_model(&model, &id, "model").await?;
         println!("registered {model} version {}", v.version);
     }
-    Ok(())
+    Ok(Trained {
+        run_id: id.to_string(),
+        metrics: summary,
+    })
 }

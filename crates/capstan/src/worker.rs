@@ -129,6 +129,40 @@ async fn execute(job: &Job, home: &Path, config: &Config) -> Result<Value, Strin
     }
 }
 
+/// A job's result in one log line: its outcome and reason when it has them, else its JSON.
+fn summary(result: &Value) -> String {
+    match (result["outcome"].as_str(), result["reason"].as_str()) {
+        (Some(outcome), Some(reason)) => format!("{outcome} — {reason}"),
+        _ => result.to_string(),
+    }
+}
+
+/// Records a job's end, retrying while the database is unreachable (restarting, say) for as long
+/// as the lease would have lasted; `None` if it never came back — the lease then runs out and the
+/// job is leased again, and resumes.
+async fn persist<T, F, Fut>(worker: &str, id: i64, lease_ms: i64, mut write: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_millis(lease_ms.max(1000) as u64);
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Ok(v) => return Some(v),
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("worker {worker}: job {id}: could not record its end ({e}); retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                eprintln!("worker {worker}: job {id}: gave up recording its end: {e}");
+                return None;
+            }
+        }
+    }
+}
+
 pub async fn run(home: &Path, config: &Config, args: WorkerArgs) -> Result<(), Error> {
     let p = Platform::open(home, config).await?;
     let name = args.name.unwrap_or_else(|| {
@@ -159,17 +193,32 @@ pub async fn run(home: &Path, config: &Config, args: WorkerArgs) -> Result<(), E
     }
     eprintln!("worker {name}: running {}", kinds.join(", "));
     while !stop.load(Ordering::Relaxed) {
-        for id in pipeline::schedules::fire_due(&p.db, base::now_millis())
-            .await
-            .map_err(Error::Other)?
-        {
-            println!("schedule fired: job {id} queued");
+        // The database may be restarting: a worker waits for it rather than exiting.
+        match pipeline::schedules::fire_due(&p.db, base::now_millis()).await {
+            Ok(fired) => fired
+                .into_iter()
+                .for_each(|id| println!("schedule fired: job {id} queued")),
+            Err(e) if args.once => return Err(Error::Other(e)),
+            Err(e) => {
+                eprintln!("worker {name}: the database is unreachable ({e}); retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
         }
-        let Some(job) =
-            p.db.lease(&name, &kinds, lease_ms, base::now_millis())
-                .await
-                .map_err(Error::Other)?
-        else {
+        let leased = match p
+            .db
+            .lease(&name, &kinds, lease_ms, base::now_millis())
+            .await
+        {
+            Ok(leased) => leased,
+            Err(e) if args.once => return Err(Error::Other(e)),
+            Err(e) => {
+                eprintln!("worker {name}: could not lease ({e}); retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(job) = leased else {
             if args.once {
                 break;
             }
@@ -199,29 +248,40 @@ pub async fn run(home: &Path, config: &Config, args: WorkerArgs) -> Result<(), E
                 }
             })
         };
+        let started = std::time::Instant::now();
         let outcome = execute(&job, home, config).await;
         beat.abort();
         let now = base::now_millis();
         match outcome {
             Ok(result) => {
-                if p.db
-                    .complete(job.id, &name, result, now)
-                    .await
-                    .map_err(Error::Other)?
-                {
+                let line = format!(
+                    "finished in {:.1} s: {}",
+                    started.elapsed().as_secs_f64(),
+                    summary(&result)
+                );
+                let _ = p.db.append_log(job.id, &[line], now).await;
+                let done = persist(&name, job.id, lease_ms, || {
+                    p.db.complete(job.id, &name, result.clone(), base::now_millis())
+                })
+                .await;
+                if done == Some(true) {
                     println!("job {} ({}) succeeded", job.id, job.kind);
-                } else {
+                } else if done.is_none() {
                     println!(
-                        "job {} ({}) finished, but its lease was lost: result discarded",
+                        "job {} ({}) finished, but the database stayed unreachable: its lease will run out and the job run again",
                         job.id, job.kind
                     );
+                } else {
+                    let line = "its lease was lost (cancelled, or taken over): result discarded";
+                    let _ = p.db.append_log(job.id, &[line.into()], now).await;
+                    println!("job {} ({}) finished, but {line}", job.id, job.kind);
                 }
             }
-            Err(e) => match p
-                .db
-                .fail(job.id, &name, &e, now)
-                .await
-                .map_err(Error::Other)?
+            Err(e) => match persist(&name, job.id, lease_ms, || {
+                p.db.fail(job.id, &name, &e, base::now_millis())
+            })
+            .await
+            .flatten()
             {
                 Some(j) if j.state == pipeline::JobState::Queued => println!(
                     "job {} ({}) failed: {e}; retry in {:.1}s",
@@ -234,7 +294,7 @@ pub async fn run(home: &Path, config: &Config, args: WorkerArgs) -> Result<(), E
                     job.id, job.kind
                 ),
                 None => println!(
-                    "job {} ({}) failed: {e}; its lease was already lost",
+                    "job {} ({}) failed: {e}; its lease was already lost, or the database stayed unreachable",
                     job.id, job.kind
                 ),
             },

@@ -7,8 +7,9 @@ mod package;
 pub mod trees;
 
 pub use linear::{
-    Dataset, Fit, TrainOptions, continue_trees, cross_validate, split_indices, train_least_squares,
-    train_linear_regression, train_logistic_regression, train_trees,
+    Dataset, Fit, LEAST_SQUARES_KEY, LeastSquaresStats, TrainOptions, continue_trees,
+    cross_validate, split_indices, train_least_squares, train_linear_regression,
+    train_logistic_regression, train_trees, update_least_squares,
 };
 pub use metrics::{classification_metrics, regression_metrics};
 pub use package::{

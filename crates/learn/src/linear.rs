@@ -39,6 +39,7 @@ impl Default for TrainOptions {
     }
 }
 
+#[derive(Debug)]
 pub struct Fit {
     pub package: ModelPackage,
     /// (epoch, train metric, test metric): RMSE for regression, log-loss for classification.
@@ -686,48 +687,222 @@ pub fn continue_trees(
 pub fn train_least_squares(d: &Dataset, o: &TrainOptions) -> Result<Fit, LearnError> {
     let y: Vec<f64> = d.numeric_target()?;
     let s = split(d, o)?;
-    let k = d.features.len();
-    // Normal equations on [z, 1]: A w = b.
-    let m = k + 1;
-    let mut a = vec![vec![0.0; m]; m];
-    let mut b = vec![0.0; m];
-    for &i in &s.train {
-        let row: Vec<f64> = s.z[i].iter().copied().chain(std::iter::once(1.0)).collect();
-        for r in 0..m {
-            b[r] += row[r] * y[i];
-            for c in 0..m {
-                a[r][c] += row[r] * row[c];
+    let stats = LeastSquaresStats::of_rows(&d.x, &y, &s.train);
+    least_squares_fit(d, &y, stats, o.l2, &s.train, &s.test)
+}
+
+/// Least squares updated incrementally: the champion's statistics (from its package), weighed
+/// by `forgetting` (1 keeps all of the old data, 0.5 halves its weight), plus every row of `d`.
+/// With `forgetting = 1` the result equals training once on the old rows and the new together.
+pub fn update_least_squares(
+    champion: &ModelPackage,
+    d: &Dataset,
+    forgetting: f64,
+    l2: f64,
+) -> Result<Fit, LearnError> {
+    if !(forgetting > 0.0 && forgetting <= 1.0) {
+        return Err(LearnError::Data(format!(
+            "forgetting must be in (0, 1], not {forgetting}"
+        )));
+    }
+    let names: Vec<&str> = champion.inputs.iter().map(|c| c.name.as_str()).collect();
+    if names != d.features.iter().map(String::as_str).collect::<Vec<_>>() {
+        return Err(LearnError::Data(format!(
+            "the new rows' inputs ({}) are not the model's ({})",
+            d.features.join(", "),
+            names.join(", ")
+        )));
+    }
+    let mut old = champion
+        .training
+        .get(LEAST_SQUARES_KEY)
+        .and_then(|v| serde_json::from_value::<LeastSquaresStats>(v.clone()).ok())
+        .ok_or_else(|| {
+            LearnError::Data(
+                "the model carries no least-squares statistics to update (retrain it in full once)"
+                    .into(),
+            )
+        })?;
+    let y: Vec<f64> = d.numeric_target()?;
+    let all: Vec<usize> = (0..d.x.len()).collect();
+    old.scale(forgetting);
+    old.merge(&LeastSquaresStats::of_rows(&d.x, &y, &all));
+    least_squares_fit(d, &y, old, l2, &all, &[])
+}
+
+/// Where a linear regression's package keeps its [`LeastSquaresStats`].
+pub const LEAST_SQUARES_KEY: &str = "least_squares";
+
+/// What least squares needs of its training rows, in a form that merges: the (weighted) count,
+/// the means, and the co-moments about the means (Chan et al.'s pairwise update, stable where
+/// raw sums of squares would cancel).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LeastSquaresStats {
+    pub n: f64,
+    pub mean_x: Vec<f64>,
+    pub mean_y: f64,
+    /// Σ (x − x̄)(x − x̄)ᵀ, row-major k × k.
+    pub cxx: Vec<f64>,
+    /// Σ (x − x̄)(y − ȳ).
+    pub cxy: Vec<f64>,
+    /// Σ (y − ȳ)².
+    pub cyy: f64,
+}
+
+impl LeastSquaresStats {
+    /// Two passes over `rows` of `x`/`y`: the means, then the co-moments about them.
+    pub fn of_rows(x: &[Vec<f64>], y: &[f64], rows: &[usize]) -> LeastSquaresStats {
+        let k = x.first().map_or(0, Vec::len);
+        let n = rows.len() as f64;
+        let mut mean_x = vec![0.0; k];
+        let mut mean_y = 0.0;
+        for &i in rows {
+            for (m, v) in mean_x.iter_mut().zip(&x[i]) {
+                *m += v;
             }
+            mean_y += y[i];
+        }
+        mean_x.iter_mut().for_each(|m| *m /= n.max(1.0));
+        mean_y /= n.max(1.0);
+        let mut cxx = vec![0.0; k * k];
+        let mut cxy = vec![0.0; k];
+        let mut cyy = 0.0;
+        let mut dx = vec![0.0; k];
+        for &i in rows {
+            for ((d, v), m) in dx.iter_mut().zip(&x[i]).zip(&mean_x) {
+                *d = v - m;
+            }
+            let dy = y[i] - mean_y;
+            for r in 0..k {
+                cxy[r] += dx[r] * dy;
+                for (c, dc) in dx.iter().enumerate() {
+                    cxx[r * k + c] += dx[r] * dc;
+                }
+            }
+            cyy += dy * dy;
+        }
+        LeastSquaresStats {
+            n,
+            mean_x,
+            mean_y,
+            cxx,
+            cxy,
+            cyy,
         }
     }
-    for (r, a_r) in a.iter_mut().enumerate().take(k) {
-        a_r[r] += o.l2 * s.train.len() as f64;
+
+    /// Every row's weight times `f`.
+    pub fn scale(&mut self, f: f64) {
+        self.n *= f;
+        self.cxx.iter_mut().for_each(|v| *v *= f);
+        self.cxy.iter_mut().for_each(|v| *v *= f);
+        self.cyy *= f;
     }
-    let w = solve(a, b).ok_or_else(|| {
-        LearnError::Data(
-            "the features are collinear (one-hot levels plus the intercept are); add l2 regularisation (capstan train --l2 1e-6)".into(),
-        )
-    })?;
-    let (weights, bias) = (w[..k].to_vec(), w[k]);
+
+    /// The statistics of both sets of rows together.
+    pub fn merge(&mut self, other: &LeastSquaresStats) {
+        let n = self.n + other.n;
+        if other.n == 0.0 {
+            return;
+        }
+        if self.n == 0.0 {
+            *self = other.clone();
+            return;
+        }
+        let w = self.n * other.n / n;
+        let k = self.mean_x.len();
+        let dx: Vec<f64> = (0..k).map(|j| other.mean_x[j] - self.mean_x[j]).collect();
+        let dy = other.mean_y - self.mean_y;
+        for r in 0..k {
+            self.cxy[r] += other.cxy[r] + dx[r] * dy * w;
+            for c in 0..k {
+                self.cxx[r * k + c] += other.cxx[r * k + c] + dx[r] * dx[c] * w;
+            }
+            self.mean_x[r] += dx[r] * other.n / n;
+        }
+        self.cyy += other.cyy + dy * dy * w;
+        self.mean_y += dy * other.n / n;
+        self.n = n;
+    }
+
+    /// Ridge regression on the standardised inputs (penalty `l2 · n` on the weights, none on the
+    /// intercept): (mean, std, weights, bias).
+    #[allow(clippy::type_complexity)]
+    fn solve(&self, l2: f64) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>, f64), LearnError> {
+        let k = self.mean_x.len();
+        let std: Vec<f64> = (0..k)
+            .map(|j| {
+                let v = (self.cxx[j * k + j] / self.n).max(0.0).sqrt();
+                if v > 1e-12 { v } else { 1.0 }
+            })
+            .collect();
+        // In z = (x − x̄)/σ the intercept decouples (Σz = 0): it is ȳ; the weights solve
+        // (Σ z zᵀ + λn I) w = Σ z y.
+        let a: Vec<Vec<f64>> = (0..k)
+            .map(|r| {
+                (0..k)
+                    .map(|c| {
+                        self.cxx[r * k + c] / (std[r] * std[c])
+                            + if r == c { l2 * self.n } else { 0.0 }
+                    })
+                    .collect()
+            })
+            .collect();
+        let b: Vec<f64> = (0..k).map(|r| self.cxy[r] / std[r]).collect();
+        let w = solve(a, b).ok_or_else(|| {
+            LearnError::Data(
+                "the features are collinear (one-hot levels plus the intercept are); add l2 regularisation (capstan train --l2 1e-6)".into(),
+            )
+        })?;
+        Ok((self.mean_x.clone(), std, w, self.mean_y))
+    }
+}
+
+/// The package of the least-squares solution of `stats`, carrying them for later updates;
+/// its history's RMSEs are over `train` and `test` rows of `d`.
+fn least_squares_fit(
+    d: &Dataset,
+    y: &[f64],
+    stats: LeastSquaresStats,
+    l2: f64,
+    train: &[usize],
+    test: &[usize],
+) -> Result<Fit, LearnError> {
+    let (mean, std, weights, bias) = stats.solve(l2)?;
     let rmse = |ids: &[usize]| {
-        (ids.iter()
-            .map(|&i| (dot(&weights, &s.z[i]) + bias - y[i]).powi(2))
-            .sum::<f64>()
-            / ids.len() as f64)
-            .sqrt()
+        let se: f64 = ids
+            .iter()
+            .map(|&i| {
+                let z: Vec<f64> = d.x[i]
+                    .iter()
+                    .zip(mean.iter().zip(&std))
+                    .map(|(x, (m, s))| (x - m) / s)
+                    .collect();
+                (dot(&weights, &z) + bias - y[i]).powi(2)
+            })
+            .sum();
+        if ids.is_empty() {
+            f64::NAN
+        } else {
+            (se / ids.len() as f64).sqrt()
+        }
     };
-    let history = vec![(0, rmse(&s.train), rmse(&s.test))];
+    let history = vec![(0, rmse(train), rmse(test))];
     let output = Column {
         name: d.target.clone(),
         dtype: DType::Fp64,
     };
-    let package = ModelPackage::new(
+    let mut package = ModelPackage::new(
         Task::Regression,
         Algorithm::LinearRegression { weights, bias },
         columns(d),
         output,
-        s.mean,
-        s.std,
+        mean,
+        std,
+    );
+    package.training.insert(
+        LEAST_SQUARES_KEY.into(),
+        serde_json::to_value(&stats).map_err(|e| LearnError::Data(e.to_string()))?,
     );
     Ok(Fit {
         package,
@@ -787,6 +962,144 @@ mod least_squares_tests {
         let (train, test) = split_indices(60, 42, 0.2);
         assert_eq!((train.len(), test.len()), (48, 12));
         assert_eq!(split_indices(60, 42, 0.2), (train, test), "seeded");
+    }
+
+    /// y = slope·(a − 2003) + 3·2003 − 2b + 1 + noise over rows `from..to` (the slope turns about
+    /// a = 2003), `a` around 2003 (a year: large mean, small spread — where raw sums of squares
+    /// would cancel).
+    fn rows(from: usize, to: usize, slope: f64) -> Dataset {
+        let x: Vec<Vec<f64>> = (from..to)
+            .map(|i| vec![2000.0 + (i % 13) as f64 * 0.5, ((i * 7) % 17) as f64])
+            .collect();
+        let y = x
+            .iter()
+            .zip(from..)
+            .map(|(r, i)| {
+                let noise = ((i * 2_654_435_761) % 1000) as f64 / 1000.0 - 0.5;
+                (slope * (r[0] - 2003.0) + 3.0 * 2003.0 - 2.0 * r[1] + 1.0 + noise).to_string()
+            })
+            .collect();
+        Dataset {
+            features: vec!["a".into(), "b".into()],
+            target: "y".into(),
+            x,
+            y,
+        }
+    }
+
+    fn weights(p: &ModelPackage) -> (Vec<f64>, f64) {
+        match &p.algorithm {
+            Algorithm::LinearRegression { weights, bias } => (weights.clone(), *bias),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn raw(p: &ModelPackage, x: &[f64]) -> f64 {
+        match p.predict(&[x.to_vec()]).expect("predict")[0] {
+            Prediction::Value(v) => v,
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn merged_statistics_equal_the_statistics_of_all_rows() {
+        let (a, b) = (rows(0, 70, 3.0), rows(70, 200, 3.0));
+        let all = rows(0, 200, 3.0);
+        let ys = |d: &Dataset| d.numeric_target().expect("y");
+        let ids = |d: &Dataset| (0..d.x.len()).collect::<Vec<_>>();
+        let mut merged = LeastSquaresStats::of_rows(&a.x, &ys(&a), &ids(&a));
+        merged.merge(&LeastSquaresStats::of_rows(&b.x, &ys(&b), &ids(&b)));
+        let whole = LeastSquaresStats::of_rows(&all.x, &ys(&all), &ids(&all));
+        assert_eq!(merged.n, 200.0);
+        for (m, w) in merged
+            .cxx
+            .iter()
+            .chain(&merged.cxy)
+            .chain(&merged.mean_x)
+            .zip(whole.cxx.iter().chain(&whole.cxy).chain(&whole.mean_x))
+        {
+            assert!((m - w).abs() <= 1e-9 * w.abs().max(1.0), "{m} vs {w}");
+        }
+        assert!((merged.cyy - whole.cyy).abs() <= 1e-9 * whole.cyy);
+    }
+
+    #[test]
+    fn an_incremental_update_equals_training_on_old_and_new_rows_together() {
+        let all_rows = TrainOptions {
+            holdout: Some(1),
+            ..Default::default()
+        };
+        // The champion saw rows 0..120 (the last one held out); the update adds 120..300.
+        let old = train_least_squares(&rows(0, 120, 3.0), &all_rows).expect("old");
+        let seen: Vec<usize> = (0..119).collect();
+        let mut union = rows(0, 300, 3.0);
+        union.x = seen
+            .iter()
+            .map(|&i| union.x[i].clone())
+            .chain(union.x[120..].iter().cloned())
+            .collect();
+        union.y = seen
+            .iter()
+            .map(|&i| union.y[i].clone())
+            .chain(union.y[120..].iter().cloned())
+            .collect();
+        let new = rows(120, 300, 3.0);
+        let updated = update_least_squares(&old.package, &new, 1.0, 0.0).expect("update");
+        // Trained once on the union (every row, none held out).
+        let y = union.numeric_target().expect("y");
+        let ids: Vec<usize> = (0..union.x.len()).collect();
+        let direct = least_squares_fit(
+            &union,
+            &y,
+            LeastSquaresStats::of_rows(&union.x, &y, &ids),
+            0.0,
+            &ids,
+            &[],
+        )
+        .expect("direct");
+        for probe in [[2001.0, 3.0], [2005.5, 16.0], [1990.0, -4.0]] {
+            let (u, d) = (raw(&updated.package, &probe), raw(&direct.package, &probe));
+            assert!((u - d).abs() < 1e-7, "{u} vs {d}");
+        }
+        let (w, _) = weights(&updated.package);
+        assert_eq!(w.len(), 2);
+        let stats: LeastSquaresStats =
+            serde_json::from_value(updated.package.training[LEAST_SQUARES_KEY].clone())
+                .expect("stats travel with the package");
+        assert_eq!(stats.n, 299.0);
+    }
+
+    #[test]
+    fn forgetting_moves_an_update_towards_the_new_data() {
+        let all_rows = TrainOptions {
+            holdout: Some(1),
+            ..Default::default()
+        };
+        // The world changes: a's slope goes from 3 to 5.
+        let old = train_least_squares(&rows(0, 400, 3.0), &all_rows).expect("old");
+        let new = rows(400, 480, 5.0);
+        let slope = |p: &ModelPackage| raw(p, &[2003.0, 5.0]) - raw(p, &[2002.0, 5.0]);
+        let keep = update_least_squares(&old.package, &new, 1.0, 0.0).expect("keep");
+        let forget = update_least_squares(&old.package, &new, 0.01, 0.0).expect("forget");
+        let (s_old, s_keep, s_forget) = (
+            slope(&old.package),
+            slope(&keep.package),
+            slope(&forget.package),
+        );
+        assert!((s_old - 3.0).abs() < 0.05, "{s_old}");
+        assert!(s_keep > s_old && s_keep < 4.0, "mostly old data: {s_keep}");
+        assert!(s_forget > 4.5, "mostly new data: {s_forget}");
+        // Bad input is refused, naming what is wrong.
+        let err = update_least_squares(&old.package, &new, 0.0, 0.0).unwrap_err();
+        assert!(err.to_string().contains("forgetting"), "{err}");
+        let mut other = rows(0, 10, 3.0);
+        other.features = vec!["a".into(), "c".into()];
+        let err = update_least_squares(&old.package, &other, 1.0, 0.0).unwrap_err();
+        assert!(err.to_string().contains("a, c"), "{err}");
+        let mut bare = old.package.clone();
+        bare.training.clear();
+        let err = update_least_squares(&bare, &new, 1.0, 0.0).unwrap_err();
+        assert!(err.to_string().contains("statistics"), "{err}");
     }
 }
 

@@ -112,6 +112,32 @@ pub struct Job {
     pub updated_ms: i64,
 }
 
+/// One line of a job's log: what its worker (or the queue) said, under which attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Increases with every line written (across jobs); page with `after`.
+    pub seq: i64,
+    /// The attempt the job was on when the line was written (0 before its first lease).
+    pub attempt: u32,
+    pub time_ms: i64,
+    pub line: String,
+}
+
+/// Longest log line kept (bytes); longer ones are cut at a character boundary and marked.
+pub const MAX_LOG_LINE: usize = 4096;
+
+/// `line` cut to [`MAX_LOG_LINE`] bytes.
+pub fn clip_log_line(line: &str) -> String {
+    if line.len() <= MAX_LOG_LINE {
+        return line.to_owned();
+    }
+    let mut end = MAX_LOG_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} bytes cut]", &line[..end], line.len() - end)
+}
+
 /// Delay before retry number `attempt` (1-based): 1 s, 2 s, 4 s … capped at 5 minutes, plus up to
 /// 25 % jitter derived from the job id (so retries of many jobs spread out, reproducibly).
 pub fn backoff_ms(id: i64, attempt: u32) -> i64 {
@@ -176,6 +202,11 @@ pub trait JobQueue: Send + Sync {
     async fn get(&self, id: i64) -> Result<Option<Job>, String>;
     /// Newest first.
     async fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, String>;
+    /// Appends lines to job `id`'s log under its current attempt (each clipped to
+    /// [`MAX_LOG_LINE`]); nothing when there is no such job.
+    async fn append_log(&self, id: i64, lines: &[String], now_ms: i64) -> Result<(), String>;
+    /// Job `id`'s log lines with `seq > after`, oldest first, at most `limit`.
+    async fn logs(&self, id: i64, after: i64, limit: usize) -> Result<Vec<LogLine>, String>;
 }
 
 #[cfg(test)]

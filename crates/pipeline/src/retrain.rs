@@ -176,9 +176,18 @@ pub struct Policy {
     #[serde(default = "default_min_new_rows")]
     pub min_new_rows: usize,
     /// Update incrementally: a `gbm` candidate keeps the champion's trees and adds `rounds`
-    /// more fitted to the window (when the champion is boosted trees on the same inputs).
+    /// more fitted to the window (when the champion is boosted trees on the same inputs); a
+    /// `linear` candidate adds the window's rows newer than the champion's data to the
+    /// champion's least-squares statistics (old rows weighed by `forgetting`).
     #[serde(default)]
     pub warm_start: bool,
+    /// With `warm_start` on a linear model: the weight the champion's rows keep (1 = all).
+    #[serde(default = "default_forgetting")]
+    pub forgetting: f64,
+}
+
+fn default_forgetting() -> f64 {
+    1.0
 }
 
 fn default_algorithm() -> String {
@@ -231,6 +240,12 @@ impl Policy {
         }
         if !(0.0..1.0).contains(&self.min_improvement) {
             return bad("`min_improvement` is a fraction in [0, 1)".into());
+        }
+        if !(self.forgetting > 0.0 && self.forgetting <= 1.0) {
+            return bad(format!(
+                "`forgetting` is the weight old rows keep, in (0, 1], not {}",
+                self.forgetting
+            ));
         }
         match self.window {
             Window::Sliding { days } if !(days > 0.0 && days.is_finite()) => {

@@ -1,7 +1,9 @@
 //! The job queue over HTTP (the same jobs `capstan jobs` and `capstan worker` see):
 //! `GET /api/2.0/capstan/jobs?state=&limit=`, `GET /api/2.0/capstan/jobs/{id}`,
 //! `POST /api/2.0/capstan/jobs` `{"kind", "payload", "max_attempts", "dedupe_key",
-//! "delay_seconds"}` and `POST /api/2.0/capstan/jobs/{id}/cancel`.
+//! "delay_seconds"}`, `POST /api/2.0/capstan/jobs/{id}/cancel` and
+//! `GET /api/2.0/capstan/jobs/{id}/logs?after=SEQ&limit=N` (lines oldest first; `next` is the
+//! `after` that continues).
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -17,6 +19,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/2.0/capstan/jobs", get(list).post(submit))
         .route("/api/2.0/capstan/jobs/{id}", get(show))
         .route("/api/2.0/capstan/jobs/{id}/cancel", post(cancel))
+        .route("/api/2.0/capstan/jobs/{id}/logs", get(logs))
 }
 
 async fn list(
@@ -55,6 +58,44 @@ async fn show(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Json<Val
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     Ok(Json(json!({"job": job})))
+}
+
+async fn logs(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let job = s
+        .jobs
+        .get(id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let after = match q.get("after") {
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::invalid("after must be a non-negative integer"))?,
+        None => 0,
+    };
+    let limit = match q.get("limit") {
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit must be between 1 and 10000"))?,
+        None => 1000,
+    };
+    let lines = s
+        .jobs
+        .logs(id, after, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    let next = lines.last().map_or(after, |l| l.seq);
+    Ok(Json(
+        json!({"lines": lines, "next": next, "state": job.state}),
+    ))
 }
 
 async fn submit(

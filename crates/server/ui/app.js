@@ -714,7 +714,9 @@ async function jobPage({ id }) {
   }
   page.append(h('h2', null, 'Payload'), h('pre', null, JSON.stringify(j.payload, null, 2)));
   if (j.result !== null && j.result !== undefined) page.append(h('h2', null, 'Result'), h('pre', null, JSON.stringify(j.result, null, 2)));
-  if (r.logs) page.append(h('h2', null, 'Logs'), h('pre', null, Array.isArray(r.logs) ? r.logs.join('\n') : String(r.logs)));
+  const log = await api(`/api/2.0/capstan/jobs/${j.id}/logs?limit=10000`);
+  const lines = (log.lines || []).map((l) => `${fmtTime(l.time_ms)}  #${l.attempt}  ${l.line}`);
+  page.append(h('h2', null, 'Log'), h('pre', { id: 'job-log' }, lines.length ? lines.join('\n') : 'Nothing logged yet.'));
   return page;
 }
 

@@ -3,7 +3,7 @@
 //! a different job without waiting on each other; on SQLite the one-writer queue serialises it.
 
 use crate::db::{Backend, Db, map_err};
-use pipeline::jobs::{Job, JobQueue, JobState, NewJob, backoff_ms};
+use pipeline::jobs::{Job, JobQueue, JobState, LogLine, NewJob, backoff_ms, clip_log_line};
 use serde_json::Value;
 use sqlx::Row;
 
@@ -46,6 +46,12 @@ impl Db {
         .await
         .map_err(err)?;
         row.as_ref().map(job_of).transpose()
+    }
+
+    /// A lifecycle line in the job's log. Best effort: the state change it describes has already
+    /// happened, and must not be reported as failed because its log line could not be written.
+    async fn event(&self, id: i64, line: String, now_ms: i64) {
+        let _ = self.append_log(id, &[line], now_ms).await;
     }
 
     async fn pending_with_key(&self, key: &str) -> Result<Option<Job>, String> {
@@ -96,6 +102,8 @@ impl JobQueue for Db {
         match inserted {
             Ok(row) => {
                 let id: i64 = row.try_get(0).map_err(err)?;
+                self.event(id, format!("queued ({})", job.kind), now_ms)
+                    .await;
                 self.job_by_id(id)
                     .await?
                     .ok_or_else(|| "job vanished after insert".to_owned())
@@ -154,19 +162,24 @@ impl JobQueue for Db {
                 .await?
                 .ok_or_else(|| "leased job vanished".to_owned())?;
             if job.attempts <= job.max_attempts {
+                self.event(id, leased_line(&job, worker), now_ms).await;
                 return Ok(Some(job));
             }
             // A job whose workers kept dying: out of attempts, so it fails instead of running.
-            let _g = self.write_guard().await;
-            sqlx::query(
-                "UPDATE jobs SET state = 'failed', lease_until = NULL, updated = $1, \
-                 last_error = 'lease expired: the worker stopped responding, and no attempts remain' WHERE id = $2",
-            )
-            .bind(now_ms)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
+            {
+                let _g = self.write_guard().await;
+                sqlx::query(
+                    "UPDATE jobs SET state = 'failed', lease_until = NULL, updated = $1, \
+                     last_error = 'lease expired: the worker stopped responding, and no attempts remain' WHERE id = $2",
+                )
+                .bind(now_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?;
+            }
+            let line = "failed: lease expired (the worker stopped responding); no attempts left";
+            self.event(id, line.into(), now_ms).await;
         }
     }
 
@@ -193,10 +206,14 @@ impl JobQueue for Db {
             .await
             .map_err(err)?
         };
-        match row {
-            None => Ok(None),
-            Some(_) => self.job_by_id(id).await,
+        let Some(_) = row else {
+            return Ok(None);
+        };
+        let job = self.job_by_id(id).await?;
+        if let Some(j) = &job {
+            self.event(id, leased_line(j, worker), now_ms).await;
         }
+        Ok(job)
     }
 
     async fn heartbeat(
@@ -227,19 +244,26 @@ impl JobQueue for Db {
         result: Value,
         now_ms: i64,
     ) -> Result<bool, String> {
-        let _g = self.write_guard().await;
-        let r = sqlx::query(
-            "UPDATE jobs SET state = 'succeeded', result = $1, lease_until = NULL, updated = $2 \
-             WHERE id = $3 AND state = 'running' AND lease_owner = $4",
-        )
-        .bind(result.to_string())
-        .bind(now_ms)
-        .bind(id)
-        .bind(worker.to_owned())
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(r.rows_affected() == 1)
+        let done = {
+            let _g = self.write_guard().await;
+            sqlx::query(
+                "UPDATE jobs SET state = 'succeeded', result = $1, lease_until = NULL, updated = $2 \
+                 WHERE id = $3 AND state = 'running' AND lease_owner = $4",
+            )
+            .bind(result.to_string())
+            .bind(now_ms)
+            .bind(id)
+            .bind(worker.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(err)?
+            .rows_affected()
+                == 1
+        };
+        if done {
+            self.event(id, "succeeded".into(), now_ms).await;
+        }
+        Ok(done)
     }
 
     async fn fail(
@@ -277,21 +301,37 @@ impl JobQueue for Db {
         if !changed {
             return Ok(None);
         }
+        let line = if retry {
+            format!(
+                "failed: {error}; retry in {:.1} s",
+                backoff_ms(id, job.attempts) as f64 / 1000.0
+            )
+        } else {
+            format!("failed: {error}; no attempts left")
+        };
+        self.event(id, line, now_ms).await;
         self.job_by_id(id).await
     }
 
     async fn cancel(&self, id: i64, now_ms: i64) -> Result<bool, String> {
-        let _g = self.write_guard().await;
-        let r = sqlx::query(
-            "UPDATE jobs SET state = 'cancelled', lease_until = NULL, updated = $1 \
-             WHERE id = $2 AND state IN ('queued', 'running')",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(r.rows_affected() == 1)
+        let cancelled = {
+            let _g = self.write_guard().await;
+            sqlx::query(
+                "UPDATE jobs SET state = 'cancelled', lease_until = NULL, updated = $1 \
+                 WHERE id = $2 AND state IN ('queued', 'running')",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?
+            .rows_affected()
+                == 1
+        };
+        if cancelled {
+            self.event(id, "cancelled".into(), now_ms).await;
+        }
+        Ok(cancelled)
     }
 
     async fn get(&self, id: i64) -> Result<Option<Job>, String> {
@@ -321,6 +361,58 @@ impl JobQueue for Db {
         .map_err(err)?;
         rows.iter().map(job_of).collect()
     }
+
+    async fn append_log(&self, id: i64, lines: &[String], now_ms: i64) -> Result<(), String> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let _g = self.write_guard().await;
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for line in lines {
+            // The attempt is read from the job itself: no row for a job that does not exist.
+            sqlx::query(
+                "INSERT INTO job_logs (job_id, attempt, time_ms, line) \
+                 SELECT id, attempts, $2, $3 FROM jobs WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now_ms)
+            .bind(clip_log_line(line))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn logs(&self, id: i64, after: i64, limit: usize) -> Result<Vec<LogLine>, String> {
+        let rows = sqlx::query(
+            "SELECT seq, attempt, time_ms, line FROM job_logs WHERE job_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(id)
+        .bind(after)
+        .bind(limit.min(100_000) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogLine {
+                    seq: r.try_get("seq").map_err(err)?,
+                    attempt: r.try_get::<i64, _>("attempt").map_err(err)? as u32,
+                    time_ms: r.try_get("time_ms").map_err(err)?,
+                    line: r.try_get("line").map_err(err)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn leased_line(job: &Job, worker: &str) -> String {
+    format!(
+        "attempt {}/{} leased by {worker}",
+        job.attempts, job.max_attempts
+    )
 }
 
 #[async_trait::async_trait]

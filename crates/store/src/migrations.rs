@@ -438,6 +438,20 @@ CREATE TABLE mlflow_trace_info (
 )
 "#,
     },
+    Migration {
+        version: 17,
+        name: "job logs",
+        sql: r#"
+CREATE TABLE job_logs (
+    seq {ID},
+    job_id BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    time_ms BIGINT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX job_logs_by_job ON job_logs (job_id, seq)
+"#,
+    },
 ];
 
 pub(crate) async fn run(db: &Db) -> Result<(), DbError> {

@@ -168,6 +168,24 @@ fn demo_tracks_runs_and_cli_reads_them() {
             .to_owned()
     };
     assert!(line("A/B test").contains("442 requests"), "{stdout}");
+    // Step 6: features joined point in time lower the test error; the online store serves them.
+    let features = line("feature store");
+    let rmse: Vec<f64> = features
+        .split("RMSE")
+        .nth(1)
+        .unwrap_or_default()
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|w| w.parse().ok())
+        .take(2)
+        .collect();
+    assert!(
+        features.contains("8645 hours") && rmse.len() == 2 && rmse[1] < rmse[0] * 0.9,
+        "{features}"
+    );
+    assert!(
+        stdout.contains("online rentals_last_24h") && stdout.contains("(PRESENT, PRESENT)"),
+        "{stdout}"
+    );
     assert!(
         line("monitoring").contains("retrain job queued"),
         "{stdout}"

@@ -3,6 +3,7 @@
 
 mod binary;
 mod crash;
+mod db_restart;
 mod eval_cli;
 mod jobs_cli;
 mod llm_cli;

@@ -105,7 +105,7 @@ fn rmse(pred: &[f64], rows: &[&Vec<String>], target: usize) -> f64 {
     (se / pred.len() as f64).sqrt()
 }
 
-fn versions(home: &Path) -> usize {
+pub(crate) fn versions(home: &Path) -> usize {
     cli_ok(home, &["models", "show", "bikes"])
         .lines()
         .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
@@ -339,6 +339,27 @@ async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request()
         cand < champ * 0.95,
         "candidate {cand} must beat champion {champ} by the 5% margin"
     );
+    // Its log tells the story line by line, each line under its attempt.
+    let log = cli_ok(h, &["jobs", "logs", "1"]);
+    let lines: Vec<&str> = log.lines().collect();
+    let expect = [
+        "#0  queued (retrain)",
+        "#1  attempt 1/3 leased by",
+        "#1  monitor bikes-health",
+        "#1  trained gbm (",
+        "#1  registered bikes v2 (run ",
+        "#1  promoted: ",
+        "#1  finished in ",
+        "#1  succeeded",
+    ];
+    assert_eq!(lines.len(), expect.len(), "{log}");
+    for (line, start) in lines.iter().zip(expect) {
+        assert!(
+            line[21..].starts_with(start),
+            "`{start}` expected in:\n{log}"
+        );
+    }
+    assert!(lines[3].contains(&format!("rmse {cand:.4}")), "{log}");
     // The server follows the alias within its poll interval.
     for _ in 0..100 {
         if on_v2.load(Ordering::Relaxed) > 20 {
@@ -411,7 +432,7 @@ async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request()
     // A worker killed between registering its candidate and finishing: the job resumes and
     // registers nothing twice.
     let before = versions(h);
-    cli_ok(
+    let queued = cli_ok(
         h,
         &[
             "retrain",
@@ -422,6 +443,7 @@ async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request()
             "crash test",
         ],
     );
+    let crash_job = queued.split_whitespace().nth(1).expect("job id").to_owned();
     let crashed = capstan(h)
         .args([
             "worker",
@@ -450,6 +472,19 @@ async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request()
         versions(h),
         before + 1,
         "no second candidate after the resume"
+    );
+    let log = cli_ok(h, &["jobs", "logs", &crash_job]);
+    let registered = log.find("#1  registered bikes").expect(&log);
+    let taken_over = log.find("#2  attempt 2/3 leased by").expect(&log);
+    let resumed = log.find("#2  resumed: v").expect(&log);
+    let done = log.find("#2  succeeded").expect(&log);
+    assert!(
+        registered < taken_over && taken_over < resumed && resumed < done,
+        "{log}"
+    );
+    assert!(
+        !log.contains("#1  succeeded"),
+        "the crashed attempt never finished: {log}"
     );
     let history = cli_ok(h, &["retrain", "history", "bikes"]);
     assert!(history.contains("crash test"), "{history}");
@@ -527,7 +562,16 @@ async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request()
 /// The shared start of the rollout tests: January–March 2011 trains champion v1 (100 boosted
 /// trees), January–June is the labelled data, and the policy (sliding 60 days, 5 % margin, plus
 /// `extra` YAML lines) is set. Returns the rows in time order.
-fn winter_champion(h: &Path, extra: &str) -> (Vec<String>, Vec<Vec<String>>) {
+pub(crate) fn winter_champion(h: &Path, extra: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    winter_champion_of(h, &["--algorithm", "gbm", "--rounds", "100"], extra)
+}
+
+/// [`winter_champion`] with the champion's algorithm given as `capstan train` arguments.
+fn winter_champion_of(
+    h: &Path,
+    algorithm: &[&str],
+    extra: &str,
+) -> (Vec<String>, Vec<Vec<String>>) {
     let (header, rows) = rows_in_time_order();
     let in_range = |from: &str, to: &str| -> Vec<&Vec<String>> {
         rows.iter()
@@ -538,24 +582,19 @@ fn winter_champion(h: &Path, extra: &str) -> (Vec<String>, Vec<Vec<String>>) {
     write_csv(&winter, &header, &in_range("2011-01-01", "2011-03-31"));
     let labelled = h.join("labelled.csv");
     write_csv(&labelled, &header, &in_range("2011-01-01", "2011-06-30"));
-    cli_ok(
-        h,
-        &[
-            "train",
-            "--data",
-            winter.to_str().expect("utf8"),
-            "--target",
-            "cnt",
-            "--algorithm",
-            "gbm",
-            "--drop",
-            "dteday,casual,registered",
-            "--rounds",
-            "100",
-            "--register",
-            "bikes",
-        ],
-    );
+    let mut train = vec![
+        "train",
+        "--data",
+        winter.to_str().expect("utf8"),
+        "--target",
+        "cnt",
+        "--drop",
+        "dteday,casual,registered",
+        "--register",
+        "bikes",
+    ];
+    train.extend_from_slice(algorithm);
+    cli_ok(h, &train);
     cli_ok(h, &["models", "promote", "bikes", "1"]);
     let policy = h.join("policy.yaml");
     std::fs::write(
@@ -781,4 +820,60 @@ fn a_warm_started_retraining_adds_trees_to_the_champions() {
         job["result"]["champion_score"].as_f64().expect("c"),
     );
     assert!(cand < champ * 0.95, "candidate {cand} vs champion {champ}");
+}
+
+/// `warm_start: true` on a linear model: the candidate is the champion's least-squares
+/// statistics (old rows weighed by `forgetting`) plus the window's rows it has not seen — no
+/// pass over the old data. A second retraining with nothing new changes nothing.
+#[test]
+fn a_warm_started_linear_retraining_updates_the_champions_statistics() {
+    let home = tempfile::tempdir().expect("home");
+    let h = home.path();
+    winter_champion_of(
+        h,
+        &["--algorithm", "linear", "--l2", "1e-6"],
+        "algorithm: linear\nwarm_start: true\nforgetting: 0.2\n",
+    );
+    let out = cli_ok(
+        h,
+        &[
+            "retrain",
+            "run",
+            "bikes",
+            "--reason",
+            "spring, incrementally",
+        ],
+    );
+    assert!(out.contains("promoted"), "{out}");
+    let job: Value = serde_json::from_str(&cli_ok(h, &["jobs", "show", "1"])).expect("job");
+    assert_eq!(job["result"]["warm_start_from"], 1, "{job}");
+    let (cand, champ) = (
+        job["result"]["candidate_score"].as_f64().expect("c"),
+        job["result"]["champion_score"].as_f64().expect("c"),
+    );
+    assert!(cand < champ * 0.95, "candidate {cand} vs champion {champ}");
+    let log = cli_ok(h, &["jobs", "logs", "1"]);
+    let train_rows = job["result"]["train_rows"].as_u64().expect("rows");
+    assert!(
+        log.contains(&format!(
+            "incremental least squares: {train_rows} window rows are newer than the champion's data; old rows weigh 0.2"
+        )),
+        "the winter champion has no retraining date, so the whole window is new: {log}"
+    );
+    assert!(log.contains("warm-started from v1"), "{log}");
+
+    // Nothing labelled since: no new rows, the same solution, and the champion stays.
+    let out = cli_ok(h, &["retrain", "run", "bikes", "--reason", "again"]);
+    assert!(out.contains("rejected"), "{out}");
+    let log = cli_ok(h, &["jobs", "logs", "2"]);
+    assert!(
+        log.contains("incremental least squares: 0 window rows are newer"),
+        "{log}"
+    );
+    let job: Value = serde_json::from_str(&cli_ok(h, &["jobs", "show", "2"])).expect("job");
+    let (cand, champ) = (
+        job["result"]["candidate_score"].as_f64().expect("c"),
+        job["result"]["champion_score"].as_f64().expect("c"),
+    );
+    assert!((cand - champ).abs() < 1e-6 * champ, "{cand} vs {champ}");
 }

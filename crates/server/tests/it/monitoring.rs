@@ -389,6 +389,45 @@ async fn the_job_queue_over_http() {
         .post(&format!("/api/2.0/capstan/jobs/{id}/cancel"), json!({}))
         .await;
     assert_eq!(c["cancelled"], false, "already finished");
+    // Its log: queued, cancelled; paged by `after`.
+    let (st, log) = s
+        .get(&format!("/api/2.0/capstan/jobs/{id}/logs"), &[])
+        .await;
+    assert_eq!(st, 200, "{log}");
+    let lines: Vec<&str> = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_str().unwrap())
+        .collect();
+    assert_eq!(lines, vec!["queued (rag-ingest)", "cancelled"]);
+    assert_eq!(log["state"], "cancelled");
+    let first = log["lines"][0]["seq"].as_i64().unwrap().to_string();
+    let (_, rest) = s
+        .get(
+            &format!("/api/2.0/capstan/jobs/{id}/logs"),
+            &[("after", first.as_str()), ("limit", "5")],
+        )
+        .await;
+    assert_eq!(rest["lines"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["lines"][0]["line"], "cancelled");
+    assert_eq!(rest["next"], log["lines"][1]["seq"]);
+    check_error(
+        s.get("/api/2.0/capstan/jobs/999/logs", &[]).await,
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+        "no job 999",
+    );
+    check_error(
+        s.get(
+            &format!("/api/2.0/capstan/jobs/{id}/logs"),
+            &[("limit", "0")],
+        )
+        .await,
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "limit",
+    );
     check_error(
         s.get("/api/2.0/capstan/jobs/999", &[]).await,
         404,

@@ -410,3 +410,93 @@ db_test!(
         );
     }
 );
+
+db_test!(
+    a_jobs_log_tells_its_lifecycle_and_its_work,
+    |db: Db| async move {
+        let kinds = vec!["retrain".to_owned()];
+        let mut new = job("retrain", 1);
+        new.max_attempts = 2;
+        let a = db.enqueue(new, 1_000).await.expect("enqueue");
+        let other = db.enqueue(job("ingest", 2), 1_000).await.expect("enqueue");
+        db.lease("w1", &kinds, 10_000, 2_000)
+            .await
+            .expect("lease")
+            .expect("a job");
+        db.append_log(
+            a.id,
+            &["training 100 rounds".into(), "rmse 70.1".into()],
+            3_000,
+        )
+        .await
+        .expect("append");
+        let long = "é".repeat(3_000);
+        db.append_log(a.id, std::slice::from_ref(&long), 3_500)
+            .await
+            .expect("append a long line");
+        db.fail(a.id, "w1", "out of memory", 4_000)
+            .await
+            .expect("fail")
+            .expect("held");
+        // Attempt 2, after the backoff, succeeds.
+        let retry_at = 4_000 + backoff_ms(a.id, 1);
+        db.lease("w2", &kinds, 1_000, retry_at)
+            .await
+            .expect("lease")
+            .expect("the retry");
+        db.append_log(a.id, &["resumed".into()], retry_at + 10)
+            .await
+            .expect("append");
+        assert!(
+            db.complete(a.id, "w2", json!({"ok": true}), retry_at + 20)
+                .await
+                .expect("complete")
+        );
+        // Lines of a job that does not exist are dropped, not attached to another.
+        db.append_log(999_999, &["nobody".into()], 5_000)
+            .await
+            .expect("no job, no error");
+
+        let lines = db.logs(a.id, 0, 100).await.expect("logs");
+        let text: Vec<(u32, &str)> = lines.iter().map(|l| (l.attempt, l.line.as_str())).collect();
+        assert_eq!(text[0], (0, "queued (retrain)"));
+        assert_eq!(text[1], (1, "attempt 1/2 leased by w1"));
+        assert_eq!(text[2], (1, "training 100 rounds"));
+        assert_eq!(text[3], (1, "rmse 70.1"));
+        assert!(
+            text[4].1.len() <= pipeline::jobs::MAX_LOG_LINE + 40
+                && text[4].1.contains("bytes cut]"),
+            "a long line is clipped at a character boundary: {} bytes",
+            text[4].1.len()
+        );
+        assert!(
+            text[5].1.starts_with("failed: out of memory; retry in"),
+            "{:?}",
+            text[5]
+        );
+        assert_eq!(text[6], (2, "attempt 2/2 leased by w2"));
+        assert_eq!(text[7], (2, "resumed"));
+        assert_eq!(text[8], (2, "succeeded"));
+        assert_eq!(lines.len(), 9);
+        assert!(lines.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(lines[2].time_ms, 3_000);
+
+        // Paging: after the third line, two at a time.
+        let page = db.logs(a.id, lines[2].seq, 2).await.expect("page");
+        assert_eq!(
+            page.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            vec![lines[3].seq, lines[4].seq]
+        );
+        // The other job's log holds only its own line; cancelling it adds one.
+        assert!(db.cancel(other.id, 6_000).await.expect("cancel"));
+        let theirs: Vec<String> = db
+            .logs(other.id, 0, 100)
+            .await
+            .expect("logs")
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        assert_eq!(theirs, vec!["queued (ingest)", "cancelled"]);
+        assert!(db.logs(999_999, 0, 100).await.expect("logs").is_empty());
+    }
+);
