@@ -80,6 +80,10 @@ pub enum BenchCmd {
         /// Seconds of online-lookup load per server; 0 skips the online comparison.
         #[arg(long, default_value_t = 10)]
         online_seconds: u64,
+        /// Also measure Capstan's online lookups on this Redis (e.g. redis://127.0.0.1:6379/3;
+        /// the bench writes a view there).
+        #[arg(long)]
+        redis: Option<String>,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -578,10 +582,18 @@ pub async fn run(cmd: BenchCmd, home: &Path) -> Result<(), Error> {
             entities,
             source,
             online_seconds,
+            redis,
             out,
         } => {
-            return crate::bench_features::run(&python, entities, source, online_seconds, out)
-                .await;
+            return crate::bench_features::run(
+                &python,
+                entities,
+                source,
+                online_seconds,
+                redis,
+                out,
+            )
+            .await;
         }
         BenchCmd::Vectors {
             python,

@@ -24,6 +24,7 @@ pub async fn run(
     entities: usize,
     source: usize,
     online_seconds: u64,
+    redis: Option<String>,
     out: Option<PathBuf>,
 ) -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
@@ -117,7 +118,7 @@ pub async fn run(
     );
     if online_seconds > 0 {
         t += "\n";
-        t += &online(python, 8, online_seconds).await?;
+        t += &online(python, redis.as_deref(), 8, online_seconds).await?;
     }
     println!("\n{t}");
     if let Some(p) = out {
@@ -126,16 +127,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Online lookups of one entity with ten features over HTTP: `capstan server` (SQLite online
-/// store) against `feast serve` (SQLite online store), same load generator, same run.
-pub async fn online(python: &str, connections: usize, seconds: u64) -> Result<String, Error> {
+/// Loads the ten-feature view into a fresh home's online store (`online`: "" for the metadata
+/// database, or a Redis URL), starts `capstan server` on it and puts `connections` clients on
+/// `POST /get-online-features` for `seconds`.
+async fn serve_ours(
+    d: &std::path::Path,
+    name: &str,
+    online: &str,
+    body: &serde_json::Value,
+    (connections, seconds): (usize, u64),
+) -> Result<crate::bench_serving::Load, Error> {
     use crate::bench_serving::{Proc, free_port, load, wait_up};
-    let dir = tempfile::tempdir()?;
-    let d = dir.path();
-    peer(python, &["gen-online".as_ref(), d.as_os_str()])?;
-    let home = d.join("home");
-    let config = crate::config::Config::default();
-    let features: Vec<String> = (0..10).map(|i| format!("stats:f{i}")).collect();
+    let home = d.join(name);
+    let mut config = crate::config::Config::default();
+    config.store.online = online.to_owned();
     {
         let p = crate::platform::Platform::open(&home, &config).await?;
         let mut yaml = String::from(
@@ -163,27 +168,51 @@ pub async fn online(python: &str, connections: usize, seconds: u64) -> Result<St
         .map_err(Error::Other)?;
         p.db.close().await;
     }
-    let body = serde_json::json!({"features": features, "entities": {"driver_id": [4242]}});
     let port = free_port()?;
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .arg("--home")
         .arg(&home)
         .args(["server", "--port", &port.to_string()])
         .env("CAPSTAN_LOG", "error")
+        .env("CAPSTAN_STORE__ONLINE", online)
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let url = format!("http://127.0.0.1:{port}");
     wait_up(&format!("{url}/health"), &mut child).await?;
-    let ours_proc = Proc(child);
-    eprintln!("capstan: online lookups, {connections} connections for {seconds}s");
-    let ours = load(
+    let _server = Proc(child);
+    eprintln!(
+        "capstan ({}): online lookups, {connections} connections for {seconds}s",
+        if online.is_empty() { "SQLite" } else { online }
+    );
+    Ok(load(
         &format!("{url}/get-online-features"),
-        &body,
+        body,
         connections,
         seconds,
     )
-    .await;
-    drop(ours_proc);
+    .await)
+}
+
+/// Online lookups of one entity with ten features over HTTP: `capstan server` (SQLite online
+/// store, and Redis when `redis` names one) against `feast serve` (SQLite online store), same
+/// load generator, same run.
+pub async fn online(
+    python: &str,
+    redis: Option<&str>,
+    connections: usize,
+    seconds: u64,
+) -> Result<String, Error> {
+    use crate::bench_serving::{Proc, free_port, load, wait_up};
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    peer(python, &["gen-online".as_ref(), d.as_os_str()])?;
+    let features: Vec<String> = (0..10).map(|i| format!("stats:f{i}")).collect();
+    let body = serde_json::json!({"features": features, "entities": {"driver_id": [4242]}});
+    let ours = serve_ours(d, "home", "", &body, (connections, seconds)).await?;
+    let on_redis = match redis {
+        Some(url) => Some(serve_ours(d, "home-redis", url, &body, (connections, seconds)).await?),
+        None => None,
+    };
     let fport = free_port()?;
     let mut child = std::process::Command::new(python)
         .arg(crate::bench::peer_script("features_peer.py"))
@@ -208,12 +237,23 @@ pub async fn online(python: &str, connections: usize, seconds: u64) -> Result<St
     .await;
     drop(feast_proc);
     let mut t = format!(
-        "Online lookups: one entity, 10 features, POST /get-online-features, {connections} keep-alive connections, {seconds} s each; both on SQLite online stores (10,000 entities).\n\n| | requests/s | p50 (ms) | p99 (ms) | failed |\n|---|---|---|---|---|\n"
+        "Online lookups: one entity, 10 features, POST /get-online-features, {connections} keep-alive connections, {seconds} s each; SQLite online stores on both sides (10,000 entities){}.\n\n| | requests/s | p50 (ms) | p99 (ms) | failed |\n|---|---|---|---|---|\n",
+        if on_redis.is_some() {
+            ", and Capstan again on Redis"
+        } else {
+            ""
+        }
     );
     t += &format!(
         "| capstan server | {:.0} | {:.2} | {:.2} | {} |\n",
         ours.rps, ours.p50_ms, ours.p99_ms, ours.failed
     );
+    if let Some(r) = &on_redis {
+        t += &format!(
+            "| capstan server, Redis online store | {:.0} | {:.2} | {:.2} | {} |\n",
+            r.rps, r.p50_ms, r.p99_ms, r.failed
+        );
+    }
     t += &format!(
         "| feast serve | {:.0} | {:.2} | {:.2} | {} |\n",
         theirs.rps, theirs.p50_ms, theirs.p99_ms, theirs.failed

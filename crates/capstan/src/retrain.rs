@@ -476,10 +476,10 @@ pub async fn retrain(
         ),
     )
     .await;
-    let outcome = if promoted_to == Some("challenger (canary)") {
-        "canary"
-    } else {
-        decision.outcome
+    let outcome = match promoted_to {
+        Some("challenger (canary)") => "canary",
+        Some("challenger (shadow)") => "shadow",
+        _ => decision.outcome,
     };
     Ok(json!({
         "model": model, "trigger": trigger, "outcome": outcome, "reason": decision.reason,
@@ -504,8 +504,16 @@ async fn rollout(
 ) -> Result<Option<&'static str>, Error> {
     let alias = match (policy.rollout, champion) {
         (Rollout::Challenger, _) => "challenger",
-        // A canary needs a champion to compare with; the first model is simply promoted.
-        (Rollout::Canary { .. }, None) | (Rollout::Promote, _) => "champion",
+        // A canary or a shadow needs a champion to compare with; the first model is simply
+        // promoted.
+        (Rollout::Canary { .. } | Rollout::Shadow { .. }, None) | (Rollout::Promote, _) => {
+            "champion"
+        }
+        (Rollout::Shadow { check_seconds, .. }, Some(_)) => {
+            p.registry.set_alias(model, "challenger", candidate).await?;
+            open_shadow(p, model, candidate, check_seconds).await?;
+            return Ok(Some("challenger (shadow)"));
+        }
         (
             Rollout::Canary {
                 start_weight,
@@ -573,6 +581,80 @@ async fn open_canary(
     queue_check(p, model, &name, candidate, 1, check_seconds).await
 }
 
+/// Opens (or replaces) `<model>-shadow`: the champion answers, the challenger predicts the same
+/// requests unseen; queues its first check.
+async fn open_shadow(
+    p: &Platform,
+    model: &str,
+    candidate: i64,
+    check_seconds: u64,
+) -> Result<(), Error> {
+    use serving::deploy::{DeploymentSpec, DeploymentStore, Mode, VariantSpec};
+    let name = format!("{model}-shadow");
+    let variant = |v: &str| VariantSpec {
+        name: v.into(),
+        model: model.into(),
+        alias: Some(v.into()),
+        version: None,
+        weight: 0.0,
+    };
+    let spec = DeploymentSpec {
+        name: name.clone(),
+        mode: Mode::Shadow,
+        variants: vec![variant("champion"), variant("challenger")],
+        ramp: None,
+    };
+    spec.validate().map_err(other)?;
+    p.db.put_deployment(&name, &serde_json::to_string(&spec).map_err(other)?)
+        .await
+        .map_err(other)?;
+    queue_check(p, model, &name, candidate, 1, check_seconds).await
+}
+
+/// A shadow's evidence: requests and failures per model from the deployment's log, and both
+/// models' losses on every labelled row they both predicted (the prediction log since the
+/// deployment opened, joined with the labels fed back for its requests).
+async fn shadow_stats(
+    p: &Platform,
+    model: &str,
+    name: &str,
+    created_ms: i64,
+    candidate: i64,
+) -> Result<pipeline::retrain::ShadowStats, Error> {
+    use monitor::performance::LabelStore;
+    use serving::deploy::DeploymentStore;
+    let records = p.db.requests(name).await.map_err(other)?;
+    let count = |shadow: bool, failed: bool| {
+        records
+            .iter()
+            .filter(|r| r.shadow == shadow && (r.error || !failed))
+            .count() as u64
+    };
+    let ids: std::collections::BTreeSet<&str> =
+        records.iter().map(|r| r.request_id.as_str()).collect();
+    let (_, logged) = server::monitoring::logged_since(&p.blobs, model, created_ms)
+        .await
+        .map_err(other)?;
+    let logged: Vec<_> = logged
+        .into_iter()
+        .filter(|q| ids.contains(q.request_id.as_str()))
+        .collect();
+    let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
+    let labels = p.db.labels_for(model, &ids).await.map_err(other)?;
+    let champion = p
+        .registry
+        .version_by_alias(model, "champion")
+        .await?
+        .version;
+    Ok(pipeline::retrain::ShadowStats {
+        champion_requests: count(false, false),
+        champion_errors: count(false, true),
+        challenger_requests: count(true, false),
+        challenger_errors: count(true, true),
+        losses: monitor::performance::paired_losses(&logged, &labels, champion, candidate),
+    })
+}
+
 async fn queue_check(
     p: &Platform,
     model: &str,
@@ -595,7 +677,7 @@ async fn queue_check(
 /// The `rollout-check` job: reads the canary's statistics and promotes, rolls back, or looks
 /// again in `check_seconds`.
 pub async fn rollout_check(p: &Platform, payload: &Value) -> Result<Value, Error> {
-    use pipeline::retrain::{CanaryStats, CanaryVerdict, judge_canary};
+    use pipeline::retrain::{CanaryStats, CanaryVerdict, judge_canary, judge_shadow};
     use serving::deploy::{DeploymentSpec, DeploymentStore};
     let field = |k: &str| {
         payload[k]
@@ -609,43 +691,68 @@ pub async fn rollout_check(p: &Platform, payload: &Value) -> Result<Value, Error
         .ok_or_else(|| other("payload needs the `candidate` version"))?;
     let round = payload["round"].as_u64().unwrap_or(1);
     let policy = policy_of(p, &model).await?;
-    let Rollout::Canary {
-        min_feedback,
-        check_seconds,
-        ..
-    } = policy.rollout
-    else {
-        return Err(other(format!(
-            "{model}'s policy no longer rolls out by canary"
-        )));
-    };
     let (json, created) =
         p.db.get_deployment(&name)
             .await
             .map_err(other)?
-            .ok_or_else(|| other(format!("the canary deployment {name} is gone")))?;
-    let spec: DeploymentSpec = serde_json::from_str(&json).map_err(other)?;
-    let records = p.db.requests(&name).await.map_err(other)?;
-    let r = serving::deploy::report(
-        &spec,
-        &spec.weights_at(created, base::now_millis()),
-        &records,
-    );
-    let arm = |n: &str| r.variants.iter().find(|v| v.name == n);
-    let (champ, chall) = (arm("champion"), arm("challenger"));
-    let cmp = r.comparisons.first();
-    let stats = CanaryStats {
-        champion_requests: champ.map_or(0, |v| v.requests),
-        champion_errors: champ.map_or(0, |v| v.errors),
-        challenger_requests: chall.map_or(0, |v| v.requests),
-        challenger_errors: chall.map_or(0, |v| v.errors),
-        min_feedback: champ
-            .map_or(0, |v| v.feedback)
-            .min(chall.map_or(0, |v| v.feedback)),
-        difference: cmp.map_or(0.0, |c| c.difference),
-        always_valid_p: cmp.map_or(1.0, |c| c.always_valid_p),
+            .ok_or_else(|| other(format!("the rollout's deployment {name} is gone")))?;
+    let (verdict, check_seconds, evidence) = match policy.rollout {
+        Rollout::Canary {
+            min_feedback,
+            check_seconds,
+            ..
+        } => {
+            let spec: DeploymentSpec = serde_json::from_str(&json).map_err(other)?;
+            let records = p.db.requests(&name).await.map_err(other)?;
+            let r = serving::deploy::report(
+                &spec,
+                &spec.weights_at(created, base::now_millis()),
+                &records,
+            );
+            let arm = |n: &str| r.variants.iter().find(|v| v.name == n);
+            let (champ, chall) = (arm("champion"), arm("challenger"));
+            let cmp = r.comparisons.first();
+            let stats = CanaryStats {
+                champion_requests: champ.map_or(0, |v| v.requests),
+                champion_errors: champ.map_or(0, |v| v.errors),
+                challenger_requests: chall.map_or(0, |v| v.requests),
+                challenger_errors: chall.map_or(0, |v| v.errors),
+                min_feedback: champ
+                    .map_or(0, |v| v.feedback)
+                    .min(chall.map_or(0, |v| v.feedback)),
+                difference: cmp.map_or(0.0, |c| c.difference),
+                always_valid_p: cmp.map_or(1.0, |c| c.always_valid_p),
+            };
+            (
+                judge_canary(&stats, min_feedback),
+                check_seconds,
+                json!({"champion_requests": stats.champion_requests,
+                    "challenger_requests": stats.challenger_requests,
+                    "feedback_per_arm": stats.min_feedback}),
+            )
+        }
+        Rollout::Shadow {
+            min_labelled,
+            check_seconds,
+        } => {
+            let stats = shadow_stats(p, &model, &name, created, candidate).await?;
+            let n = stats.losses.len().max(1) as f64;
+            let mean = |f: fn(&(f64, f64)) -> f64| stats.losses.iter().map(f).sum::<f64>() / n;
+            (
+                judge_shadow(&stats, min_labelled),
+                check_seconds,
+                json!({"champion_requests": stats.champion_requests,
+                    "challenger_requests": stats.challenger_requests,
+                    "labelled_rows": stats.losses.len(),
+                    "champion_loss": mean(|l| l.0), "challenger_loss": mean(|l| l.1)}),
+            )
+        }
+        _ => {
+            return Err(other(format!(
+                "{model}'s policy no longer rolls out by canary or shadow"
+            )));
+        }
     };
-    let verdict = judge_canary(&stats, min_feedback);
     match &verdict {
         CanaryVerdict::Waiting(_) => {
             queue_check(p, &model, &name, candidate, round + 1, check_seconds).await?;
@@ -670,9 +777,9 @@ pub async fn rollout_check(p: &Platform, payload: &Value) -> Result<Value, Error
     out["model"] = json!(model);
     out["candidate_version"] = json!(candidate);
     out["round"] = json!(round);
-    out["champion_requests"] = json!(stats.champion_requests);
-    out["challenger_requests"] = json!(stats.challenger_requests);
-    out["feedback_per_arm"] = json!(stats.min_feedback);
+    if let (Some(out), Value::Object(evidence)) = (out.as_object_mut(), evidence) {
+        out.extend(evidence);
+    }
     Ok(out)
 }
 
@@ -788,8 +895,13 @@ pub fn trigger_of(payload: &Value) -> String {
         return format!("monitor {m}: {}", alerts.join("; "));
     }
     if let Some(d) = payload["deployment"].as_str() {
+        let kind = if d.ends_with("-shadow") {
+            "shadow"
+        } else {
+            "canary"
+        };
         return format!(
-            "canary check {} of {d}",
+            "{kind} check {} of {d}",
             payload["round"].as_u64().unwrap_or(1)
         );
     }

@@ -103,6 +103,41 @@ pub fn logged_predictions(segment: &Frame) -> Result<Vec<LoggedPrediction>, Stri
         .collect())
 }
 
+/// For every labelled row that versions `a` and `b` both predicted (a shadow deployment's
+/// primary and its shadow: the same request id and row), each one's loss — squared error for a
+/// number, 0 or 1 for a class — as `(a's, b's)`, in request order.
+pub fn paired_losses(
+    predictions: &[LoggedPrediction],
+    labels: &[Label],
+    a: i64,
+    b: i64,
+) -> Vec<(f64, f64)> {
+    let by_key: HashMap<(&str, i64), &LabelValue> = labels
+        .iter()
+        .map(|l| ((l.request_id.as_str(), l.row), &l.value))
+        .collect();
+    let loss = |p: &LoggedPrediction, label: &LabelValue| match (&p.class, label, p.value) {
+        (Some(class), l, _) => f64::from(u8::from(*class != l.as_class())),
+        (None, LabelValue::Number(y), Some(v)) => (v - y).powi(2),
+        _ => f64::NAN,
+    };
+    let mut of_b: HashMap<(&str, i64), &LoggedPrediction> = HashMap::new();
+    for p in predictions.iter().filter(|p| p.version == b) {
+        of_b.insert((p.request_id.as_str(), p.row), p);
+    }
+    let mut out = Vec::new();
+    for p in predictions.iter().filter(|p| p.version == a) {
+        let key = (p.request_id.as_str(), p.row);
+        if let (Some(label), Some(q)) = (by_key.get(&key), of_b.remove(&key)) {
+            let pair = (loss(p, label), loss(q, label));
+            if pair.0.is_finite() && pair.1.is_finite() {
+                out.push(pair);
+            }
+        }
+    }
+    out
+}
+
 /// Joins predictions with labels and scores each (version, window of `window_ms`).
 pub fn live_performance(
     predictions: &[LoggedPrediction],
@@ -194,6 +229,44 @@ mod tests {
             value,
             ts_ms: 0,
         }
+    }
+
+    #[test]
+    fn paired_losses_join_both_versions_on_request_and_row() {
+        let preds = vec![
+            pred(1, "r1", 0, 1, 10.0, None),
+            pred(1, "r1", 0, 2, 12.0, None),
+            pred(1, "r1", 1, 1, 5.0, None),
+            pred(1, "r1", 1, 2, 4.0, None),
+            // Only the primary answered r2; r3 has no label; r4 is another version.
+            pred(2, "r2", 0, 1, 7.0, None),
+            pred(3, "r3", 0, 1, 1.0, None),
+            pred(3, "r3", 0, 2, 1.0, None),
+            pred(4, "r4", 0, 3, 1.0, None),
+        ];
+        let labels = vec![
+            label("r1", 0, LabelValue::Number(11.0)),
+            label("r1", 1, LabelValue::Number(4.0)),
+            label("r2", 0, LabelValue::Number(7.0)),
+            label("r4", 0, LabelValue::Number(0.0)),
+        ];
+        assert_eq!(
+            paired_losses(&preds, &labels, 1, 2),
+            vec![(1.0, 1.0), (1.0, 0.0)]
+        );
+        let classes = vec![
+            pred(1, "c", 0, 1, f64::NAN, Some("yes")),
+            pred(1, "c", 0, 2, f64::NAN, Some("no")),
+        ];
+        assert_eq!(
+            paired_losses(
+                &classes,
+                &[label("c", 0, LabelValue::Class("no".into()))],
+                1,
+                2
+            ),
+            vec![(1.0, 0.0)]
+        );
     }
 
     #[test]

@@ -73,6 +73,68 @@ pub enum Rollout {
         min_feedback: u64,
         check_seconds: u64,
     },
+    /// Set `challenger` and open a shadow deployment `<model>-shadow`: the champion answers every
+    /// request, the challenger predicts the same requests and is never seen. Every
+    /// `check_seconds` a `rollout-check` job joins both models' logged predictions with the
+    /// labels fed back and compares their errors request by request: once `min_labelled` rows
+    /// are labelled it promotes a challenger whose mean error is no higher, otherwise rolls it
+    /// back — early when it is significantly worse (always-valid p) or errs more.
+    Shadow {
+        min_labelled: u64,
+        check_seconds: u64,
+    },
+}
+
+/// A shadow deployment's evidence: request counts and failures per model, and for every labelled
+/// row both models predicted, each one's loss (squared error, or 0/1 for a class).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowStats {
+    pub champion_requests: u64,
+    pub champion_errors: u64,
+    pub challenger_requests: u64,
+    pub challenger_errors: u64,
+    /// (champion's loss, challenger's loss) per labelled row.
+    pub losses: Vec<(f64, f64)>,
+}
+
+/// The shadow rule (see [`Rollout::Shadow`]).
+pub fn judge_shadow(s: &ShadowStats, min_labelled: u64) -> CanaryVerdict {
+    let rate = |e: u64, n: u64| e as f64 / n.max(1) as f64;
+    let (ce, he) = (
+        rate(s.champion_errors, s.champion_requests),
+        rate(s.challenger_errors, s.challenger_requests),
+    );
+    if s.challenger_requests >= 20 && he > ce + 0.01 {
+        return CanaryVerdict::RolledBack(format!(
+            "the challenger failed {:.1}% of {} shadowed requests, the champion {:.1}%",
+            he * 100.0,
+            s.challenger_requests,
+            ce * 100.0
+        ));
+    }
+    let n = s.losses.len();
+    let mean = |f: fn(&(f64, f64)) -> f64| s.losses.iter().map(f).sum::<f64>() / n.max(1) as f64;
+    let (champion, challenger) = (mean(|l| l.0), mean(|l| l.1));
+    let diffs: Vec<f64> = s.losses.iter().map(|(a, b)| b - a).collect();
+    let p = if n >= 2 {
+        stats::ab::paired_msprt_p_value(&diffs)
+    } else {
+        1.0
+    };
+    let said = format!(
+        "mean loss {challenger:.4} vs the champion's {champion:.4} on the same {n} labelled rows, always-valid p = {p:.4}"
+    );
+    if p < 0.05 && challenger > champion {
+        return CanaryVerdict::RolledBack(format!("the challenger is worse: {said}"));
+    }
+    if (n as u64) < min_labelled {
+        return CanaryVerdict::Waiting(format!("{n} of {min_labelled} labelled rows so far"));
+    }
+    if challenger <= champion {
+        CanaryVerdict::Promoted(format!("no worse on live traffic: {said}"))
+    } else {
+        CanaryVerdict::RolledBack(format!("worse on live traffic: {said}"))
+    }
 }
 
 /// What a canary's deployment statistics say, arm by arm (outcomes: higher is better).
@@ -271,6 +333,19 @@ impl Policy {
             ) =>
             {
                 bad("a canary's `check_seconds` must be at least 1".into())
+            }
+            _ if matches!(
+                self.rollout,
+                Rollout::Shadow {
+                    check_seconds: 0,
+                    ..
+                } | Rollout::Shadow {
+                    min_labelled: 0..=1,
+                    ..
+                }
+            ) =>
+            {
+                bad("a shadow needs `check_seconds` ≥ 1 and `min_labelled` ≥ 2".into())
             }
             _ => Ok(()),
         }
@@ -546,6 +621,87 @@ mod tests {
             !decide(&p, Some(0.8), 0.8, Ok(())).promote,
             "a tie keeps the champion"
         );
+    }
+
+    #[test]
+    fn shadows_compare_both_models_on_the_same_rows() {
+        // The challenger's loss is a little lower on most rows, noisily.
+        let better: Vec<(f64, f64)> = (0..60)
+            .map(|i| {
+                let base = 100.0 + (i * 37 % 50) as f64;
+                (base, base - 5.0 + (i * 13 % 7) as f64)
+            })
+            .collect();
+        let s = ShadowStats {
+            champion_requests: 60,
+            champion_errors: 0,
+            challenger_requests: 60,
+            challenger_errors: 0,
+            losses: better[..10].to_vec(),
+        };
+        match judge_shadow(&s, 50) {
+            CanaryVerdict::Waiting(why) => assert_eq!(why, "10 of 50 labelled rows so far"),
+            v => panic!("{v:?}"),
+        }
+        let all = ShadowStats {
+            losses: better.clone(),
+            ..s.clone()
+        };
+        match judge_shadow(&all, 50) {
+            CanaryVerdict::Promoted(why) => assert!(why.contains("no worse"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+        // Clearly worse: rolled back before `min_labelled`, by the always-valid test.
+        let worse = ShadowStats {
+            losses: better[..30].iter().map(|(a, b)| (*b, *a + 40.0)).collect(),
+            ..s.clone()
+        };
+        match judge_shadow(&worse, 50) {
+            CanaryVerdict::RolledBack(why) => {
+                assert!(why.contains("the challenger is worse"), "{why}")
+            }
+            v => panic!("{v:?}"),
+        }
+        // A hair worse, not significantly: waits, then rolls back once enough rows say so.
+        let hair: Vec<(f64, f64)> = better
+            .iter()
+            .enumerate()
+            .map(|(i, (a, _))| (*a, a + if i % 2 == 0 { 3.0 } else { -2.5 }))
+            .collect();
+        let unclear = ShadowStats {
+            losses: hair,
+            ..s.clone()
+        };
+        match judge_shadow(&unclear, 50) {
+            CanaryVerdict::RolledBack(why) => {
+                assert!(why.contains("worse on live traffic"), "{why}")
+            }
+            v => panic!("{v:?}"),
+        }
+        let failing = ShadowStats {
+            challenger_errors: 6,
+            ..all
+        };
+        match judge_shadow(&failing, 50) {
+            CanaryVerdict::RolledBack(why) => assert!(why.contains("failed 10.0%"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+        let p = Policy::parse(
+            r#"{"data": "d.csv", "target": "y", "time_column": "t", "rollout": {"shadow": {"min_labelled": 200, "check_seconds": 30}}}"#,
+        )
+        .expect("shadow policy");
+        assert_eq!(
+            p.rollout,
+            Rollout::Shadow {
+                min_labelled: 200,
+                check_seconds: 30
+            }
+        );
+        let err = Policy::parse(
+            r#"{"data": "d.csv", "target": "y", "time_column": "t", "rollout": {"shadow": {"min_labelled": 1, "check_seconds": 30}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("min_labelled"), "{err}");
     }
 
     #[test]

@@ -343,16 +343,29 @@ pub async fn load_window(
     ),
     crate::error::ApiError,
 > {
-    use crate::error::ApiError;
     if let Some(log) = &s.predictions {
         log.flush().await;
     }
-    let prefix = SegmentMeta::model_prefix(model);
-    let objects = s
-        .blobs
-        .list_named(&prefix)
+    logged_since(&s.blobs, model, since_ms)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(crate::error::ApiError::internal)
+}
+
+/// What the prediction log holds of `model` at or after `since_ms` (the segments written so
+/// far, by any server sharing the artifact store): the inputs as one table and the predictions.
+pub async fn logged_since(
+    blobs: &store::Blobs,
+    model: &str,
+    since_ms: i64,
+) -> Result<
+    (
+        data::frame::Frame,
+        Vec<monitor::performance::LoggedPrediction>,
+    ),
+    String,
+> {
+    let prefix = SegmentMeta::model_prefix(model);
+    let objects = blobs.list_named(&prefix).await.map_err(|e| e.to_string())?;
     let (mut frames, mut predictions) = (Vec::new(), Vec::new());
     for (key, _) in objects {
         // …/<start>-<end>-<rows>.parquet: skip segments that ended before `since`.
@@ -365,10 +378,10 @@ pub async fn load_window(
         if end < since_ms {
             continue;
         }
-        let bytes = s.blobs.get_named(&key).await.map_err(ApiError::internal)?;
+        let bytes = blobs.get_named(&key).await.map_err(|e| e.to_string())?;
         let frame = data::frame::read_parquet_frame(std::path::Path::new(&key), bytes.to_vec())
-            .map_err(ApiError::internal)?;
-        let rows = monitor::performance::logged_predictions(&frame).map_err(ApiError::internal)?;
+            .map_err(|e| e.to_string())?;
+        let rows = monitor::performance::logged_predictions(&frame)?;
         let keep: Vec<bool> = rows.iter().map(|p| p.ts_ms >= since_ms).collect();
         predictions.extend(rows.into_iter().filter(|p| p.ts_ms >= since_ms));
         frames.push(frame.filter_rows(&keep));

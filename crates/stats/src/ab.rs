@@ -152,6 +152,19 @@ pub fn msprt_p_value(a: &Arm, b: &Arm, tau2: f64) -> f64 {
     (-log_lambda).exp().min(1.0)
 }
 
+/// The always-valid p-value of paired differences (each request scored under both models, say):
+/// the one-sample mSPRT on their mean — the two-sample test against a constant-zero arm — with τ²
+/// a quarter of their variance.
+pub fn paired_msprt_p_value(diffs: &[f64]) -> f64 {
+    let d = Arm::from_values(diffs);
+    let zero = Arm {
+        n: d.n,
+        mean: 0.0,
+        var: 0.0,
+    };
+    msprt_p_value(&zero, &d, default_tau2(&d, false))
+}
+
 /// The mSPRT mixing variance Capstan uses: effects on the order of half the control's conversion
 /// rate (or half a standard deviation of a continuous outcome) are the ones it is tuned to find
 /// early. Any τ² keeps the test valid; this one sets where its power is.

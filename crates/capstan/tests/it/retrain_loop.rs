@@ -877,3 +877,169 @@ fn a_warm_started_linear_retraining_updates_the_champions_statistics() {
     );
     assert!((cand - champ).abs() < 1e-6 * champ, "{cand} vs {champ}");
 }
+
+/// A home whose policy rolls out by shadow: the winter champion (v1), spring labelled, and a
+/// retraining that opened `bikes-shadow` (v1 answers, challenger v2 predicts the same requests
+/// unseen); the server writes its prediction log every second.
+fn shadow_home(h: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    std::fs::write(h.join("capstan.toml"), "[serving]\nlog_rotate_secs = 1\n").expect("config");
+    let (header, rows) = winter_champion(
+        h,
+        "rounds: 100\nrollout: {shadow: {min_labelled: 100, check_seconds: 1}}\n",
+    );
+    let out = cli_ok(h, &["retrain", "run", "bikes", "--reason", "spring"]);
+    assert!(
+        out.contains("bikes: shadow") && out.contains("alias challenger (shadow)"),
+        "{out}"
+    );
+    (header, rows)
+}
+
+/// Every hour of `from..=to` through `bikes-shadow`, one request each, its true count fed back
+/// as the label; every answer must come from the champion, version 1.
+async fn shadow_traffic(url: &str, header: &[String], rows: &[Vec<String>], from: &str, to: &str) {
+    let http = reqwest::Client::new();
+    let meta: Value = http
+        .get(format!("{url}/v2/models/bikes"))
+        .send()
+        .await
+        .expect("meta")
+        .json()
+        .await
+        .expect("json");
+    let inputs: Vec<String> = meta["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .map(|i| i["name"].as_str().expect("name").to_owned())
+        .collect();
+    let target = header.iter().position(|c| c == "cnt").expect("cnt");
+    for (i, r) in rows
+        .iter()
+        .filter(|r| r[0].as_str() >= from && r[0].as_str() <= to)
+        .enumerate()
+    {
+        let v: Value = http
+            .post(format!("{url}/deployments/bikes-shadow/infer"))
+            .json(&json!({"id": format!("s{i}"), "inputs": [{"name": "rows", "shape": [1, inputs.len()], "datatype": "FP64", "data": encode(&inputs, header, &[r])}]}))
+            .send()
+            .await
+            .expect("infer")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            (
+                v["parameters"]["variant"].as_str(),
+                v["model_version"].as_str()
+            ),
+            (Some("champion"), Some("1")),
+            "the shadow is never seen: {v}"
+        );
+        let actual: f64 = r[target].parse().expect("cnt");
+        let s = http
+            .post(format!("{url}/v2/models/bikes/feedback"))
+            .json(&json!({"id": format!("s{i}"), "labels": [actual]}))
+            .send()
+            .await
+            .expect("feedback");
+        assert_eq!(s.status().as_u16(), 200);
+    }
+    // The server writes its prediction log every second.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_promotes_a_challenger_that_is_better_on_the_same_requests() {
+    let home = tempfile::tempdir().expect("home");
+    let h = home.path();
+    let (header, rows) = shadow_home(h);
+    let server = start(h, &[]);
+    // Summer: what the spring-trained challenger knows better than the winter champion.
+    shadow_traffic(&server.url, &header, &rows, "2011-07-01", "2011-07-07").await;
+    let out = cli_ok(h, &["worker", "--once", "--kinds", "rollout-check"]);
+    assert!(out.contains("(rollout-check) succeeded"), "{out}");
+    let job: Value = serde_json::from_str(&cli_ok(h, &["jobs", "show", "2"])).expect("job");
+    let r = &job["result"];
+    assert_eq!(r["outcome"], "promoted", "{job}");
+    assert_eq!(
+        r["labelled_rows"], 168,
+        "a week of hours, each predicted by both: {job}"
+    );
+    assert_eq!(
+        (
+            r["champion_requests"].as_u64(),
+            r["challenger_requests"].as_u64()
+        ),
+        (Some(168), Some(168))
+    );
+    let (champion, challenger) = (
+        r["champion_loss"].as_f64().expect("loss"),
+        r["challenger_loss"].as_f64().expect("loss"),
+    );
+    assert!(challenger < champion, "{challenger} vs {champion}");
+    let history = cli_ok(h, &["retrain", "history", "bikes"]);
+    assert!(
+        history.contains("shadow check 1 of bikes-shadow"),
+        "{history}"
+    );
+    let models = cli_ok(h, &["models", "show", "bikes"]);
+    assert!(
+        models
+            .lines()
+            .any(|l| l.trim_start().starts_with('2') && l.contains("champion"))
+            && models
+                .lines()
+                .any(|l| l.trim_start().starts_with('1') && l.contains("previous"))
+            && !models.contains("challenger"),
+        "{models}"
+    );
+    let gone = reqwest::get(format!(
+        "{}/api/2.0/capstan/deployments/bikes-shadow",
+        server.url
+    ))
+    .await
+    .expect("get");
+    assert_eq!(
+        gone.status().as_u16(),
+        404,
+        "the shadow deployment is closed"
+    );
+}
+
+/// The candidate beat the champion on spring's newest weeks, but the live traffic is winter's,
+/// which the champion was trained on: the shadow shows it worse on the same requests and rolls
+/// it back; no client ever saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_rolls_back_a_challenger_that_is_worse_on_live_traffic() {
+    let home = tempfile::tempdir().expect("home");
+    let h = home.path();
+    let (header, rows) = shadow_home(h);
+    let server = start(h, &[]);
+    shadow_traffic(&server.url, &header, &rows, "2011-02-01", "2011-02-07").await;
+    cli_ok(h, &["worker", "--once", "--kinds", "rollout-check"]);
+    let job: Value = serde_json::from_str(&cli_ok(h, &["jobs", "show", "2"])).expect("job");
+    assert_eq!(job["result"]["outcome"], "rolled-back", "{job}");
+    assert!(
+        job["result"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("worse"),
+        "{job}"
+    );
+    let models = cli_ok(h, &["models", "show", "bikes"]);
+    assert!(
+        models
+            .lines()
+            .any(|l| l.trim_start().starts_with('1') && l.contains("champion"))
+            && !models.contains("challenger"),
+        "{models}"
+    );
+    let gone = reqwest::get(format!(
+        "{}/api/2.0/capstan/deployments/bikes-shadow",
+        server.url
+    ))
+    .await
+    .expect("get");
+    assert_eq!(gone.status().as_u16(), 404);
+}
