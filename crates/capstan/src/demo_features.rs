@@ -1,7 +1,9 @@
-//! The feature-store part of `capstan demo`: bike rentals by hour of week as a feature view,
-//! applied with `capstan features apply`, joined point in time onto 2011's hours to train a model
-//! with and without them (both tracked, the feature service recorded on the run), materialised
-//! into the online store and read back through Feast's `POST /get-online-features`.
+//! The data half of the demo's bike story: the raw data versioned in DVC's formats and checked by
+//! its expectations (they gate everything after), rentals by hour of week as feature views
+//! applied with `capstan features apply`, the point-in-time training set built by a cached
+//! pipeline stage (`dvc.yaml`: ran, then unchanged, then restored from the run cache), a model
+//! trained with and without the features (both tracked), and the features materialised into the
+//! online store and read back through Feast's `POST /get-online-features`.
 //!
 //! Each hour's count becomes a feature row stamped one hour later — when the count is known — so
 //! a training row at hour `t` can only see counts of earlier hours: the as-of join never reads the
@@ -9,7 +11,7 @@
 
 use crate::client::Client;
 use crate::config::Config;
-use crate::demo_story::{Line, bike_rows, hour24};
+use crate::demo_story::{BIKES, Line, bike_rows, hour24};
 use crate::features_cmd::FeaturesCmd;
 use crate::platform::{Error, Platform};
 use serde_json::{Value, json};
@@ -18,6 +20,93 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 const SERVICE: &str = "bike_demand";
+
+/// The bike data's expectations (`capstan test data`), the same suite as `data/expectations`.
+const EXPECTATIONS: &str = include_str!("../../../data/expectations/bike_sharing.yaml");
+
+fn other(e: impl std::fmt::Display) -> Error {
+    Error::Other(e.to_string())
+}
+
+/// The raw data into the DVC-format repository `dir` (a pointer file for git, the content in
+/// its cache), then its expectations, which must pass for the demo to go on.
+fn version_and_check(dir: &Path) -> Result<(), Error> {
+    let raw = dir.join("bike_sharing_hourly.csv");
+    std::fs::write(&raw, BIKES)?;
+    let mut repo = if dir.join(".dvc").is_dir() {
+        data::Repo::open(dir)
+    } else {
+        data::Repo::init(dir)
+    }
+    .map_err(other)?;
+    let out = repo.add(&raw).map_err(other)?;
+    println!(
+        "  versioned bike_sharing_hourly.csv: md5 {} ({} bytes), pointer bike_sharing_hourly.csv.dvc",
+        out.md5, out.size
+    );
+    let suite_path = dir.join("expectations.yaml");
+    std::fs::write(&suite_path, EXPECTATIONS)?;
+    let suite = monitor::expect::Suite::load(&suite_path).map_err(other)?;
+    let frame = data::frame::read_frame(&raw).map_err(other)?;
+    let r = monitor::expect::run(&suite, &frame, dir);
+    println!(
+        "  data tests ({}): {} of {} expectations pass",
+        r.suite,
+        r.passed,
+        r.passed + r.failed
+    );
+    if !r.success {
+        return Err(Error::Other(format!(
+            "the bike data fails {} of its expectations: the demo stops here",
+            r.failed
+        )));
+    }
+    Ok(())
+}
+
+/// `dvc.yaml`'s one stage: the point-in-time training set, built by this binary.
+fn pipeline(dir: &Path, home: &Path) -> Result<(), Error> {
+    let exe = std::env::current_exe()?;
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let cmd = format!(
+        "{} --home {} features historical --entities hours_2011.csv --timestamp event_timestamp --service {SERVICE} -o training_set.csv",
+        quote(&exe),
+        quote(home)
+    );
+    let yaml = format!(
+        "stages:\n  training_set:\n    cmd: {}\n    deps: [hours_2011.csv, rentals_by_hour_of_week.csv, rentals_recent.csv, features.yaml]\n    outs: [training_set.csv]\n",
+        serde_json::to_string(&cmd).map_err(other)?
+    );
+    std::fs::write(dir.join("dvc.yaml"), yaml)?;
+    Ok(())
+}
+
+/// `capstan data repro` of `dir` in a blocking task: what each stage did (in full, and in a word
+/// for the summary), and how long it took.
+async fn repro(dir: &Path) -> Result<(String, &'static str, f64), Error> {
+    let dir = dir.to_owned();
+    let t = std::time::Instant::now();
+    let runs =
+        tokio::task::spawn_blocking(move || data::Repo::open(&dir).and_then(|mut r| r.repro(None)))
+            .await
+            .map_err(other)?
+            .map_err(other)?;
+    let said: Vec<String> = runs
+        .iter()
+        .map(|r| match r {
+            data::StageRun::Unchanged(s) => format!("{s} unchanged"),
+            data::StageRun::Restored(s) => format!("{s} restored from the run cache"),
+            data::StageRun::Ran(s) => format!("{s} ran"),
+        })
+        .collect();
+    let word = match runs.first() {
+        Some(data::StageRun::Ran(_)) => "ran",
+        Some(data::StageRun::Unchanged(_)) => "skipped",
+        Some(data::StageRun::Restored(_)) => "restored",
+        None => "nothing",
+    };
+    Ok((said.join(", "), word, t.elapsed().as_secs_f64()))
+}
 
 /// Feature definitions: two entities (the hour of week, the whole system), a view of each, an
 /// on-demand feature, and the service the model uses. Every count is known one hour after its
@@ -122,6 +211,7 @@ fn tables() -> Result<(String, String, String, usize), Error> {
 pub async fn features_step(home: &Path, config: &Config, c: &Client) -> Result<Line, Error> {
     let dir = home.join("bike-features");
     std::fs::create_dir_all(&dir)?;
+    version_and_check(&dir)?;
     let (source, system, entities, hours) = tables()?;
     std::fs::write(dir.join("rentals_by_hour_of_week.csv"), source)?;
     std::fs::write(dir.join("rentals_recent.csv"), system)?;
@@ -131,16 +221,41 @@ pub async fn features_step(home: &Path, config: &Config, c: &Client) -> Result<L
     std::fs::write(&defs, DEFINITIONS)?;
     crate::features_cmd::run(home, config, FeaturesCmd::Apply { file: defs }).await?;
 
-    // The same model on the same hours, without and with the service's features.
+    // The training set is a cached pipeline stage: built once, skipped while nothing changed,
+    // restored from the run cache when its output is lost.
+    pipeline(&dir, home)?;
+    let mut said = Vec::new();
+    for round in 0..3 {
+        if round == 2 {
+            std::fs::remove_file(dir.join("training_set.csv"))?;
+        }
+        let (what, word, secs) = repro(&dir).await?;
+        println!("  capstan data repro: {what} ({secs:.1} s)");
+        said.push(word);
+    }
+    let pipeline_run = crate::data_cmd::track_repro(&dir, home, config).await?;
+    println!("  pipeline run {pipeline_run} in experiment 'pipelines' (params, data versions)");
+
+    // The same model on the same hours, without and with the service's features (the entity
+    // table and the pipeline's training set hold the same rows in the same order).
     let p = Platform::open(home, config).await?;
-    let args = |service: Option<&str>| crate::train::TrainArgs {
-        data: entity_table.clone(),
+    let args = |with: bool| crate::train::TrainArgs {
+        data: if with {
+            dir.join("training_set.csv")
+        } else {
+            entity_table.clone()
+        },
         target: "cnt".into(),
-        drop: ["dteday", "casual", "registered", "system"]
-            .into_iter()
-            .chain(service.is_none().then_some("event_timestamp"))
-            .map(str::to_owned)
-            .collect(),
+        drop: [
+            "dteday",
+            "casual",
+            "registered",
+            "system",
+            "event_timestamp",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect(),
         algorithm: "gbm".into(),
         classify: false,
         rounds: 100,
@@ -151,11 +266,11 @@ pub async fn features_step(home: &Path, config: &Config, c: &Client) -> Result<L
         cv: None,
         experiment: "bike-features".into(),
         register: None,
-        feature_service: service.map(str::to_owned),
+        feature_service: None,
         entity_timestamp: "event_timestamp".into(),
     };
-    let without = crate::train::run(&p, args(None)).await?;
-    let with = crate::train::run(&p, args(Some(SERVICE))).await?;
+    let without = crate::train::run(&p, args(false)).await?;
+    let with = crate::train::run(&p, args(true)).await?;
     let rmse = |t: &crate::train::Trained| t.metric("test_rmse").unwrap_or(f64::NAN);
     println!(
         "  test RMSE on 2011's hours: {:.1} without the feature service, {:.1} with {SERVICE} (runs {} and {})",
@@ -207,7 +322,10 @@ pub async fn features_step(home: &Path, config: &Config, c: &Client) -> Result<L
     println!("  POST /get-online-features: median {p50:.2} ms over 50 lookups");
     Ok((
         "feature store".into(),
-        format!("rentals by hour of week joined point in time onto {hours} hours"),
+        format!(
+            "by hour of week, point in time, {hours} hours; pipeline {}",
+            said.join(" → ")
+        ),
         format!(
             "test RMSE {:.1} → {:.1} with features; online p50 {p50:.2} ms",
             rmse(&without),

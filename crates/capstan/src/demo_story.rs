@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-const BIKES: &str = include_str!("../../../data/bike_sharing_hourly.csv");
+pub(crate) const BIKES: &str = include_str!("../../../data/bike_sharing_hourly.csv");
 const BIKE_MODEL: &str = "bike-demand";
 
 /// One line of the demo's closing summary: step, what happened, the numbers.
@@ -206,9 +206,16 @@ pub async fn retrain_step(
             )
             .await?;
     }
+    // Model tests every candidate must pass before it may replace the champion.
+    let tests = dir.join("model-tests.yaml");
+    std::fs::write(
+        &tests,
+        "name: bike_model\ntarget: cnt\ntests:\n  - {test: metric, metric: rmse, max: 150}\n  - {test: metric, metric: rmse, max: 200, slice: {column: workingday, equals: 'Yes'}}\n  - {test: beats_champion, metric: rmse, margin: 0.0}\n",
+    )?;
     let policy = format!(
-        "data: {}\ntarget: cnt\ntime_column: dteday\ndrop: [casual, registered]\nalgorithm: gbm\nrounds: 100\nwindow: {{kind: sliding, days: 60}}\nevaluation_days: 14\nmetric: rmse\nmin_improvement: 0.05\n",
-        labelled.display()
+        "data: {}\ntarget: cnt\ntime_column: dteday\ndrop: [casual, registered]\nalgorithm: gbm\nrounds: 100\nwindow: {{kind: sliding, days: 60}}\nevaluation_days: 14\nmetric: rmse\nmin_improvement: 0.05\ntests: {}\n",
+        labelled.display(),
+        tests.display()
     );
     crate::retrain::set_policy(&p, BIKE_MODEL, &policy).await?;
     // The first model is a retraining with no champion to beat.
@@ -339,9 +346,12 @@ pub async fn retrain_step(
         None => crate::retrain::run_now(&p, BIKE_MODEL, "spring data", false).await?,
     };
     println!(
-        "  {}: {}",
+        "  {}: {}{}",
         result["outcome"].as_str().unwrap_or("?"),
-        result["reason"].as_str().unwrap_or("")
+        result["reason"].as_str().unwrap_or(""),
+        result["tests"]
+            .as_str()
+            .map_or(String::new(), |t| format!("; {t}"))
     );
     // Servers follow the alias within their poll interval (0.5 s).
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;

@@ -422,6 +422,7 @@ pub async fn retrain(
         _ => None,
     };
     let warm_start_from = candidate_pkg.training.get("warm_start_from").cloned();
+    let mut tests_said = None;
     let tests = match &policy.tests {
         None => Ok(()),
         Some(path) => {
@@ -438,6 +439,11 @@ pub async fn retrain(
                 champion_pkg.as_ref(),
                 &frame.filter_rows(&keep),
             );
+            tests_said = Some(format!(
+                "{} of {} model tests pass",
+                r.passed,
+                r.passed + r.failed
+            ));
             if r.success {
                 Ok(())
             } else {
@@ -486,7 +492,7 @@ pub async fn retrain(
         "decision": decision.outcome, "improvement": decision.improvement,
         "metric": metric, "candidate_score": candidate_score, "champion_score": champion_score,
         "candidate_version": candidate_version, "champion_version": champion.as_ref().map(|v| v.version),
-        "alias": promoted_to, "run_id": run_id, "trees": trees,
+        "alias": promoted_to, "run_id": run_id, "trees": trees, "tests": tests_said,
         "warm_start_from": warm_start_from,
         "train_rows": split.train.len(), "eval_rows": split.eval.len(),
         "as_of_ms": split.as_of_ms, "eval_start_ms": split.eval_start_ms,

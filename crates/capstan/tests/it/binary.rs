@@ -182,6 +182,23 @@ fn demo_tracks_runs_and_cli_reads_them() {
         features.contains("8645 hours") && rmse.len() == 2 && rmse[1] < rmse[0] * 0.9,
         "{features}"
     );
+    // …built by a cached pipeline stage: ran, then skipped, then restored without running.
+    assert!(
+        features.contains("pipeline ran → skipped → restored")
+            && stdout.contains("training_set restored from the run cache"),
+        "{features}"
+    );
+    // The raw data was versioned and passed its expectations before anything used it.
+    assert!(
+        stdout.contains("versioned bike_sharing_hourly.csv: md5 ")
+            && stdout.contains("data tests (bike_sharing_hourly): 10 of 10 expectations pass"),
+        "{stdout}"
+    );
+    assert!(
+        home.path()
+            .join("bike-features/bike_sharing_hourly.csv.dvc")
+            .exists()
+    );
     assert!(
         stdout.contains("online rentals_last_24h") && stdout.contains("(PRESENT, PRESENT)"),
         "{stdout}"
@@ -191,6 +208,7 @@ fn demo_tracks_runs_and_cli_reads_them() {
         "{stdout}"
     );
     assert!(line("retraining").contains("promoted"), "{stdout}");
+    assert!(stdout.contains("; 3 of 3 model tests pass"), "{stdout}");
     assert!(line("zero downtime").ends_with(" 0 failed"), "{stdout}");
     let after = line("after");
     let rmse: Vec<f64> = after
