@@ -78,7 +78,14 @@ pub async fn run(
         DataCmd::Add { paths } => {
             for p in paths {
                 let t = Instant::now();
+                let pointer = {
+                    let mut name = p.clone().into_os_string();
+                    name.push(".dvc");
+                    std::path::PathBuf::from(name)
+                };
+                let before = std::fs::read(&pointer).ok();
                 let out = repo.add(&p).map_err(data_err)?;
+                let changed = std::fs::read(&pointer).ok() != before;
                 let what = match out.nfiles {
                     Some(n) => format!("{n} files, {} bytes", out.size),
                     None => format!("{} bytes", out.size),
@@ -90,6 +97,21 @@ pub async fn run(
                     t.elapsed().as_secs_f64(),
                     p.display()
                 );
+                // A new version of a retraining policy's data retrains its model (only where a
+                // platform home exists: a pure data repository stays one).
+                let platform = !config.store.db.is_empty() || home.join("capstan.db").exists();
+                if changed && platform {
+                    let pf = crate::platform::Platform::open(home, config).await?;
+                    for (model, job) in
+                        crate::retrain::on_new_data_version(&pf, &p, &out.md5).await?
+                    {
+                        println!(
+                            "  new data version for {model}'s retraining policy: job {} (retrain) {}",
+                            job.id,
+                            job.state.as_str()
+                        );
+                    }
+                }
             }
         }
         DataCmd::Status => {

@@ -14,7 +14,7 @@ use crate::platform::{Error, Platform};
 use data::frame::{ColumnData, Frame};
 use learn::{ModelPackage, Prediction};
 use pipeline::jobs::JobQueue;
-use pipeline::retrain::{Decision, Metric, POLICY_TAG, Policy, Rollout};
+use pipeline::retrain::{Decision, Metric, POLICY_TAG, Policy, ROWS_TAG, Rollout};
 use serde_json::{Value, json};
 use std::path::Path;
 use tracking::{Dataset, DatasetInput, Metric as RunMetric, NewRun, RunStatus, Tag};
@@ -51,7 +51,60 @@ pub async fn set_policy(p: &Platform, model: &str, text: &str) -> Result<Policy,
     p.registry
         .set_model_tag(model, &Tag::new(POLICY_TAG, json))
         .await?;
+    let counted = p
+        .registry
+        .get_model(model)
+        .await?
+        .tags
+        .iter()
+        .any(|t| t.key == ROWS_TAG);
+    if !counted {
+        p.registry
+            .set_model_tag(model, &Tag::new(ROWS_TAG, frame.rows().to_string()))
+            .await?;
+    }
     Ok(policy)
+}
+
+/// A new version of `path` (a `capstan data add` that changed it): queues a retraining of every
+/// model whose policy trains on it; the jobs queued (or found pending), by model.
+pub async fn on_new_data_version(
+    p: &Platform,
+    path: &Path,
+    md5: &str,
+) -> Result<Vec<(String, pipeline::Job)>, Error> {
+    let Ok(path) = std::fs::canonicalize(path) else {
+        return Ok(Vec::new());
+    };
+    let mut models = Vec::new();
+    loop {
+        let page = p
+            .registry
+            .search_models("", &[], 50_000, models.len() as u64)
+            .await?
+            .items;
+        let last = page.len() < 50_000;
+        models.extend(page);
+        if last {
+            break;
+        }
+    }
+    let mut queued = Vec::new();
+    for m in models {
+        let Some(tag) = m.tags.iter().find(|t| t.key == POLICY_TAG) else {
+            continue;
+        };
+        let Ok(policy) = Policy::parse(&tag.value) else {
+            continue;
+        };
+        if std::fs::canonicalize(&policy.data).ok().as_deref() != Some(path.as_path()) {
+            continue;
+        }
+        let reason = format!("new data version of {} (md5 {md5})", policy.data);
+        let job = enqueue_retrain(p, &m.name, &reason, false).await?;
+        queued.push((m.name, job));
+    }
+    Ok(queued)
 }
 
 /// The candidate's data as the model sees it: inputs in `schema`'s order, or (first model)
@@ -185,6 +238,10 @@ pub async fn retrain(
     let bytes = std::fs::read(&policy.data)?;
     let digest = data::md5_bytes(&bytes);
     let frame = data::frame::read_frame(Path::new(&policy.data)).map_err(other)?;
+    // What the next `retrain_after_rows` trigger counts from.
+    p.registry
+        .set_model_tag(model, &Tag::new(ROWS_TAG, frame.rows().to_string()))
+        .await?;
     let times = event_times(&frame, &policy.time_column)?;
     let split = pipeline::retrain::split(&times, &policy).map_err(Error::Other)?;
     let metric = policy.metric.name();

@@ -237,6 +237,10 @@ pub struct Policy {
     /// skips unless at least this many labelled rows are newer than the champion's data.
     #[serde(default = "default_min_new_rows")]
     pub min_new_rows: usize,
+    /// Queue a retraining as soon as this many labelled rows have arrived over HTTP since the
+    /// last retraining (or since the policy was set).
+    #[serde(default)]
+    pub retrain_after_rows: Option<usize>,
     /// Update incrementally: a `gbm` candidate keeps the champion's trees and adds `rounds`
     /// more fitted to the window (when the champion is boosted trees on the same inputs); a
     /// `linear` candidate adds the window's rows newer than the champion's data to the
@@ -303,6 +307,9 @@ impl Policy {
         if !(0.0..1.0).contains(&self.min_improvement) {
             return bad("`min_improvement` is a fraction in [0, 1)".into());
         }
+        if self.retrain_after_rows == Some(0) {
+            return bad("`retrain_after_rows` must be at least 1".into());
+        }
         if !(self.forgetting > 0.0 && self.forgetting <= 1.0) {
             return bad(format!(
                 "`forgetting` is the weight old rows keep, in (0, 1], not {}",
@@ -351,6 +358,10 @@ impl Policy {
         }
     }
 }
+
+/// The model tag holding how many labelled rows the data had at the last retraining (or when the
+/// policy was set): what `retrain_after_rows` counts from.
+pub const ROWS_TAG: &str = "capstan.retrain.rows";
 
 /// Rows (by index) that train the candidate and rows that judge both models.
 #[derive(Debug, Clone, PartialEq)]

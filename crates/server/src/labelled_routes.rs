@@ -3,7 +3,9 @@
 //! policy names (`capstan.retrain.policy`), in the file's own column order — the HTTP form of a
 //! file drop. Every row must carry exactly the file's columns; a batch is checked whole before
 //! any of it is written, then appended and synced under one lock, so a batch is all in or all
-//! out and concurrent batches never interleave.
+//! out and concurrent batches never interleave. With the policy's `retrain_after_rows`, a batch
+//! that brings the rows since the last retraining to that many queues one (`retrain:<model>`,
+//! one pending per model); the answer names the job.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -134,7 +136,31 @@ async fn append(
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
+    // Enough new rows since the last retraining: queue one (one pending per model).
+    let mut job = Value::Null;
+    if let Some(after) = policy.retrain_after_rows {
+        let since = model
+            .tags
+            .iter()
+            .find(|t| t.key == pipeline::retrain::ROWS_TAG)
+            .and_then(|t| t.value.parse::<usize>().ok())
+            .unwrap_or(0);
+        let new = (lines + n).saturating_sub(since);
+        if new >= after {
+            let mut j = pipeline::NewJob::new(
+                "retrain",
+                json!({"model": name, "reason": format!("{new} labelled rows since the last retraining (the policy asks for {after})")}),
+            );
+            j.dedupe_key = Some(format!("retrain:{name}"));
+            let queued = s
+                .jobs
+                .enqueue(j, base::now_millis())
+                .await
+                .map_err(ApiError::internal)?;
+            job = json!({"id": queued.id, "state": queued.state});
+        }
+    }
     Ok(Json(
-        json!({"appended": n, "rows": lines + n, "data": policy.data}),
+        json!({"appended": n, "rows": lines + n, "data": policy.data, "retrain_job": job}),
     ))
 }

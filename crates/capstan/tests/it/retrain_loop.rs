@@ -1043,3 +1043,47 @@ async fn a_shadow_rolls_back_a_challenger_that_is_worse_on_live_traffic() {
     .expect("get");
     assert_eq!(gone.status().as_u16(), 404);
 }
+
+/// A new version of the policy's data (`capstan data add` that changed it) queues a retraining
+/// of the model that trains on it; adding it again unchanged queues nothing.
+#[test]
+fn a_new_data_version_queues_a_retraining() {
+    let home = tempfile::tempdir().expect("home");
+    let h = home.path();
+    winter_champion(h, "");
+    let repo = h.to_str().expect("utf8");
+    let labelled = h.join("labelled.csv");
+    let labelled = labelled.to_str().expect("utf8");
+    cli_ok(h, &["data", "-C", repo, "init"]);
+    let out = cli_ok(h, &["data", "-C", repo, "add", labelled]);
+    assert!(
+        out.contains("new data version for bikes's retraining policy: job 1 (retrain) queued"),
+        "{out}"
+    );
+    let job: Value = serde_json::from_str(&cli_ok(h, &["jobs", "show", "1"])).expect("job");
+    assert!(
+        job["payload"]["reason"].as_str().is_some_and(
+            |r| r.starts_with("new data version of ") && r.contains("labelled.csv (md5 ")
+        ),
+        "{job}"
+    );
+    let out = cli_ok(h, &["data", "-C", repo, "add", labelled]);
+    assert!(!out.contains("new data version"), "unchanged: {out}");
+    // One more labelled hour: a new version, and the pending retraining absorbs it.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(h.join("labelled.csv"))
+        .expect("open");
+    let (_, rows) = rows_in_time_order();
+    let next = rows
+        .iter()
+        .find(|r| r[0].as_str() > "2011-06-30")
+        .expect("July");
+    writeln!(f, "{}", next.join(",")).expect("append");
+    let out = cli_ok(h, &["data", "-C", repo, "add", labelled]);
+    assert!(out.contains("job 1 (retrain) queued"), "{out}");
+    let out = cli_ok(h, &["worker", "--once", "--kinds", "retrain"]);
+    assert!(out.contains("(retrain) succeeded"), "{out}");
+    let history = cli_ok(h, &["retrain", "history", "bikes"]);
+    assert!(history.contains("new data version of"), "{history}");
+}
