@@ -337,3 +337,71 @@ fn a_job_whose_worker_dies_is_finished_by_another() {
         "done"
     );
 }
+
+/// kill -9 a `capstan features materialize` at several moments while it replaces a view of
+/// 40,000 entities: after each, the online store holds one whole snapshot — every entity's
+/// previous value, or every entity's new one — never a mix, never a partial view.
+#[tokio::test]
+async fn kill_9_during_materialisation_leaves_one_whole_snapshot() {
+    use features::online::OnlineStore;
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let n = 40_000;
+    let source = |v: f64| {
+        let mut s = String::from("id,ts,v\n");
+        for i in 0..n {
+            s += &format!("{i},2024-01-01T00:00:00Z,{v}\n");
+        }
+        s
+    };
+    std::fs::write(h.join("s.csv"), source(1.0)).expect("source");
+    std::fs::write(
+        h.join("defs.yaml"),
+        "entities:\n  - {name: e, join_keys: [id]}\nsources:\n  - {name: s, path: s.csv, timestamp: ts}\nfeature_views:\n  - {name: x, entities: [e], source: s, features: [{name: v, type: float}]}\n",
+    )
+    .expect("defs");
+    let defs = h.join("defs.yaml");
+    crate::binary::cli_ok(h, &["features", "apply", defs.to_str().expect("utf8")]);
+    let end = "2025-01-01T00:00:00Z";
+    crate::binary::cli_ok(h, &["features", "materialize", "--end", end]);
+    std::fs::write(h.join("s.csv"), source(2.0)).expect("new values");
+
+    let url = format!("sqlite://{}", h.join("capstan.db").display());
+    let snapshot = || async {
+        let db = store::Db::open(&url).await.expect("db");
+        let rows = db.read_all("x").await.expect("read");
+        db.close().await;
+        let mut values: Vec<f64> = rows
+            .iter()
+            .map(|(_, r)| r.values[0].as_f64().expect("number"))
+            .collect();
+        values.dedup();
+        (rows.len(), values)
+    };
+    let mut interrupted = 0;
+    for delay_ms in [30u64, 120, 250, 400, 600, 900] {
+        let mut child = crate::binary::capstan(h)
+            .args(["features", "materialize", "--end", end])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        if child.try_wait().expect("wait").is_none() {
+            interrupted += 1;
+        }
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+        let (count, values) = snapshot().await;
+        assert_eq!(count, n, "a whole view after a kill at {delay_ms} ms");
+        assert!(
+            values == [1.0] || values == [2.0],
+            "one snapshot, not a mix, after a kill at {delay_ms} ms: {values:?}"
+        );
+    }
+    assert!(
+        interrupted > 0,
+        "at least one materialisation was cut short"
+    );
+    crate::binary::cli_ok(h, &["features", "materialize", "--end", end]);
+    assert_eq!(snapshot().await, (n, vec![2.0]));
+}
