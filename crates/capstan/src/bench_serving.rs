@@ -12,10 +12,17 @@ use std::time::{Duration, Instant};
 /// The breast-cancer data (scikit-learn 1.9.1, BSD-3-Clause; see data/README.md).
 const BREAST_CANCER_CSV: &str = include_str!("../../../data/breast_cancer.csv");
 
+/// A child process killed (with its process group, when it leads one: servers such as
+/// `feast serve --workers 2` fork workers that outlive their parent) when dropped.
 pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(std::process::Stdio::null())
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
