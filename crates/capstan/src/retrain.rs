@@ -574,7 +574,7 @@ async fn rollout(
         }
         (Rollout::Shadow { check_seconds, .. }, Some(_)) => {
             p.registry.set_alias(model, "challenger", candidate).await?;
-            open_shadow(p, model, candidate, check_seconds).await?;
+            open_rollout(p, model, candidate, None, check_seconds).await?;
             return Ok(Some("challenger (shadow)"));
         }
         (
@@ -588,14 +588,12 @@ async fn rollout(
             Some(_),
         ) => {
             p.registry.set_alias(model, "challenger", candidate).await?;
-            open_canary(
-                p,
-                model,
-                candidate,
-                (start_weight, end_weight, ramp_seconds),
-                check_seconds,
-            )
-            .await?;
+            let ramp = serving::deploy::Ramp {
+                start_weight,
+                end_weight,
+                ramp_seconds,
+            };
+            open_rollout(p, model, candidate, Some(ramp), check_seconds).await?;
             return Ok(Some("challenger (canary)"));
         }
     };
@@ -609,51 +607,22 @@ async fn rollout(
     Ok(Some(alias))
 }
 
-/// Opens (or replaces) `<model>-canary`: champion vs challenger with a ramp, and queues its
-/// first check.
-async fn open_canary(
+/// Opens (or replaces) the rollout's deployment of champion vs challenger — `<model>-canary`,
+/// the challenger's share following `ramp`, or without one `<model>-shadow`, where the champion
+/// answers and the challenger predicts the same requests unseen — and queues its first check.
+async fn open_rollout(
     p: &Platform,
     model: &str,
     candidate: i64,
-    (start_weight, end_weight, ramp_seconds): (f64, f64, u64),
-    check_seconds: u64,
-) -> Result<(), Error> {
-    use serving::deploy::{DeploymentSpec, DeploymentStore, Mode, Ramp, VariantSpec};
-    let name = format!("{model}-canary");
-    let variant = |v: &str| VariantSpec {
-        name: v.into(),
-        model: model.into(),
-        alias: Some(v.into()),
-        version: None,
-        weight: 0.0,
-    };
-    let spec = DeploymentSpec {
-        name: name.clone(),
-        mode: Mode::Canary,
-        variants: vec![variant("champion"), variant("challenger")],
-        ramp: Some(Ramp {
-            start_weight,
-            end_weight,
-            ramp_seconds,
-        }),
-    };
-    spec.validate().map_err(other)?;
-    p.db.put_deployment(&name, &serde_json::to_string(&spec).map_err(other)?)
-        .await
-        .map_err(other)?;
-    queue_check(p, model, &name, candidate, 1, check_seconds).await
-}
-
-/// Opens (or replaces) `<model>-shadow`: the champion answers, the challenger predicts the same
-/// requests unseen; queues its first check.
-async fn open_shadow(
-    p: &Platform,
-    model: &str,
-    candidate: i64,
+    ramp: Option<serving::deploy::Ramp>,
     check_seconds: u64,
 ) -> Result<(), Error> {
     use serving::deploy::{DeploymentSpec, DeploymentStore, Mode, VariantSpec};
-    let name = format!("{model}-shadow");
+    let (mode, kind) = match ramp {
+        Some(_) => (Mode::Canary, "canary"),
+        None => (Mode::Shadow, "shadow"),
+    };
+    let name = format!("{model}-{kind}");
     let variant = |v: &str| VariantSpec {
         name: v.into(),
         model: model.into(),
@@ -663,9 +632,9 @@ async fn open_shadow(
     };
     let spec = DeploymentSpec {
         name: name.clone(),
-        mode: Mode::Shadow,
+        mode,
         variants: vec![variant("champion"), variant("challenger")],
-        ramp: None,
+        ramp,
     };
     spec.validate().map_err(other)?;
     p.db.put_deployment(&name, &serde_json::to_string(&spec).map_err(other)?)

@@ -97,20 +97,29 @@ pub struct ShadowStats {
     pub losses: Vec<(f64, f64)>,
 }
 
+/// A rollback when the challenger fails more than a point more often than the champion, over at
+/// least 20 of its requests (`what` names them).
+fn errs_more(champion: (u64, u64), challenger: (u64, u64), what: &str) -> Option<CanaryVerdict> {
+    let rate = |(errors, n): (u64, u64)| errors as f64 / n.max(1) as f64;
+    let (ce, he) = (rate(champion), rate(challenger));
+    (challenger.1 >= 20 && he > ce + 0.01).then(|| {
+        CanaryVerdict::RolledBack(format!(
+            "the challenger failed {:.1}% of {} {what}, the champion {:.1}%",
+            he * 100.0,
+            challenger.1,
+            ce * 100.0
+        ))
+    })
+}
+
 /// The shadow rule (see [`Rollout::Shadow`]).
 pub fn judge_shadow(s: &ShadowStats, min_labelled: u64) -> CanaryVerdict {
-    let rate = |e: u64, n: u64| e as f64 / n.max(1) as f64;
-    let (ce, he) = (
-        rate(s.champion_errors, s.champion_requests),
-        rate(s.challenger_errors, s.challenger_requests),
-    );
-    if s.challenger_requests >= 20 && he > ce + 0.01 {
-        return CanaryVerdict::RolledBack(format!(
-            "the challenger failed {:.1}% of {} shadowed requests, the champion {:.1}%",
-            he * 100.0,
-            s.challenger_requests,
-            ce * 100.0
-        ));
+    if let Some(v) = errs_more(
+        (s.champion_errors, s.champion_requests),
+        (s.challenger_errors, s.challenger_requests),
+        "shadowed requests",
+    ) {
+        return v;
     }
     let n = s.losses.len();
     let mean = |f: fn(&(f64, f64)) -> f64| s.losses.iter().map(f).sum::<f64>() / n.max(1) as f64;
@@ -164,18 +173,12 @@ pub enum CanaryVerdict {
 /// The canary rule: roll back on a higher error rate or a significantly worse outcome; promote
 /// once every arm has `min_feedback` outcomes and the challenger is not significantly worse.
 pub fn judge_canary(s: &CanaryStats, min_feedback: u64) -> CanaryVerdict {
-    let rate = |e: u64, n: u64| e as f64 / n.max(1) as f64;
-    let (ce, he) = (
-        rate(s.champion_errors, s.champion_requests),
-        rate(s.challenger_errors, s.challenger_requests),
-    );
-    if s.challenger_requests >= 20 && he > ce + 0.01 {
-        return CanaryVerdict::RolledBack(format!(
-            "the challenger failed {:.1}% of {} requests, the champion {:.1}%",
-            he * 100.0,
-            s.challenger_requests,
-            ce * 100.0
-        ));
+    if let Some(v) = errs_more(
+        (s.champion_errors, s.champion_requests),
+        (s.challenger_errors, s.challenger_requests),
+        "requests",
+    ) {
+        return v;
     }
     if s.always_valid_p < 0.05 && s.difference < 0.0 {
         return CanaryVerdict::RolledBack(format!(

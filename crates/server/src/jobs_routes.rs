@@ -22,6 +22,18 @@ pub fn routes() -> Router<AppState> {
         .route("/api/2.0/capstan/jobs/{id}/logs", get(logs))
 }
 
+/// The query's `limit`: `default` when absent, refused outside 1..=`max`.
+fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::invalid(format!("limit must be between 1 and {max}"))),
+        None => Ok(default),
+    }
+}
+
 async fn list(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -34,14 +46,7 @@ async fn list(
         })?),
         None => None,
     };
-    let limit = match q.get("limit") {
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit must be between 1 and 1000"))?,
-        None => 100,
-    };
+    let limit = limit(&q, 100, 1000)?;
     let jobs = s
         .jobs
         .list(state, limit)
@@ -79,14 +84,7 @@ async fn logs(
             .ok_or_else(|| ApiError::invalid("after must be a non-negative integer"))?,
         None => 0,
     };
-    let limit = match q.get("limit") {
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit must be between 1 and 10000"))?,
-        None => 1000,
-    };
+    let limit = limit(&q, 1000, 10_000)?;
     let lines = s
         .jobs
         .logs(id, after, limit)

@@ -647,13 +647,8 @@ fn canary_home(h: &Path) -> (Vec<String>, Vec<Vec<String>>) {
 }
 
 /// Sends July's hours through the canary; `outcome` scores each answer (higher is better).
-async fn canary_traffic(
-    url: &str,
-    header: &[String],
-    rows: &[Vec<String>],
-    outcome: impl Fn(&str, f64, f64) -> f64,
-) -> [usize; 2] {
-    let http = reqwest::Client::new();
+/// The served bike model's input names, in order (`GET /v2/models/bikes`).
+async fn bike_inputs(http: &reqwest::Client, url: &str) -> Vec<String> {
     let meta: Value = http
         .get(format!("{url}/v2/models/bikes"))
         .send()
@@ -662,12 +657,22 @@ async fn canary_traffic(
         .json()
         .await
         .expect("json");
-    let inputs: Vec<String> = meta["inputs"]
+    meta["inputs"]
         .as_array()
         .expect("inputs")
         .iter()
         .map(|i| i["name"].as_str().expect("name").to_owned())
-        .collect();
+        .collect()
+}
+
+async fn canary_traffic(
+    url: &str,
+    header: &[String],
+    rows: &[Vec<String>],
+    outcome: impl Fn(&str, f64, f64) -> f64,
+) -> [usize; 2] {
+    let http = reqwest::Client::new();
+    let inputs = bike_inputs(&http, url).await;
     let target = header.iter().position(|c| c == "cnt").expect("cnt");
     let july: Vec<&Vec<String>> = rows
         .iter()
@@ -899,20 +904,7 @@ fn shadow_home(h: &Path) -> (Vec<String>, Vec<Vec<String>>) {
 /// as the label; every answer must come from the champion, version 1.
 async fn shadow_traffic(url: &str, header: &[String], rows: &[Vec<String>], from: &str, to: &str) {
     let http = reqwest::Client::new();
-    let meta: Value = http
-        .get(format!("{url}/v2/models/bikes"))
-        .send()
-        .await
-        .expect("meta")
-        .json()
-        .await
-        .expect("json");
-    let inputs: Vec<String> = meta["inputs"]
-        .as_array()
-        .expect("inputs")
-        .iter()
-        .map(|i| i["name"].as_str().expect("name").to_owned())
-        .collect();
+    let inputs = bike_inputs(&http, url).await;
     let target = header.iter().position(|c| c == "cnt").expect("cnt");
     for (i, r) in rows
         .iter()
