@@ -76,6 +76,10 @@ pub async fn run(
     match cmd {
         DataCmd::Init => {}
         DataCmd::Add { paths } => {
+            // A new version of a retraining policy's data retrains its model — only where a
+            // platform home exists (a pure data repository stays one); opened at the first one.
+            let has_platform = !config.store.db.is_empty() || home.join("capstan.db").exists();
+            let mut platform = None;
             for p in paths {
                 let t = Instant::now();
                 let pointer = {
@@ -97,13 +101,12 @@ pub async fn run(
                     t.elapsed().as_secs_f64(),
                     p.display()
                 );
-                // A new version of a retraining policy's data retrains its model (only where a
-                // platform home exists: a pure data repository stays one).
-                let platform = !config.store.db.is_empty() || home.join("capstan.db").exists();
-                if changed && platform {
-                    let pf = crate::platform::Platform::open(home, config).await?;
+                if changed && has_platform && platform.is_none() {
+                    platform = Some(crate::platform::Platform::open(home, config).await?);
+                }
+                if let (true, Some(pf)) = (changed, &platform) {
                     for (model, job) in
-                        crate::retrain::on_new_data_version(&pf, &p, &out.md5).await?
+                        crate::retrain::on_new_data_version(pf, &p, &out.md5).await?
                     {
                         println!(
                             "  new data version for {model}'s retraining policy: job {} (retrain) {}",

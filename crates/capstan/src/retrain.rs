@@ -768,15 +768,14 @@ pub async fn rollout_check(p: &Platform, payload: &Value) -> Result<Value, Error
             check_seconds,
         } => {
             let stats = shadow_stats(p, &model, &name, created, candidate).await?;
-            let n = stats.losses.len().max(1) as f64;
-            let mean = |f: fn(&(f64, f64)) -> f64| stats.losses.iter().map(f).sum::<f64>() / n;
+            let (champion_loss, challenger_loss) = stats.mean_losses();
             (
                 judge_shadow(&stats, min_labelled),
                 check_seconds,
                 json!({"champion_requests": stats.champion_requests,
                     "challenger_requests": stats.challenger_requests,
                     "labelled_rows": stats.losses.len(),
-                    "champion_loss": mean(|l| l.0), "challenger_loss": mean(|l| l.1)}),
+                    "champion_loss": champion_loss, "challenger_loss": challenger_loss}),
             )
         }
         _ => {

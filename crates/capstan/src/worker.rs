@@ -193,27 +193,20 @@ pub async fn run(home: &Path, config: &Config, args: WorkerArgs) -> Result<(), E
     }
     eprintln!("worker {name}: running {}", kinds.join(", "));
     while !stop.load(Ordering::Relaxed) {
-        // The database may be restarting: a worker waits for it rather than exiting.
-        match pipeline::schedules::fire_due(&p.db, base::now_millis()).await {
-            Ok(fired) => fired
-                .into_iter()
-                .for_each(|id| println!("schedule fired: job {id} queued")),
-            Err(e) if args.once => return Err(Error::Other(e)),
-            Err(e) => {
-                eprintln!("worker {name}: the database is unreachable ({e}); retrying in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        let leased = async {
+            for id in pipeline::schedules::fire_due(&p.db, base::now_millis()).await? {
+                println!("schedule fired: job {id} queued");
             }
+            p.db.lease(&name, &kinds, lease_ms, base::now_millis())
+                .await
         }
-        let leased = match p
-            .db
-            .lease(&name, &kinds, lease_ms, base::now_millis())
-            .await
-        {
+        .await;
+        // The database may be restarting: a worker waits for it rather than exiting.
+        let leased = match leased {
             Ok(leased) => leased,
             Err(e) if args.once => return Err(Error::Other(e)),
             Err(e) => {
-                eprintln!("worker {name}: could not lease ({e}); retrying in 1 s");
+                eprintln!("worker {name}: the database is unreachable ({e}); retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }

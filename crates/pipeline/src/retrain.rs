@@ -112,6 +112,15 @@ fn errs_more(champion: (u64, u64), challenger: (u64, u64), what: &str) -> Option
     })
 }
 
+impl ShadowStats {
+    /// (champion's, challenger's) mean loss over the labelled rows (0 when there are none).
+    pub fn mean_losses(&self) -> (f64, f64) {
+        let n = self.losses.len().max(1) as f64;
+        let sum = |f: fn(&(f64, f64)) -> f64| self.losses.iter().map(f).sum::<f64>();
+        (sum(|l| l.0) / n, sum(|l| l.1) / n)
+    }
+}
+
 /// The shadow rule (see [`Rollout::Shadow`]).
 pub fn judge_shadow(s: &ShadowStats, min_labelled: u64) -> CanaryVerdict {
     if let Some(v) = errs_more(
@@ -122,8 +131,7 @@ pub fn judge_shadow(s: &ShadowStats, min_labelled: u64) -> CanaryVerdict {
         return v;
     }
     let n = s.losses.len();
-    let mean = |f: fn(&(f64, f64)) -> f64| s.losses.iter().map(f).sum::<f64>() / n.max(1) as f64;
-    let (champion, challenger) = (mean(|l| l.0), mean(|l| l.1));
+    let (champion, challenger) = s.mean_losses();
     let diffs: Vec<f64> = s.losses.iter().map(|(a, b)| b - a).collect();
     let p = if n >= 2 {
         stats::ab::paired_msprt_p_value(&diffs)

@@ -55,14 +55,17 @@ async fn list(
     Ok(Json(json!({"jobs": jobs})))
 }
 
-async fn show(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
-    let job = s
-        .jobs
+/// Job `id`, or a 404 naming it.
+async fn job(s: &AppState, id: i64) -> Result<pipeline::Job, ApiError> {
+    s.jobs
         .get(id)
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    Ok(Json(json!({"job": job})))
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+async fn show(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"job": job(&s, id).await?})))
 }
 
 async fn logs(
@@ -70,12 +73,7 @@ async fn logs(
     Path(id): Path<i64>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let job = s
-        .jobs
-        .get(id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let state = job(&s, id).await?.state;
     let after = match q.get("after") {
         Some(v) => v
             .parse::<i64>()
@@ -91,9 +89,7 @@ async fn logs(
         .await
         .map_err(ApiError::internal)?;
     let next = lines.last().map_or(after, |l| l.seq);
-    Ok(Json(
-        json!({"lines": lines, "next": next, "state": job.state}),
-    ))
+    Ok(Json(json!({"lines": lines, "next": next, "state": state})))
 }
 
 async fn submit(
@@ -126,9 +122,7 @@ async fn submit(
 }
 
 async fn cancel(State(s): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
-    if s.jobs.get(id).await.map_err(ApiError::internal)?.is_none() {
-        return Err(ApiError::not_found(format!("no job {id}")));
-    }
+    job(&s, id).await?;
     let cancelled = s
         .jobs
         .cancel(id, base::now_millis())

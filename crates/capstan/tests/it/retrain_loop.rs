@@ -105,6 +105,21 @@ fn rmse(pred: &[f64], rows: &[&Vec<String>], target: usize) -> f64 {
     (se / pred.len() as f64).sqrt()
 }
 
+/// The rollout's deployment `name` is gone: the check that decided closed it.
+async fn assert_closed(url: &str, name: &str) {
+    let r = reqwest::get(format!("{url}/api/2.0/capstan/deployments/{name}"))
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 404, "the deployment {name} is closed");
+}
+
+/// Whether `capstan models show`'s table gives `version` the alias `alias`.
+fn holds(models: &str, version: char, alias: &str) -> bool {
+    models
+        .lines()
+        .any(|l| l.trim_start().starts_with(version) && l.contains(alias))
+}
+
 pub(crate) fn versions(home: &Path) -> usize {
     cli_ok(home, &["models", "show", "bikes"])
         .lines()
@@ -422,12 +437,7 @@ async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request()
     let out = cli_ok(h, &["retrain", "run", "bikes", "--reason", "no new data"]);
     assert!(out.contains("rejected"), "{out}");
     let champion = cli_ok(h, &["models", "show", "bikes"]);
-    assert!(
-        champion
-            .lines()
-            .any(|l| l.trim_start().starts_with('2') && l.contains("champion")),
-        "{champion}"
-    );
+    assert!(holds(&champion, '2', "champion"), "{champion}");
 
     // A worker killed between registering its candidate and finishing: the job resumes and
     // registers nothing twice.
@@ -507,12 +517,7 @@ async fn drift_triggers_a_retraining_that_is_promoted_without_a_failed_request()
         "{history}"
     );
     let models = cli_ok(h, &["models", "show", "bikes"]);
-    assert!(
-        models
-            .lines()
-            .any(|l| l.trim_start().starts_with('2') && l.contains("champion")),
-        "{models}"
-    );
+    assert!(holds(&models, '2', "champion"), "{models}");
 
     // A nightly retraining asks for new data: none yet, then half a day (under the policy's 24
     // rows), then a week.
@@ -625,18 +630,8 @@ fn canary_home(h: &Path) -> (Vec<String>, Vec<Vec<String>>) {
         "{out}"
     );
     let models = cli_ok(h, &["models", "show", "bikes"]);
-    assert!(
-        models
-            .lines()
-            .any(|l| l.trim_start().starts_with('1') && l.contains("champion")),
-        "{models}"
-    );
-    assert!(
-        models
-            .lines()
-            .any(|l| l.trim_start().starts_with('2') && l.contains("challenger")),
-        "{models}"
-    );
+    assert!(holds(&models, '1', "champion"), "{models}");
+    assert!(holds(&models, '2', "challenger"), "{models}");
     // Before any traffic the check (due a second after the retraining) waits and looks again.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = cli_ok(h, &["worker", "--once", "--kinds", "rollout-check"]);
@@ -728,30 +723,10 @@ async fn a_canary_promotes_a_challenger_that_is_not_worse() {
         "{history}"
     );
     let models = cli_ok(h, &["models", "show", "bikes"]);
-    assert!(
-        models
-            .lines()
-            .any(|l| l.trim_start().starts_with('2') && l.contains("champion")),
-        "{models}"
-    );
-    assert!(
-        models
-            .lines()
-            .any(|l| l.trim_start().starts_with('1') && l.contains("previous")),
-        "{models}"
-    );
+    assert!(holds(&models, '2', "champion"), "{models}");
+    assert!(holds(&models, '1', "previous"), "{models}");
     assert!(!models.contains("challenger"), "{models}");
-    let gone = reqwest::get(format!(
-        "{}/api/2.0/capstan/deployments/bikes-canary",
-        server.url
-    ))
-    .await
-    .expect("get");
-    assert_eq!(
-        gone.status().as_u16(),
-        404,
-        "the canary deployment is closed"
-    );
+    assert_closed(&server.url, "bikes-canary").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -780,23 +755,12 @@ async fn a_canary_rolls_back_a_challenger_its_users_find_worse() {
         "{history}"
     );
     let models = cli_ok(h, &["models", "show", "bikes"]);
-    assert!(
-        models
-            .lines()
-            .any(|l| l.trim_start().starts_with('1') && l.contains("champion")),
-        "{models}"
-    );
+    assert!(holds(&models, '1', "champion"), "{models}");
     assert!(
         !models.contains("challenger"),
         "the challenger alias is removed: {models}"
     );
-    let gone = reqwest::get(format!(
-        "{}/api/2.0/capstan/deployments/bikes-canary",
-        server.url
-    ))
-    .await
-    .expect("get");
-    assert_eq!(gone.status().as_u16(), 404);
+    assert_closed(&server.url, "bikes-canary").await;
 }
 
 /// `warm_start: true`: the candidate keeps the champion's 100 trees and adds the policy's 30,
@@ -977,26 +941,12 @@ async fn a_shadow_promotes_a_challenger_that_is_better_on_the_same_requests() {
     );
     let models = cli_ok(h, &["models", "show", "bikes"]);
     assert!(
-        models
-            .lines()
-            .any(|l| l.trim_start().starts_with('2') && l.contains("champion"))
-            && models
-                .lines()
-                .any(|l| l.trim_start().starts_with('1') && l.contains("previous"))
+        holds(&models, '2', "champion")
+            && holds(&models, '1', "previous")
             && !models.contains("challenger"),
         "{models}"
     );
-    let gone = reqwest::get(format!(
-        "{}/api/2.0/capstan/deployments/bikes-shadow",
-        server.url
-    ))
-    .await
-    .expect("get");
-    assert_eq!(
-        gone.status().as_u16(),
-        404,
-        "the shadow deployment is closed"
-    );
+    assert_closed(&server.url, "bikes-shadow").await;
 }
 
 /// The candidate beat the champion on spring's newest weeks, but the live traffic is winter's,
@@ -1021,19 +971,10 @@ async fn a_shadow_rolls_back_a_challenger_that_is_worse_on_live_traffic() {
     );
     let models = cli_ok(h, &["models", "show", "bikes"]);
     assert!(
-        models
-            .lines()
-            .any(|l| l.trim_start().starts_with('1') && l.contains("champion"))
-            && !models.contains("challenger"),
+        holds(&models, '1', "champion") && !models.contains("challenger"),
         "{models}"
     );
-    let gone = reqwest::get(format!(
-        "{}/api/2.0/capstan/deployments/bikes-shadow",
-        server.url
-    ))
-    .await
-    .expect("get");
-    assert_eq!(gone.status().as_u16(), 404);
+    assert_closed(&server.url, "bikes-shadow").await;
 }
 
 /// A new version of the policy's data (`capstan data add` that changed it) queues a retraining
